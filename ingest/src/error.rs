@@ -1,0 +1,63 @@
+//! Typed ingest errors: each names the input it concerns and, where possible, what to do.
+
+use std::path::PathBuf;
+
+/// Why a source could not be opened or stopped delivering frames.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// GStreamer itself could not start (missing libraries or plugins).
+    #[error("GStreamer failed to initialise: {0} (run `make setup` to install the GStreamer packages)")]
+    Init(String),
+    /// A needed GStreamer element is not installed.
+    #[error("GStreamer element `{element}` is missing (install the GStreamer plugin packages: `make setup`)")]
+    MissingElement {
+        /// Factory name of the element.
+        element: String,
+    },
+    /// The input path does not exist.
+    #[error("input {path}: no such file or folder (check the stream's `source` in the config or the --input path)")]
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A folder was given but holds no images capflow can read.
+    #[error("input {path}: the folder holds no .png/.jpg/.jpeg images (an image sequence needs same-type images sorted by name)")]
+    EmptySequence {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// An image sequence mixes PNG and JPEG files.
+    #[error("input {path}: the folder mixes PNG and JPEG images; keep one type per sequence")]
+    MixedSequence {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// Reading an input file failed.
+    #[error("input {path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// GStreamer reported an error while decoding (not a video, truncated file, unsupported codec, lost stream).
+    #[error("input {input}: {message} ({hint})")]
+    Decode {
+        /// The input (path or URI).
+        input: String,
+        /// GStreamer's message.
+        message: String,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
+    /// The pipeline could not be built or started.
+    #[error("input {input}: could not start the decoding pipeline: {message}")]
+    Pipeline {
+        /// The input (path or URI).
+        input: String,
+        /// What went wrong.
+        message: String,
+    },
+}

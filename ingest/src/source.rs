@@ -1,0 +1,333 @@
+//! A GStreamer pipeline per input, ending in a bounded `appsink` that [`Source::next_frame`] pulls from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use crate::sequence::{list_with_kind, ImageKind};
+use crate::{Frame, IngestError, PixelFormat, StreamInfo};
+
+const DECODE_HINT: &str = "check that it is a complete, playable video or image sequence, e.g. with `gst-discoverer-1.0`";
+
+/// How a source decodes and queues.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceOptions {
+    /// Pixel layout frames are converted to.
+    pub format: PixelFormat,
+    /// Frames the appsink holds before the decoder blocks (bounded memory per stream).
+    pub queue_frames: u32,
+    /// Frame rate given to image sequences, which carry no timing of their own.
+    pub sequence_fps: f64,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions { format: PixelFormat::Rgb8, queue_frames: 4, sequence_fps: 25.0 }
+    }
+}
+
+/// One running input: a file, a URI or an image-sequence folder, decoded by GStreamer.
+pub struct Source {
+    input: String,
+    info: Arc<StreamInfo>,
+    pipeline: gst::Pipeline,
+    appsink: gst_app::AppSink,
+    bus: gst::Bus,
+    next_index: u64,
+    first_pts: Option<u64>,
+    feeder: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("input", &self.input).field("next_index", &self.next_index).finish()
+    }
+}
+
+fn make(factory: &str) -> Result<gst::Element, IngestError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| IngestError::MissingElement { element: factory.to_owned() })
+}
+
+impl Source {
+    /// Opens `location`: a video file path, a folder of images, or a URI (`file://`, `rtsp://`, `http://`, ...).
+    ///
+    /// Fails fast when a path does not exist; decoding problems surface from [`Source::next_frame`].
+    pub fn open(location: &str, info: Arc<StreamInfo>, options: &SourceOptions) -> Result<Source, IngestError> {
+        crate::init()?;
+        let pipeline = gst::Pipeline::new();
+        let pipeline_error = |message: String| IngestError::Pipeline { input: location.to_owned(), message };
+
+        let convert = make("videoconvert")?;
+        let caps = gst::Caps::builder("video/x-raw").field("format", options.format.gst_name()).build();
+        let appsink = gst_app::AppSink::builder()
+            .caps(&caps)
+            .max_buffers(options.queue_frames.max(1))
+            .drop(false)
+            .sync(false)
+            .build();
+        pipeline
+            .add_many([&convert, appsink.upcast_ref()])
+            .map_err(|e| pipeline_error(e.to_string()))?;
+        convert.link(&appsink).map_err(|e| pipeline_error(e.to_string()))?;
+
+        let mut feeder = None;
+        let is_uri = location.contains("://");
+        let decoder = if is_uri {
+            let decoder = make("uridecodebin")?;
+            decoder.set_property("uri", location);
+            pipeline.add(&decoder).map_err(|e| pipeline_error(e.to_string()))?;
+            decoder
+        } else {
+            let path = Path::new(location);
+            if !path.exists() {
+                return Err(IngestError::NotFound { path: path.to_owned() });
+            }
+            if path.is_dir() {
+                let (images, kind) = list_with_kind(path)?;
+                let (decoder, handle) = sequence_decoder(&pipeline, path, images, kind, options.sequence_fps)?;
+                feeder = Some(handle);
+                decoder
+            } else {
+                let decoder = make("uridecodebin")?;
+                let absolute = std::fs::canonicalize(path)
+                    .map_err(|error| IngestError::Io { path: path.to_owned(), error })?;
+                let uri = gst::glib::filename_to_uri(&absolute, None)
+                    .map_err(|e| pipeline_error(format!("cannot make a URI from the path: {e}")))?;
+                decoder.set_property("uri", uri.as_str());
+                pipeline.add(&decoder).map_err(|e| pipeline_error(e.to_string()))?;
+                decoder
+            }
+        };
+
+        // Decoders expose their pads once the stream type is known; link the first video pad, ignore audio.
+        let convert_weak = convert.downgrade();
+        decoder.connect_pad_added(move |_, pad| {
+            let Some(convert) = convert_weak.upgrade() else { return };
+            let is_video = pad
+                .current_caps()
+                .or_else(|| Some(pad.query_caps(None)))
+                .and_then(|caps| caps.structure(0).map(|s| s.name().starts_with("video/")))
+                .unwrap_or(false);
+            let Some(sink) = convert.static_pad("sink") else { return };
+            if is_video && !sink.is_linked() {
+                let _ = pad.link(&sink);
+            }
+        });
+
+        let bus = pipeline.bus().ok_or_else(|| pipeline_error("pipeline has no bus".into()))?;
+        let source = Source {
+            input: location.to_owned(),
+            info,
+            pipeline,
+            appsink,
+            bus,
+            next_index: 0,
+            first_pts: None,
+            feeder,
+            finished: false,
+        };
+        if source.pipeline.set_state(gst::State::Playing).is_err() {
+            // The bus usually says why (missing plugin, unreadable file).
+            return Err(source.bus_error().unwrap_or_else(|| pipeline_error("could not start playing".into())));
+        }
+        Ok(source)
+    }
+
+    /// The input as given to [`Source::open`].
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// The stream this source feeds.
+    pub fn info(&self) -> &Arc<StreamInfo> {
+        &self.info
+    }
+
+    /// Blocks until the next frame is decoded; `Ok(None)` at end of stream.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, IngestError> {
+        if self.finished {
+            return Ok(None);
+        }
+        loop {
+            if let Some(error) = self.bus_error() {
+                self.finish();
+                return Err(error);
+            }
+            if let Some(sample) = self.appsink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
+                return self.to_frame(&sample).map(Some);
+            }
+            if self.appsink.is_eos() {
+                // An error may race the EOS; prefer reporting it.
+                if let Some(error) = self.bus_error() {
+                    self.finish();
+                    return Err(error);
+                }
+                self.finish();
+                if self.next_index == 0 {
+                    return Err(IngestError::Decode {
+                        input: self.input.clone(),
+                        message: "no video frames could be decoded".into(),
+                        hint: DECODE_HINT,
+                    });
+                }
+                return Ok(None);
+            }
+        }
+    }
+
+    fn bus_error(&self) -> Option<IngestError> {
+        while let Some(message) = self.bus.pop_filtered(&[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(err) = message.view() {
+                return Some(IngestError::Decode {
+                    input: self.input.clone(),
+                    message: err.error().to_string(),
+                    hint: DECODE_HINT,
+                });
+            }
+        }
+        None
+    }
+
+    fn to_frame(&mut self, sample: &gst::Sample) -> Result<Frame, IngestError> {
+        let decode_error = |message: &str| IngestError::Decode {
+            input: self.input.clone(),
+            message: message.to_owned(),
+            hint: DECODE_HINT,
+        };
+        let caps = sample.caps().ok_or_else(|| decode_error("decoded sample without caps"))?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| decode_error("decoded sample with bad caps"))?;
+        let buffer = sample.buffer().ok_or_else(|| decode_error("decoded sample without a buffer"))?;
+        let video = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+            .map_err(|_| decode_error("cannot map a decoded frame"))?;
+        let format = match info.format() {
+            gst_video::VideoFormat::Rgb => PixelFormat::Rgb8,
+            gst_video::VideoFormat::Gray8 => PixelFormat::Gray8,
+            _ => return Err(decode_error("decoder produced an unexpected pixel format")),
+        };
+        let (width, height) = (info.width(), info.height());
+        let stride = info.stride()[0] as usize;
+        let plane = video.plane_data(0).map_err(|_| decode_error("cannot read a decoded plane"))?;
+        let data = pack_rows(plane, stride, width as usize * format.channels(), height as usize);
+        let index = self.next_index;
+        self.next_index += 1;
+        // Encoders with B-frames start PTS above zero; frames are timed from the first one.
+        let pts = buffer.pts().map(|t| t.nseconds()).unwrap_or(0);
+        let first = *self.first_pts.get_or_insert(pts);
+        Ok(Frame {
+            stream: Arc::clone(&self.info),
+            index,
+            pts_ns: pts.saturating_sub(first),
+            width,
+            height,
+            format,
+            data,
+        })
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        let _ = self.pipeline.set_state(gst::State::Null);
+        if let Some(handle) = self.feeder.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Copies `height` rows of `row_bytes` out of a plane whose rows are `stride` bytes apart (GStreamer pads rows).
+pub(crate) fn pack_rows(plane: &[u8], stride: usize, row_bytes: usize, height: usize) -> Vec<u8> {
+    if stride == row_bytes {
+        return plane[..row_bytes * height].to_vec();
+    }
+    let mut out = Vec::with_capacity(row_bytes * height);
+    for row in plane.chunks(stride).take(height) {
+        out.extend_from_slice(&row[..row_bytes]);
+    }
+    out
+}
+
+/// `appsrc` fed by a thread with the encoded images, then `decodebin`: one pipeline for the whole sequence.
+fn sequence_decoder(
+    pipeline: &gst::Pipeline,
+    dir: &Path,
+    images: Vec<PathBuf>,
+    kind: ImageKind,
+    fps: f64,
+) -> Result<(gst::Element, JoinHandle<()>), IngestError> {
+    let pipeline_error = |message: String| IngestError::Pipeline { input: dir.display().to_string(), message };
+    let fps = if fps.is_finite() && fps > 0.0 { fps } else { 25.0 };
+    let caps = gst::Caps::builder(kind.caps_name())
+        .field("framerate", gst::Fraction::approximate_f64(fps).unwrap_or(gst::Fraction::new(25, 1)))
+        .build();
+    let appsrc = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .block(true)
+        .max_bytes(32 << 20)
+        .build();
+    let decoder = make("decodebin")?;
+    pipeline
+        .add_many([appsrc.upcast_ref(), &decoder])
+        .map_err(|e| pipeline_error(e.to_string()))?;
+    appsrc.link(&decoder).map_err(|e| pipeline_error(e.to_string()))?;
+    let frame_ns = (1e9 / fps) as u64;
+    let handle = std::thread::Builder::new()
+        .name("capflow-sequence".into())
+        .spawn(move || {
+            for (i, path) in images.iter().enumerate() {
+                let Ok(bytes) = std::fs::read(path) else {
+                    // A vanished or unreadable image ends the sequence with an error the bus reports.
+                    gst::element_error!(
+                        appsrc,
+                        gst::ResourceError::Read,
+                        ("cannot read image {}", path.display())
+                    );
+                    return;
+                };
+                let mut buffer = gst::Buffer::from_mut_slice(bytes);
+                if let Some(buf) = buffer.get_mut() {
+                    buf.set_pts(gst::ClockTime::from_nseconds(i as u64 * frame_ns));
+                    buf.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+                }
+                if appsrc.push_buffer(buffer).is_err() {
+                    return; // pipeline stopped
+                }
+            }
+            let _ = appsrc.end_of_stream();
+        })
+        .map_err(|e| pipeline_error(e.to_string()))?;
+    Ok((decoder, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_rows_drops_stride_padding() {
+        let plane = [1, 2, 3, 0, 4, 5, 6, 0];
+        assert_eq!(pack_rows(&plane, 4, 3, 2), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(pack_rows(&plane[..6], 3, 3, 2), vec![1, 2, 3, 0, 4, 5]);
+    }
+
+    #[test]
+    fn missing_path_names_the_input() {
+        let info = Arc::new(StreamInfo::new("s", "p", "site", 2.2));
+        let err = Source::open("/nonexistent/clip.mp4", info, &SourceOptions::default()).unwrap_err();
+        assert!(matches!(err, IngestError::NotFound { .. }));
+        assert!(err.to_string().contains("/nonexistent/clip.mp4"));
+    }
+}

@@ -1,0 +1,117 @@
+//! Decoding real files made by encoders capflow did not write (gst-launch x264enc, ffmpeg), and bad inputs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use capflow_ingest::{IngestError, PixelFormat, Source, SourceOptions, StreamInfo};
+
+fn info() -> Arc<StreamInfo> {
+    Arc::new(StreamInfo::new("s1", "p1", "forearm", 2.2))
+}
+
+fn gst_launch(args: &str) {
+    let status = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(args.split_whitespace())
+        .status()
+        .expect("gst-launch-1.0 is installed by `make setup`");
+    assert!(status.success(), "gst-launch-1.0 {args}");
+}
+
+/// An H.264 MP4 of odd size (so RGB rows are padded to a 4-byte stride) made by GStreamer's own elements.
+fn make_mp4(dir: &Path, frames: u32) -> PathBuf {
+    let path = dir.join("clip.mp4");
+    gst_launch(&format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=161,height=121,framerate=25/1 \
+         ! videoconvert ! x264enc ! h264parse ! mp4mux ! filesink location={}",
+        path.display()
+    ));
+    path
+}
+
+fn read_all(location: &str, format: PixelFormat) -> Result<Vec<capflow_ingest::Frame>, IngestError> {
+    let options = SourceOptions { format, ..Default::default() };
+    let mut source = Source::open(location, info(), &options)?;
+    let mut frames = Vec::new();
+    while let Some(frame) = source.next_frame()? {
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+#[test]
+fn decodes_every_frame_of_an_mp4_with_packed_rows_and_increasing_pts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_mp4(dir.path(), 12);
+    for format in [PixelFormat::Rgb8, PixelFormat::Gray8] {
+        let frames = read_all(path.to_str().unwrap(), format).unwrap();
+        assert_eq!(frames.len(), 12);
+        for (i, frame) in frames.iter().enumerate() {
+            assert_eq!(frame.index, i as u64);
+            assert_eq!((frame.width, frame.height), (161, 121));
+            assert_eq!(frame.data.len(), 161 * 121 * format.channels());
+            assert_eq!(frame.stream.patient_id, "p1");
+        }
+        assert!(frames.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns));
+        assert_eq!(frames[1].pts_ns, 40_000_000);
+    }
+}
+
+#[test]
+fn decodes_a_file_uri_and_an_mjpeg_avi_from_ffmpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_mp4(dir.path(), 5);
+    let uri = format!("file://{}", path.display());
+    assert_eq!(read_all(&uri, PixelFormat::Gray8).unwrap().len(), 5);
+
+    let avi = dir.path().join("sdf.avi");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "7"])
+        .args(["-c:v", "mjpeg", "-pix_fmt", "yuvj420p"])
+        .arg(&avi)
+        .status()
+        .expect("ffmpeg is installed by `make setup`");
+    assert!(status.success());
+    let frames = read_all(avi.to_str().unwrap(), PixelFormat::Rgb8).unwrap();
+    assert_eq!(frames.len(), 7);
+    assert_eq!((frames[0].width, frames[0].height), (64, 48));
+}
+
+#[test]
+fn decodes_a_png_sequence_in_name_order_at_the_given_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    gst_launch(&format!(
+        "videotestsrc num-buffers=4 ! video/x-raw,width=32,height=24 ! videoconvert ! pngenc ! multifilesink location={}/%06d.png",
+        dir.path().display()
+    ));
+    let options = SourceOptions { format: PixelFormat::Rgb8, queue_frames: 2, sequence_fps: 10.0 };
+    let mut source = Source::open(dir.path().to_str().unwrap(), info(), &options).unwrap();
+    let mut pts = Vec::new();
+    while let Some(frame) = source.next_frame().unwrap() {
+        assert_eq!(frame.data.len(), 32 * 24 * 3);
+        pts.push(frame.pts_ns);
+    }
+    assert_eq!(pts, [0, 100_000_000, 200_000_000, 300_000_000]);
+}
+
+#[test]
+fn a_file_that_is_not_video_is_a_decode_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.mp4");
+    std::fs::write(&path, "these are clinical notes, not a video\n".repeat(50)).unwrap();
+    let err = read_all(path.to_str().unwrap(), PixelFormat::Rgb8).unwrap_err();
+    assert!(matches!(err, IngestError::Decode { .. }), "{err:?}");
+    assert!(err.to_string().contains("notes.mp4"), "{err}");
+}
+
+#[test]
+fn a_truncated_mp4_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_mp4(dir.path(), 10);
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = read_all(cut.to_str().unwrap(), PixelFormat::Rgb8).unwrap_err();
+    assert!(err.to_string().contains("cut.mp4"), "{err}");
+}

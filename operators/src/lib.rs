@@ -1,0 +1,42 @@
+//! capflow's dataflow operators and the pure image/metric code they call.
+//!
+//! The per-frame path is `preprocess` (channel, resize, normalise) → [`Segmenter`] (ONNX Runtime) → `metrics`
+//! (threshold, connected components, count, area fraction, density). The per-patient path turns frame measures
+//! into tumbling event-time windows with differential dataflow ([`PatientWindows`]), closes each window once
+//! ([`CloseWindows`]) and groups rows into deterministic parts for the sinks ([`WriteParts`]).
+//!
+//! Every operator is a small extension trait over a timely stream; the maths lives in plain functions so it is
+//! tested without a dataflow:
+//!
+//! ```
+//! use capflow_operators::metrics::{measure, MetricParams};
+//!
+//! // A 4x4 probability map at 1 µm/px with one 2x2 capillary.
+//! let mut prob = vec![0.0f32; 16];
+//! for i in [5, 6, 9, 10] { prob[i] = 0.9; }
+//! let params = MetricParams { threshold: 0.5, min_area_um2: 2.0, max_area_um2: 100.0 };
+//! let m = measure(&prob, 4, 4, 1.0, &params);
+//! assert_eq!(m.capillary_count, 1);
+//! assert_eq!(m.area_fraction, 0.25);
+//! ```
+
+pub mod close_windows;
+pub mod components;
+mod error;
+pub mod metrics;
+pub mod model;
+mod ordf64;
+pub mod preprocess;
+pub mod records;
+pub mod segment;
+pub mod segmenter;
+pub mod windows;
+pub mod write_parts;
+
+pub use close_windows::CloseWindows;
+pub use error::OperatorError;
+pub use ordf64::OrdF64;
+pub use segment::{Segment, SegmentParams, SegmentShared};
+pub use segmenter::{ort_environment, Segmenter};
+pub use windows::PatientWindows;
+pub use write_parts::{Part, PartKey, WriteParts};

@@ -1,0 +1,160 @@
+//! `capflow bench`: end-to-end throughput next to its bounds (decode-only, inference-only), measured in one run.
+//!
+//! Numbers are reported, never asserted: they are ratios against baselines measured on the same machine in the same
+//! invocation.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use capflow_ingest::{PixelFormat, Source, SourceOptions, StreamInfo};
+use capflow_operators::metrics::{measure, MetricParams};
+use capflow_operators::preprocess::preprocess;
+use capflow_operators::{ort_environment, Segmenter};
+
+use crate::model::{load_model, ort_library};
+use crate::synth_cmd::SynthArgs;
+
+/// Options of `capflow bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Frames in the generated 1920x1080 clip.
+    #[arg(long, default_value_t = 100)]
+    pub frames: u32,
+    /// Working folder (clip and output).
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+    /// Worker threads for the end-to-end run.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Inference batch size.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+}
+
+fn fps(frames: u64, elapsed: Duration) -> f64 {
+    frames as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Peak resident memory of a child process, by polling `/proc/<pid>/status` (VmHWM) until it exits.
+fn run_with_peak_rss(cmd: &mut Command) -> anyhow::Result<(std::process::ExitStatus, u64)> {
+    let mut child = cmd.spawn().context("starting the end-to-end run")?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
+                let kb = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, peak_kb));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the benchmark and prints a report.
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let synth = SynthArgs {
+        preset: "skin".into(),
+        out: args.out.clone(),
+        name: "bench-1080p".into(),
+        frames: Some(args.frames),
+        seed: Some(2026),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let clip = synth.run()?.mp4.context("the generator wrote no MP4")?;
+    let synth_time = start.elapsed();
+    let clip_str = clip.display().to_string();
+
+    // (1) decode only: GStreamer decode + conversion to RGB + packed copy, as the pipeline does it.
+    capflow_ingest::init()?;
+    let info = Arc::new(StreamInfo::new("bench", "bench", "forearm", 2.2));
+    let options = SourceOptions { format: PixelFormat::Rgb8, ..Default::default() };
+    let start = Instant::now();
+    let mut source = Source::open(&clip_str, Arc::clone(&info), &options)?;
+    let mut decoded = 0u64;
+    let mut first = None;
+    while let Some(frame) = source.next_frame()? {
+        if first.is_none() {
+            first = Some(frame);
+        }
+        decoded += 1;
+    }
+    let decode_time = start.elapsed();
+    let Some(frame) = first else { bail!("the benchmark clip decoded to no frames") };
+
+    // (2) inference only: the ONNX model on batches of preprocessed frames; and pre/post-processing alone.
+    let model = load_model("builtin")?;
+    let env = ort_environment(&ort_library(None)?)?;
+    let mut segmenter = Segmenter::new(&env, &model, 1)?;
+    let input = preprocess(&frame, &model.card.input);
+    let batch = args.batch.max(1);
+    let refs = vec![&input; batch];
+    let rounds = (decoded as usize).div_ceil(batch);
+    segmenter.run(&refs[..1])?; // warm-up
+    let start = Instant::now();
+    let mut probs = Vec::new();
+    for _ in 0..rounds {
+        probs = segmenter.run(&refs)?;
+    }
+    let infer_time = start.elapsed();
+    let params = MetricParams {
+        threshold: model.card.output.threshold,
+        min_area_um2: model.card.postprocess.min_area_um2,
+        max_area_um2: model.card.postprocess.max_area_um2,
+    };
+    let start = Instant::now();
+    for _ in 0..decoded.min(50) {
+        let i = preprocess(&frame, &model.card.input);
+        std::hint::black_box(measure(&probs[0], i.width, i.height, i.um_per_px, &params));
+    }
+    let prepost_time = start.elapsed() / decoded.min(50) as u32;
+
+    // (3) end to end: the capflow binary on the clip, as a user runs it.
+    let out_dir = args.out.join("output");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let exe = std::env::current_exe().context("locating the capflow binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["run", "--input", &clip_str, "--patient", "bench", "--output"])
+        .arg(&out_dir)
+        .args(["-w", &args.workers.to_string()])
+        .stdout(std::process::Stdio::null());
+    let start = Instant::now();
+    let (status, peak_kb) = run_with_peak_rss(&mut cmd)?;
+    let e2e_time = start.elapsed();
+    if !status.success() {
+        bail!("the end-to-end run failed ({status})");
+    }
+
+    let decode_fps = fps(decoded, decode_time);
+    let infer_fps = fps((rounds * batch) as u64, infer_time);
+    let e2e_fps = fps(decoded, e2e_time);
+    let bound = decode_fps.min(infer_fps);
+    println!("capflow bench — {} frames of 1920x1080 H.264 (generated in {:.1} s)", decoded, synth_time.as_secs_f64());
+    println!("  decode only (GStreamer → RGB frames)      {decode_fps:>8.1} frames/s");
+    println!("  inference only (ONNX, batch {batch})           {infer_fps:>8.1} frames/s");
+    println!("  pre+post-processing per frame              {:>8.1} ms", prepost_time.as_secs_f64() * 1e3);
+    println!("  end to end (capflow run -w {})             {e2e_fps:>8.1} frames/s  (incl. start-up)", args.workers);
+    println!("  end to end ÷ min(decode, inference)       {:>8.2}", e2e_fps / bound);
+    println!("  end to end vs the replaced system (0.84 s/frame) {:>5.1}×", e2e_fps * 0.84);
+    println!("  peak memory of the end-to-end run          {:>8.1} MiB", peak_kb as f64 / 1024.0);
+    let json = serde_json::json!({
+        "frames": decoded, "width": 1920, "height": 1080,
+        "decode_fps": decode_fps, "inference_fps": infer_fps, "batch": batch,
+        "prepost_ms": prepost_time.as_secs_f64() * 1e3,
+        "end_to_end_fps": e2e_fps, "workers": args.workers,
+        "ratio_end_to_end_to_bound": e2e_fps / bound,
+        "peak_rss_mib": peak_kb as f64 / 1024.0,
+    });
+    let report = args.out.join("bench.json");
+    std::fs::write(&report, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", report.display()))?;
+    println!("  (also in {})", report.display());
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The run configuration: plain serde structs with defaults, validated as a whole so every problem is reported at
+//! once with the key it concerns. The CLI only overrides fields.
+
+use std::path::{Path, PathBuf};
+
+use capflow_sinks::S3Options;
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration (`configs/default.toml`): the bundled sample clips of two patients.
+pub const DEFAULT_CONFIG: &str = include_str!("../../configs/default.toml");
+
+/// A whole run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the tables go.
+    pub output: OutputConfig,
+    /// The segmentation model.
+    pub model: ModelConfig,
+    /// Per-patient windows.
+    pub windows: WindowConfig,
+    /// Decoding and backpressure.
+    pub ingest: IngestConfig,
+    /// The streams to analyse.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// Output location and table layout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// A folder, `file://…`, or `s3://bucket/prefix`.
+    pub location: String,
+    /// Endpoint, region and credentials for `s3://` (else the standard AWS_* environment variables).
+    pub s3: S3Options,
+    /// Rows of the `frames` table per Parquet part, per stream.
+    pub frames_per_part: usize,
+    /// Windows of the `windows` table per Parquet part, per patient.
+    pub windows_per_part: usize,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            location: "./capflow-out".into(),
+            s3: S3Options::default(),
+            frames_per_part: 10_000,
+            windows_per_part: 360,
+        }
+    }
+}
+
+/// Model and inference settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A model card path, or `builtin` for the model compiled into capflow.
+    pub card: String,
+    /// Frames inferred together.
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads per worker.
+    pub intra_threads: usize,
+    /// ONNX Runtime shared library; else `ORT_DYLIB_PATH`, else `.deps/onnxruntime/` as `make setup` leaves it.
+    pub ort_library: Option<PathBuf>,
+    /// Overrides the card's probability threshold.
+    pub threshold: Option<f32>,
+    /// Overrides the card's smallest capillary area, µm².
+    pub min_area_um2: Option<f64>,
+    /// Overrides the card's largest capillary area, µm².
+    pub max_area_um2: Option<f64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            card: "builtin".into(),
+            batch_size: 4,
+            intra_threads: 1,
+            ort_library: None,
+            threshold: None,
+            min_area_um2: None,
+            max_area_um2: None,
+        }
+    }
+}
+
+/// Tumbling event-time windows per patient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Window length in seconds (whole milliseconds).
+    pub length_s: f64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig { length_s: 10.0 }
+    }
+}
+
+impl WindowConfig {
+    /// Window length in milliseconds.
+    pub fn length_ms(&self) -> i64 {
+        (self.length_s * 1000.0).round() as i64
+    }
+}
+
+/// Decoding queues and backpressure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Decoded frames queued per stream before the decoder blocks.
+    pub queue_frames: u32,
+    /// Frames per worker sent into the dataflow and not yet segmented before decoding pauses.
+    pub max_pending_frames: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { queue_frames: 4, max_pending_frames: 8 }
+    }
+}
+
+/// One stream: a recording of one site of one patient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Unique id (letters, digits, `-`, `_`; at most 64), used in part names.
+    pub id: String,
+    /// Patient id.
+    pub patient: String,
+    /// Recording site.
+    #[serde(default)]
+    pub site: String,
+    /// File, image folder or URI; relative paths are relative to the config file.
+    pub source: String,
+    /// Pixel size, µm per pixel.
+    #[serde(default = "default_um_per_px")]
+    pub um_per_px: f64,
+    /// Frame rate of image sequences (videos carry their own timing).
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// RFC 3339 time of the first frame, e.g. `2026-03-01T08:00:00Z`; event times start at the Unix epoch if unset.
+    #[serde(default)]
+    pub recorded_at: Option<String>,
+}
+
+fn default_um_per_px() -> f64 {
+    2.2
+}
+
+fn default_fps() -> f64 {
+    25.0
+}
+
+impl StreamConfig {
+    /// Recording start in milliseconds since the Unix epoch.
+    pub fn recorded_at_ms(&self) -> Result<i64, String> {
+        match &self.recorded_at {
+            None => Ok(0),
+            Some(text) => {
+                let time = humantime::parse_rfc3339_weak(text).map_err(|e| format!("{text:?}: {e}"))?;
+                let ms = time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|_| format!("{text:?} is before 1970"))?
+                    .as_millis();
+                Ok(ms as i64)
+            }
+        }
+    }
+}
+
+/// Parses a config file's text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| format!("config {origin}: {e}"))
+}
+
+impl Config {
+    /// Makes relative stream sources relative to `base` (the config file's folder); URIs are left alone.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for stream in &mut self.streams {
+            if !stream.source.contains("://") && Path::new(&stream.source).is_relative() {
+                stream.source = base.join(&stream.source).display().to_string();
+            }
+        }
+        if self.model.card != "builtin" && Path::new(&self.model.card).is_relative() {
+            self.model.card = base.join(&self.model.card).display().to_string();
+        }
+    }
+
+    /// Every problem of the config, each naming its key; empty when valid.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.output.location.trim().is_empty() {
+            p.push("output.location must not be empty".into());
+        }
+        if self.output.frames_per_part == 0 {
+            p.push("output.frames_per_part must be >= 1".into());
+        }
+        if self.output.windows_per_part == 0 {
+            p.push("output.windows_per_part must be >= 1".into());
+        }
+        if !(1..=256).contains(&self.model.batch_size) {
+            p.push("model.batch_size must be within 1..=256".into());
+        }
+        if !(1..=256).contains(&self.model.intra_threads) {
+            p.push("model.intra_threads must be within 1..=256".into());
+        }
+        if let Some(t) = self.model.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                p.push("model.threshold must be within 0..=1".into());
+            }
+        }
+        let w = self.windows.length_s;
+        if !(w.is_finite() && w >= 0.001 && w <= 86_400.0) {
+            p.push("windows.length_s must be within 0.001..=86400 seconds".into());
+        }
+        if self.ingest.queue_frames == 0 {
+            p.push("ingest.queue_frames must be >= 1".into());
+        }
+        if self.ingest.max_pending_frames < self.model.batch_size {
+            p.push("ingest.max_pending_frames must be >= model.batch_size (else batches never fill)".into());
+        }
+        if self.streams.is_empty() {
+            p.push("streams: at least one stream is needed ([[streams]] in the config, or --input/--patient)".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let key = format!("streams[{i}]");
+            let id_ok = !s.id.is_empty()
+                && s.id.len() <= 64
+                && s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !id_ok {
+                p.push(format!("{key}.id {:?} must be 1-64 letters, digits, '-' or '_'", s.id));
+            } else if !seen.insert(s.id.clone()) {
+                p.push(format!("{key}.id {:?} is used by another stream", s.id));
+            }
+            if s.patient.is_empty() {
+                p.push(format!("{key}.patient must not be empty"));
+            }
+            if s.source.trim().is_empty() {
+                p.push(format!("{key}.source must not be empty"));
+            }
+            if !(s.um_per_px.is_finite() && s.um_per_px > 0.0 && s.um_per_px < 1000.0) {
+                p.push(format!("{key}.um_per_px must be within (0, 1000) µm per pixel"));
+            }
+            if !(s.fps.is_finite() && s.fps > 0.0 && s.fps <= 1000.0) {
+                p.push(format!("{key}.fps must be within (0, 1000]"));
+            }
+            if let Err(e) = s.recorded_at_ms() {
+                p.push(format!("{key}.recorded_at {e} (use RFC 3339, e.g. 2026-03-01T08:00:00Z)"));
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_valid() {
+        let config = parse(DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(config.problems(), Vec::<String>::new());
+        assert!(config.streams.len() >= 2);
+        let patients: std::collections::BTreeSet<_> = config.streams.iter().map(|s| &s.patient).collect();
+        assert!(patients.len() >= 2, "the demo covers two patients");
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let text = r#"
+[model]
+batch_size = 0
+[windows]
+length_s = -1
+[[streams]]
+id = "a/b"
+patient = ""
+source = "x.mp4"
+um_per_px = 0
+recorded_at = "yesterday"
+[[streams]]
+id = "ok"
+patient = "p"
+source = "y.mp4"
+[[streams]]
+id = "ok"
+patient = "p"
+source = "z.mp4"
+"#;
+        let problems = parse(text, "t.toml").unwrap().problems();
+        for key in [
+            "model.batch_size",
+            "windows.length_s",
+            "streams[0].id",
+            "streams[0].patient",
+            "streams[0].um_per_px",
+            "streams[0].recorded_at",
+            "streams[2].id",
+        ] {
+            assert!(problems.iter().any(|p| p.starts_with(key)), "{key} missing from {problems:#?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_name() {
+        let err = parse("[model]\nbatchsize = 3\n", "bad.toml").unwrap_err();
+        assert!(err.contains("bad.toml") && err.contains("batchsize"), "{err}");
+    }
+
+    #[test]
+    fn relative_sources_resolve_against_the_config_folder() {
+        let mut config = parse(DEFAULT_CONFIG, "default").unwrap();
+        config.streams[0].source = "clips/a.mp4".into();
+        config.streams[1].source = "rtsp://cam/1".into();
+        config.resolve_paths(Path::new("/data/study"));
+        assert_eq!(config.streams[0].source, "/data/study/clips/a.mp4");
+        assert_eq!(config.streams[1].source, "rtsp://cam/1");
+    }
+
+    #[test]
+    fn recorded_at_parses_rfc3339() {
+        let mut s = parse(DEFAULT_CONFIG, "default").unwrap().streams.remove(0);
+        s.recorded_at = Some("1970-01-01T00:00:01Z".into());
+        assert_eq!(s.recorded_at_ms(), Ok(1000));
+    }
+}

@@ -1,0 +1,23 @@
+//! capflow: streaming capillary microscopy analysis.
+//!
+//! GStreamer decodes microscope video ([`capflow_ingest`]); a timely dataflow segments every frame with an ONNX
+//! model and measures it ([`capflow_operators`]); differential dataflow aggregates the measures per patient over
+//! event-time windows; Arrow/Parquet tables land on object storage ([`capflow_sinks`]). This crate holds the
+//! configuration, the graph assembly and the `capflow` command line.
+//!
+//! ```no_run
+//! use capflow::config::{parse, DEFAULT_CONFIG};
+//! use capflow::run::{run, ClusterArgs};
+//!
+//! let mut config = parse(DEFAULT_CONFIG, "default").unwrap();
+//! config.output.location = "/tmp/capflow-demo".into();
+//! let outcome = run(&config, &ClusterArgs { workers: 2, ..Default::default() })?;
+//! println!("{} parts written to {}", outcome.parts.len(), outcome.output);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod bench;
+pub mod config;
+pub mod model;
+pub mod run;
+pub mod synth_cmd;

@@ -1,0 +1,229 @@
+//! The `capflow` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use capflow::config::{self, Config, StreamConfig, DEFAULT_CONFIG};
+use capflow::run::{patient_summary, run, ClusterArgs, RunOutcome};
+use capflow::synth_cmd::SynthArgs;
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Streaming capillary microscopy analysis: video in, per-frame and per-patient Parquet tables out.
+#[derive(Parser, Debug)]
+#[command(name = "capflow", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Analyse the streams of a config (default: the bundled demo) or ad-hoc --input/--patient pairs.
+    Run(RunArgs),
+    /// Render a synthetic capillary clip with exact ground truth.
+    Synth(SynthArgs),
+    /// Validate a config and print it resolved.
+    Check {
+        /// Config file (default: the embedded default).
+        config: Option<PathBuf>,
+    },
+    /// Measure decode-only, inference-only and end-to-end throughput on a generated 1080p clip.
+    Bench(capflow::bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
+struct RunArgs {
+    /// Config file (TOML). Without it the embedded default (configs/default.toml) runs.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A video file, image folder or URI to analyse (repeatable; pairs with --patient).
+    #[arg(long = "input", action = ArgAction::Append)]
+    inputs: Vec<String>,
+    /// Patient id of each --input, in order (one --patient applies to all inputs).
+    #[arg(long = "patient", action = ArgAction::Append)]
+    patients: Vec<String>,
+    /// Pixel size of the --input streams, µm per pixel.
+    #[arg(long, default_value_t = 2.2)]
+    um_per_px: f64,
+    /// Output folder or s3://bucket/prefix (overrides output.location).
+    #[arg(long)]
+    output: Option<String>,
+    /// Model card .toml (overrides model.card).
+    #[arg(long)]
+    model: Option<String>,
+    /// Worker threads per process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
+    /// Number of processes in a timely cluster.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    processes: usize,
+    /// This process's index in the cluster.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    process: usize,
+    /// Hostfile: one host:port per process.
+    #[arg(short = 'h', long = "hostfile")]
+    hostfile: Option<PathBuf>,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {} (check the --config path)", path.display()))?;
+            let mut config = config::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
+            config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            Ok(config)
+        }
+        None => {
+            let mut config = config::parse(DEFAULT_CONFIG, "embedded configs/default.toml").map_err(anyhow::Error::msg)?;
+            config.resolve_paths(Path::new("configs"));
+            Ok(config)
+        }
+    }
+}
+
+fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
+    let mut config = if args.config.is_none() && !args.inputs.is_empty() {
+        Config::default()
+    } else {
+        load_config(args.config.as_deref())?
+    };
+    if !args.inputs.is_empty() {
+        let patients: Vec<&String> = match args.patients.len() {
+            1 => vec![&args.patients[0]; args.inputs.len()],
+            n if n == args.inputs.len() => args.patients.iter().collect(),
+            n => bail!("{} --input but {n} --patient: give one --patient per --input, or one for all", args.inputs.len()),
+        };
+        config.streams = args
+            .inputs
+            .iter()
+            .zip(patients)
+            .enumerate()
+            .map(|(i, (input, patient))| StreamConfig {
+                id: format!("input-{i}"),
+                patient: patient.clone(),
+                site: Path::new(input).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                source: input.clone(),
+                um_per_px: args.um_per_px,
+                fps: 25.0,
+                recorded_at: None,
+            })
+            .collect();
+    } else if !args.patients.is_empty() {
+        bail!("--patient needs --input");
+    }
+    if let Some(output) = &args.output {
+        config.output.location = output.clone();
+    }
+    if let Some(model) = &args.model {
+        config.model.card = model.clone();
+    }
+    Ok(config)
+}
+
+fn print_summary(config: &Config, outcome: &RunOutcome) {
+    println!("capflow: {} stream(s) on this process", outcome.streams.len());
+    for s in &outcome.streams {
+        match &s.error {
+            None => println!("  ok     {:<24} patient {:<10} {:>6} frames  {}", s.stream_id, s.patient_id, s.frames, s.source),
+            Some(e) => println!("  FAILED {:<24} patient {:<10} {:>6} frames  {e}", s.stream_id, s.patient_id, s.frames),
+        }
+    }
+    for e in &outcome.errors {
+        println!("  error: {e}");
+    }
+    let (frame_parts, window_parts): (Vec<_>, Vec<_>) = outcome.parts.iter().partition(|p| p.0 == "frames");
+    println!(
+        "wrote {} frame rows in {} part(s) and {} window rows in {} part(s) to {}",
+        frame_parts.iter().map(|p| p.2).sum::<usize>(),
+        frame_parts.len(),
+        window_parts.iter().map(|p| p.2).sum::<usize>(),
+        window_parts.len(),
+        outcome.output
+    );
+    // Read the committed windows back so the summary shows what a reader of the table would see.
+    let read = (|| -> anyhow::Result<_> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let output = capflow_sinks::open_output(&config.output.location, &config.output.s3)?;
+        Ok(capflow_sinks::read_windows(&output, runtime.handle())?)
+    })();
+    match read {
+        Ok(windows) => {
+            println!("per patient ({} s windows):", config.windows.length_s);
+            println!("  {:<12} {:>7} {:>7} {:>14} {:>14} {:>16}", "patient", "windows", "frames", "capillaries", "area fraction", "density /mm²");
+            for (patient, (n, frames, count, area, density)) in patient_summary(&windows) {
+                println!("  {patient:<12} {n:>7} {frames:>7} {count:>14.1} {area:>14.4} {density:>16.1}");
+            }
+        }
+        Err(e) => println!("(could not read the windows table back: {e:#})"),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPFLOW_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("capflow: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let config = run_config(&args)?;
+            let cluster = ClusterArgs {
+                workers: args.workers,
+                processes: args.processes,
+                process: args.process,
+                hostfile: args.hostfile.clone(),
+            };
+            let outcome = run(&config, &cluster)?;
+            print_summary(&config, &outcome);
+            if outcome.failed() {
+                eprintln!("capflow: some inputs failed (see above); the output of the others is complete");
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Synth(args) => {
+            let written = args.run()?;
+            let mean_count = written.truth.iter().map(|t| t.capillary_count as f64).sum::<f64>() / written.truth.len().max(1) as f64;
+            println!(
+                "wrote {} frames ({} vessels, mean {:.1} capillaries per frame){}{}",
+                written.frames,
+                written.vessels.len(),
+                mean_count,
+                written.mp4.as_ref().map(|p| format!(", video {}", p.display())).unwrap_or_default(),
+                format!(", truth in {}", written.dir.display())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let config = load_config(config.as_deref())?;
+            let problems = config.problems();
+            print!("{}", toml::to_string_pretty(&config).context("printing the config")?);
+            if problems.is_empty() {
+                eprintln!("config is valid");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!("invalid config:\n  {}", problems.join("\n  "))
+            }
+        }
+        Command::Bench(args) => {
+            capflow::bench::bench(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Reading a table back into rows: for the CLI summary and for tests.
+
+use bytes::Bytes;
+use capflow_operators::records::{FrameMetrics, WindowAggregate};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio::runtime::Handle;
+
+use crate::schema::{frames_from_batch_at, windows_from_batch_at};
+use crate::writer::{META_SCHEMA_VERSION, META_TABLE};
+use crate::{partition, Output, SinkError, Table, SCHEMA_VERSION};
+
+/// How many part files are fetched at once.
+const CONCURRENT_GETS: usize = 8;
+
+/// One Parquet part file of a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The patient, unescaped from the `patient_id=` folder.
+    pub patient_id: String,
+    /// The object path.
+    pub path: Path,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Lists the part files of `table`: every `.parquet` object under `<root>/<table>/`, sorted by path. Other objects
+/// (e.g. `_SUCCESS`, staging files) are ignored; a `.parquet` object that is not at
+/// `<table>/patient_id=<value>/<part>.parquet` is an error.
+pub async fn list_parts(output: &Output, table: Table) -> Result<Vec<Part>, SinkError> {
+    let prefix = output.root.clone().join(table.name());
+    let objects: Vec<ObjectMeta> = output
+        .store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|source| SinkError::Store {
+            path: format!("{prefix}/"),
+            source,
+        })?;
+    let mut parts = Vec::new();
+    for meta in objects {
+        if meta.location.extension() != Some("parquet") {
+            continue;
+        }
+        let bad = |reason: &str| SinkError::BadLayout {
+            table: table.name(),
+            path: meta.location.to_string(),
+            reason: reason.to_string(),
+        };
+        let below: Vec<String> = meta
+            .location
+            .prefix_match(&prefix)
+            .ok_or_else(|| bad("outside the table prefix"))?
+            .map(|part| part.as_ref().to_string())
+            .collect();
+        let [folder, _file] = below.as_slice() else {
+            return Err(bad("expected <table>/patient_id=<value>/<part>.parquet"));
+        };
+        let patient_id = partition::parse_segment(folder)
+            .ok_or_else(|| bad("the folder is not a patient_id=<value> partition"))??;
+        parts.push(Part {
+            patient_id,
+            path: meta.location,
+            size: meta.size,
+        });
+    }
+    parts.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(parts)
+}
+
+/// Reads the whole `frames` table, sorted by patient, stream and frame index. Blocks on `handle`; returns
+/// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_frames_async`] there).
+pub fn read_frames(output: &Output, handle: &Handle) -> Result<Vec<FrameMetrics>, SinkError> {
+    block_on(handle, "read_frames", read_frames_async(output))
+}
+
+/// Reads the whole `windows` table, sorted by patient and window start. Blocks on `handle`; returns
+/// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_windows_async`] there).
+pub fn read_windows(output: &Output, handle: &Handle) -> Result<Vec<WindowAggregate>, SinkError> {
+    block_on(handle, "read_windows", read_windows_async(output))
+}
+
+/// Async variant of [`read_frames`].
+pub async fn read_frames_async(output: &Output) -> Result<Vec<FrameMetrics>, SinkError> {
+    let mut rows = read_table(output, Table::Frames, |batch, part| {
+        frames_from_batch_at(batch, &part.patient_id, part.path.as_ref())
+    })
+    .await?;
+    rows.sort_by(|a, b| {
+        (&a.patient_id, &a.stream_id, a.frame_index).cmp(&(
+            &b.patient_id,
+            &b.stream_id,
+            b.frame_index,
+        ))
+    });
+    Ok(rows)
+}
+
+/// Async variant of [`read_windows`].
+pub async fn read_windows_async(output: &Output) -> Result<Vec<WindowAggregate>, SinkError> {
+    let mut rows = read_table(output, Table::Windows, |batch, part| {
+        windows_from_batch_at(batch, &part.patient_id, part.path.as_ref())
+    })
+    .await?;
+    rows.sort_by(|a, b| {
+        (&a.patient_id, a.window_start_ms, a.window_end_ms).cmp(&(
+            &b.patient_id,
+            b.window_start_ms,
+            b.window_end_ms,
+        ))
+    });
+    Ok(rows)
+}
+
+fn block_on<T>(
+    handle: &Handle,
+    operation: &'static str,
+    future: impl std::future::Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    if Handle::try_current().is_ok() {
+        return Err(SinkError::InsideRuntime { operation });
+    }
+    handle.block_on(future)
+}
+
+async fn read_table<R>(
+    output: &Output,
+    table: Table,
+    convert: impl Fn(&arrow::record_batch::RecordBatch, &Part) -> Result<Vec<R>, SinkError>,
+) -> Result<Vec<R>, SinkError> {
+    let parts = list_parts(output, table).await?;
+    let fetched: Vec<(Part, Bytes)> = futures::stream::iter(parts)
+        .map(|part| async move {
+            let store_err = |source| SinkError::Store {
+                path: part.path.to_string(),
+                source,
+            };
+            let result = output.store.get(&part.path).await.map_err(store_err)?;
+            let bytes = result.bytes().await.map_err(store_err)?;
+            Ok::<_, SinkError>((part, bytes))
+        })
+        .buffered(CONCURRENT_GETS)
+        .try_collect()
+        .await?;
+    let mut rows = Vec::new();
+    for (part, bytes) in fetched {
+        let parquet_err = |source| SinkError::Parquet {
+            path: part.path.to_string(),
+            source,
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet_err)?;
+        check_metadata(
+            builder.metadata().file_metadata().key_value_metadata(),
+            table,
+            &part,
+        )?;
+        for batch in builder.build().map_err(parquet_err)? {
+            let batch = batch.map_err(|source| SinkError::Arrow {
+                table: table.name(),
+                source,
+            })?;
+            rows.extend(convert(&batch, &part)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// Files written by capflow must carry this build's schema version and the right table; files without capflow
+/// metadata (other writers) are accepted and checked column by column.
+fn check_metadata(
+    kv: Option<&Vec<parquet::file::metadata::KeyValue>>,
+    table: Table,
+    part: &Part,
+) -> Result<(), SinkError> {
+    let get = |key: &str| {
+        kv.into_iter()
+            .flatten()
+            .find(|entry| entry.key == key)
+            .and_then(|entry| entry.value.as_deref())
+    };
+    if let Some(found) = get(META_SCHEMA_VERSION) {
+        if found != SCHEMA_VERSION.to_string() {
+            return Err(SinkError::SchemaVersion {
+                path: part.path.to_string(),
+                found: found.to_string(),
+                supported: SCHEMA_VERSION,
+            });
+        }
+    }
+    if let Some(found) = get(META_TABLE) {
+        if found != table.name() {
+            return Err(SinkError::BadLayout {
+                table: table.name(),
+                path: part.path.to_string(),
+                reason: format!("the file says it belongs to table {found:?}"),
+            });
+        }
+    }
+    Ok(())
+}

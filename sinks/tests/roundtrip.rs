@@ -1,0 +1,201 @@
+//! Write + read round trips through the local file system and the in-memory store.
+
+mod common;
+
+use capflow_sinks::{
+    frames_batch, open_output, read_frames, read_windows, windows_batch, S3Options, SinkError,
+    Table, TableWriter,
+};
+use common::{assert_capflow_metadata, frame, window};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn local_fs_round_trip_writes_hive_paths_with_metadata() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let output = open_output(out_dir.to_str().unwrap(), &S3Options::default()).unwrap();
+    let writer = TableWriter::new(output.clone(), rt.handle().clone());
+
+    // Two parts for one patient, one for a patient whose id needs escaping.
+    let p1a: Vec<_> = (0..5).map(|i| frame("P1", "s2", i)).collect();
+    let p1b: Vec<_> = (0..3).map(|i| frame("P1", "s1", i)).collect();
+    let evil: Vec<_> = (0..2).map(|i| frame("../etc/passwd", "s9", i)).collect();
+    let path = writer
+        .write_part(Table::Frames, "P1", "w0-e0", &frames_batch(&p1a).unwrap())
+        .unwrap();
+    assert_eq!(path.as_ref(), "frames/patient_id=P1/w0-e0.parquet");
+    writer
+        .write_part(Table::Frames, "P1", "w1-e0", &frames_batch(&p1b).unwrap())
+        .unwrap();
+    let path = writer
+        .write_part(
+            Table::Frames,
+            "../etc/passwd",
+            "w0-e0",
+            &frames_batch(&evil).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(
+        path.as_ref(),
+        "frames/patient_id=..%2Fetc%2Fpasswd/w0-e0.parquet"
+    );
+    let windows = vec![window("P1", 5_000), window("P1", 0)];
+    writer
+        .write_part(
+            Table::Windows,
+            "P1",
+            "final",
+            &windows_batch(&windows).unwrap(),
+        )
+        .unwrap();
+
+    let file = out_dir.join("frames/patient_id=P1/w0-e0.parquet");
+    assert!(file.is_file(), "{} missing", file.display());
+    assert!(out_dir
+        .join("frames/patient_id=..%2Fetc%2Fpasswd/w0-e0.parquet")
+        .is_file());
+    assert_capflow_metadata(&file, "frames");
+    assert_capflow_metadata(
+        &out_dir.join("windows/patient_id=P1/final.parquet"),
+        "windows",
+    );
+    // Nothing escaped the output folder, and no staging files were left behind.
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1);
+    let names: Vec<String> = std::fs::read_dir(out_dir.join("frames/patient_id=P1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains('#')), "{names:?}");
+
+    let mut expected = [evil, p1b, p1a].concat();
+    expected.sort_by(|a, b| {
+        (&a.patient_id, &a.stream_id, a.frame_index).cmp(&(
+            &b.patient_id,
+            &b.stream_id,
+            b.frame_index,
+        ))
+    });
+    assert_eq!(read_frames(&output, rt.handle()).unwrap(), expected);
+    let mut expected_windows = windows;
+    expected_windows.reverse();
+    assert_eq!(
+        read_windows(&output, rt.handle()).unwrap(),
+        expected_windows
+    );
+
+    // Reopening the same folder reads the same data.
+    let again = open_output(
+        &format!("file://{}", out_dir.display()),
+        &S3Options::default(),
+    )
+    .unwrap();
+    assert_eq!(read_frames(&again, rt.handle()).unwrap(), expected);
+}
+
+#[test]
+fn in_memory_round_trip_under_a_prefix() {
+    let rt = runtime();
+    let output = open_output("memory://runs/r1", &S3Options::default()).unwrap();
+    let writer = TableWriter::new(output.clone(), rt.handle().clone());
+    let rows: Vec<_> = (0..1000).map(|i| frame("π", "s", i)).collect();
+    let path = writer
+        .write_part(Table::Frames, "π", "part-0", &frames_batch(&rows).unwrap())
+        .unwrap();
+    assert_eq!(
+        path.as_ref(),
+        "runs/r1/frames/patient_id=%CF%80/part-0.parquet"
+    );
+    // Overwriting a part replaces it.
+    writer
+        .write_part(Table::Frames, "π", "part-0", &frames_batch(&rows).unwrap())
+        .unwrap();
+    assert_eq!(read_frames(&output, rt.handle()).unwrap(), rows);
+    assert!(read_windows(&output, rt.handle()).unwrap().is_empty());
+}
+
+#[test]
+fn writer_rejects_bad_input_with_typed_errors() {
+    let rt = runtime();
+    let output = open_output("memory://", &S3Options::default()).unwrap();
+    let writer = TableWriter::new(output, rt.handle().clone());
+    let batch = frames_batch(&[frame("p", "s", 0)]).unwrap();
+    assert!(matches!(
+        writer.write_part(Table::Frames, "p", "x#1", &batch),
+        Err(SinkError::InvalidPartName { .. })
+    ));
+    assert!(matches!(
+        writer.write_part(Table::Frames, "", "x", &batch),
+        Err(SinkError::InvalidPatientId { .. })
+    ));
+    assert!(matches!(
+        writer.write_part(Table::Windows, "p", "x", &batch),
+        Err(SinkError::SchemaMismatch { .. })
+    ));
+}
+
+#[test]
+fn blocking_calls_inside_the_runtime_error_instead_of_panicking() {
+    let rt = runtime();
+    let output = open_output("memory://", &S3Options::default()).unwrap();
+    let writer = TableWriter::new(output.clone(), rt.handle().clone());
+    let batch = frames_batch(&[frame("p", "s", 0)]).unwrap();
+    let handle = rt.handle().clone();
+    let (blocking, read) = rt.block_on(async move {
+        let w = writer.write_part(Table::Frames, "p", "x", &batch);
+        let r = read_frames(&output, &handle);
+        (w, r)
+    });
+    assert!(matches!(blocking, Err(SinkError::InsideRuntime { .. })));
+    assert!(matches!(read, Err(SinkError::InsideRuntime { .. })));
+}
+
+#[test]
+fn writers_work_from_many_plain_threads() {
+    let rt = runtime();
+    let output = open_output("memory://", &S3Options::default()).unwrap();
+    let writer = TableWriter::new(output.clone(), rt.handle().clone());
+    std::thread::scope(|scope| {
+        for w in 0..4u64 {
+            let writer = writer.clone();
+            scope.spawn(move || {
+                let rows: Vec<_> = (0..10).map(|i| frame("P", &format!("s{w}"), i)).collect();
+                writer
+                    .write_part(
+                        Table::Frames,
+                        "P",
+                        &format!("w{w}"),
+                        &frames_batch(&rows).unwrap(),
+                    )
+                    .unwrap();
+            });
+        }
+    });
+    assert_eq!(read_frames(&output, rt.handle()).unwrap().len(), 40);
+}
+
+#[test]
+fn stray_parquet_files_outside_partitions_are_reported() {
+    use object_store::{path::Path, ObjectStoreExt};
+    let rt = runtime();
+    let output = open_output("memory://", &S3Options::default()).unwrap();
+    rt.block_on(output.store.put(&Path::from("frames/_SUCCESS"), "".into()))
+        .unwrap();
+    assert!(read_frames(&output, rt.handle()).unwrap().is_empty());
+    rt.block_on(
+        output
+            .store
+            .put(&Path::from("frames/loose.parquet"), "x".into()),
+    )
+    .unwrap();
+    let err = read_frames(&output, rt.handle()).unwrap_err();
+    assert!(matches!(err, SinkError::BadLayout { .. }), "{err}");
+}

@@ -1,0 +1,231 @@
+//! Write + read round trip against a real S3-compatible server (s3s-fs), including a multipart upload.
+//!
+//! The server binary comes from `tools/setup-s3.sh` (`.deps/s3s/bin/s3s-fs`) or `$CAPFLOW_S3S_FS`. Without it the
+//! tests print a skip message, unless `CAPFLOW_REQUIRE_S3=1`, which turns the absence into a failure.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use capflow_sinks::{
+    frames_batch, open_output, read_frames, read_windows, windows_batch, S3Options, Table,
+    TableWriter,
+};
+use common::{assert_capflow_metadata, frame, window};
+
+const ACCESS_KEY: &str = "K";
+const SECRET_KEY: &str = "S";
+const BUCKET: &str = "capflow-test";
+
+/// A running s3s-fs server; killed when dropped.
+struct S3Server {
+    child: Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3Server {
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn options(&self, secret: &str) -> S3Options {
+        S3Options {
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(secret.into()),
+            allow_http: true,
+            virtual_hosted_style: false,
+        }
+    }
+
+    /// Where the server keeps an object of the test bucket on disk.
+    fn on_disk(&self, key: &str) -> PathBuf {
+        self.root.path().join(BUCKET).join(key)
+    }
+}
+
+fn s3s_binary() -> Option<PathBuf> {
+    let path = match std::env::var_os("CAPFLOW_S3S_FS") {
+        Some(p) => PathBuf::from(p),
+        None => FsPath::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the crate lives inside the workspace")
+            .join(".deps/s3s/bin/s3s-fs"),
+    };
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "s3s-fs not found at {}: run tools/setup-s3.sh (or set CAPFLOW_S3S_FS)",
+        path.display()
+    );
+    if std::env::var("CAPFLOW_REQUIRE_S3").as_deref() == Ok("1") {
+        panic!("{message}; CAPFLOW_REQUIRE_S3=1 makes this a failure");
+    }
+    eprintln!("skipping S3 test: {message}");
+    None
+}
+
+fn start_server() -> Option<S3Server> {
+    let binary = s3s_binary()?;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&binary)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let mut server = S3Server { child, port, root };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(server);
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("s3s-fs exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "s3s-fs did not listen on port {port} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn s3_round_trip_against_s3s_fs() {
+    let Some(server) = start_server() else { return };
+    let rt = runtime();
+    let output = open_output(
+        &format!("s3://{BUCKET}/runs/r1"),
+        &server.options(SECRET_KEY),
+    )
+    .unwrap();
+    assert_eq!(output.url, format!("s3://{BUCKET}/runs/r1"));
+    let writer = TableWriter::new(output.clone(), rt.handle().clone());
+
+    let p1: Vec<_> = (0..20).map(|i| frame("P1", "s1", i)).collect();
+    let odd: Vec<_> = (0..3).map(|i| frame("a/b c", "s7", i)).collect();
+    let path = writer
+        .write_part(Table::Frames, "P1", "w0-e0", &frames_batch(&p1).unwrap())
+        .unwrap();
+    assert_eq!(path.as_ref(), "runs/r1/frames/patient_id=P1/w0-e0.parquet");
+    let odd_path = writer
+        .write_part(
+            Table::Frames,
+            "a/b c",
+            "w0-e0",
+            &frames_batch(&odd).unwrap(),
+        )
+        .unwrap();
+    let windows = vec![window("P1", 0), window("P1", 5_000)];
+    writer
+        .write_part(
+            Table::Windows,
+            "P1",
+            "w0-final",
+            &windows_batch(&windows).unwrap(),
+        )
+        .unwrap();
+
+    let file = server.on_disk(path.as_ref());
+    assert!(
+        file.is_file(),
+        "{} missing on the server's disk",
+        file.display()
+    );
+    assert_capflow_metadata(&file, "frames");
+    assert!(server.on_disk(odd_path.as_ref()).is_file(), "{odd_path}");
+
+    let mut expected = [odd, p1].concat();
+    expected.sort_by(|a, b| a.patient_id.cmp(&b.patient_id));
+    assert_eq!(read_frames(&output, rt.handle()).unwrap(), expected);
+    assert_eq!(read_windows(&output, rt.handle()).unwrap(), windows);
+}
+
+#[test]
+fn s3_multipart_upload_of_a_large_part() {
+    let Some(server) = start_server() else { return };
+    let rt = runtime();
+    let output = open_output(&format!("s3://{BUCKET}/big"), &server.options(SECRET_KEY)).unwrap();
+    let writer = TableWriter::new(output.clone(), rt.handle().clone())
+        .with_upload_chunk_size(5 * 1024 * 1024);
+    // Pseudo-random floats do not compress, so the file is well over one 5 MiB chunk.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let rows: Vec<_> = (0..200_000)
+        .map(|i| {
+            let mut row = frame("P", "s", i);
+            row.area_fraction = next();
+            row.density_per_mm2 = next();
+            row.mean_probability = next();
+            row.um_per_px = next();
+            row.field_area_mm2 = next();
+            row
+        })
+        .collect();
+    let path = writer
+        .write_part(Table::Frames, "P", "big", &frames_batch(&rows).unwrap())
+        .unwrap();
+    let size = std::fs::metadata(server.on_disk(path.as_ref()))
+        .unwrap()
+        .len();
+    assert!(
+        size > 5 * 1024 * 1024,
+        "only {size} bytes: no multipart upload happened"
+    );
+    assert_eq!(read_frames(&output, rt.handle()).unwrap(), rows);
+}
+
+#[test]
+fn s3_wrong_secret_fails_without_leaking_it() {
+    let Some(server) = start_server() else { return };
+    let rt = runtime();
+    let secret = "not-the-secret-XYZZY";
+    let output = open_output(&format!("s3://{BUCKET}/x"), &server.options(secret)).unwrap();
+    let writer = TableWriter::new(output, rt.handle().clone());
+    let err = writer
+        .write_part(
+            Table::Frames,
+            "P",
+            "p0",
+            &frames_batch(&[frame("P", "s", 0)]).unwrap(),
+        )
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("XYZZY"), "{text}");
+    assert!(text.contains("patient_id=P/p0.parquet"), "{text}");
+}

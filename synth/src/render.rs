@@ -1,0 +1,302 @@
+//! Per-frame rendering. The static scene (background, vessel geometry, non-perfused vessels,
+//! lumen mask) is prepared once in [`Renderer::new`]; each frame then only crops the drifted
+//! field, moves the red-cell texture of perfused vessels and adds sensor noise.
+
+use crate::background::{channel_absorption, render_background};
+use crate::flow::CellTexture;
+use crate::noise::GaussTable;
+use crate::raster::{rasterise, NO_VESSEL};
+use crate::rng::Rng;
+use crate::scene::{build_scene, Vessel};
+use crate::spec::{Look, SynthSpec};
+use crate::truth::{clipped_length, FrameTruth, Labeller, VesselTruth, MIN_COMPONENT_PIXELS};
+use crate::SynthError;
+
+/// One rendered frame with its exact ground truth.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderedFrame {
+    /// Interleaved RGB, `width * height * 3` bytes, rows tightly packed.
+    pub rgb: Vec<u8>,
+    /// Lumen mask, `width * height` bytes, 0 or 255, aligned with `rgb`.
+    pub mask: Vec<u8>,
+    /// Measurements of this frame.
+    pub truth: FrameTruth,
+}
+
+/// A perfused-vessel pixel whose appearance changes every frame.
+#[derive(Clone, Copy, Debug)]
+struct FlowPixel {
+    /// Scene index (`y * scene_width + x`).
+    index: u32,
+    vessel: u32,
+    arclength_um: f32,
+    cross_um: f32,
+    absorbance: f32,
+}
+
+/// Truth and cleaned mask of one field position (reused while drift keeps the field still).
+#[derive(Clone, Debug)]
+struct FieldTruth {
+    origin: [usize; 2],
+    mask: Vec<u8>,
+    count: u32,
+    area_fraction: f64,
+    length_um: f64,
+}
+
+/// Renders the frames of one clip. Deterministic: the same spec gives the same bytes.
+#[derive(Debug)]
+pub struct Renderer {
+    spec: SynthSpec,
+    scene_w: usize,
+    scene_h: usize,
+    /// Field origin of frame 0 minus the drift offset (see `origin`).
+    max_offset: [i64; 2],
+    base: Vec<f32>,
+    mask: Vec<u8>,
+    flow: Vec<FlowPixel>,
+    flow_rows: Vec<u32>,
+    textures: Vec<CellTexture>,
+    geometry: Vec<Vessel>,
+    bboxes: Vec<[f64; 4]>,
+    vessels: Vec<VesselTruth>,
+    absorption: [f32; 3],
+    gauss: GaussTable,
+    labeller: Labeller,
+    cache: Option<FieldTruth>,
+    row: Vec<f32>,
+}
+
+const NOISE_TAG: u64 = 0x4E01_5E;
+
+impl Renderer {
+    /// Validates `spec` and prepares the static scene (the expensive part, done once per clip).
+    pub fn new(spec: &SynthSpec) -> Result<Self, SynthError> {
+        spec.validate()?;
+        let [span_x, span_y] = spec.drift_span();
+        let last = spec.drift_offset(spec.frames.saturating_sub(1));
+        let max_offset = [last[0].max(0), last[1].max(0)];
+        let scene_w = spec.width as usize + span_x as usize;
+        let scene_h = spec.height as usize + span_y as usize;
+        let scene = build_scene(spec, scene_w, scene_h);
+        let raster = rasterise(&scene, spec.blur_sigma_px, spec.um_per_px);
+        let mut base = render_background(spec, scene_w, scene_h, &raster.background_absorbance);
+        let absorption = channel_absorption(spec.look);
+        let um = spec.um_per_px;
+
+        let mut tex_rng = Rng::derive(spec.seed, &[0xCE11]);
+        let textures: Vec<CellTexture> = scene
+            .vessels
+            .iter()
+            .map(|v| CellTexture::new(&mut tex_rng, v.length_px() * um, v.radius_px * um))
+            .collect();
+
+        let mut flow = Vec::new();
+        let mut flow_rows = Vec::with_capacity(scene_h + 1);
+        for y in 0..scene_h {
+            flow_rows.push(flow.len() as u32);
+            for x in 0..scene_w {
+                let i = y * scene_w + x;
+                let v = raster.vessel[i];
+                if v == NO_VESSEL {
+                    continue;
+                }
+                let vessel = &scene.vessels[v as usize];
+                if vessel.perfused {
+                    flow.push(FlowPixel {
+                        index: i as u32,
+                        vessel: v,
+                        arclength_um: raster.arclength_um[i],
+                        cross_um: raster.cross_um[i],
+                        absorbance: raster.absorbance[i],
+                    });
+                } else {
+                    let density = textures[v as usize].sample(raster.arclength_um[i], raster.cross_um[i]);
+                    let a = raster.absorbance[i] * density;
+                    for c in 0..3 {
+                        base[i * 3 + c] *= (-absorption[c] * a).exp();
+                    }
+                }
+            }
+        }
+        flow_rows.push(flow.len() as u32);
+
+        let vessels = scene
+            .vessels
+            .iter()
+            .map(|v| VesselTruth {
+                vessel_id: v.id,
+                kind: v.kind.as_str().to_string(),
+                perfused: v.perfused,
+                length_um: v.length_px() * um,
+                diameter_um: 2.0 * v.radius_px * um,
+                velocity_um_s: v.velocity_um_s,
+            })
+            .collect();
+        let bboxes = scene
+            .vessels
+            .iter()
+            .map(|v| {
+                v.points.iter().fold(
+                    [f64::MAX, f64::MAX, f64::MIN, f64::MIN],
+                    |b, p| [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])],
+                )
+            })
+            .collect();
+        Ok(Renderer {
+            spec: spec.clone(),
+            scene_w,
+            scene_h,
+            max_offset,
+            base,
+            mask: raster.mask,
+            flow,
+            flow_rows,
+            textures,
+            geometry: scene.vessels,
+            bboxes,
+            vessels,
+            absorption,
+            gauss: GaussTable::new(spec.noise_sigma),
+            labeller: Labeller::default(),
+            cache: None,
+            row: vec![0.0; spec.width as usize * 3],
+        })
+    }
+
+    /// The spec this renderer was built from.
+    pub fn spec(&self) -> &SynthSpec {
+        &self.spec
+    }
+
+    /// Per-vessel ground truth of the whole scene (including vessels that drift into view later).
+    pub fn vessels(&self) -> &[VesselTruth] {
+        &self.vessels
+    }
+
+    /// Top-left corner of frame `i`'s field in scene pixels. Frames past the clip keep the
+    /// drift clamped to the prepared scene.
+    fn origin(&self, frame_index: u32) -> [usize; 2] {
+        let off = self.spec.drift_offset(frame_index);
+        let span = [
+            (self.scene_w - self.spec.width as usize) as i64,
+            (self.scene_h - self.spec.height as usize) as i64,
+        ];
+        [
+            (self.max_offset[0] - off[0]).clamp(0, span[0]) as usize,
+            (self.max_offset[1] - off[1]).clamp(0, span[1]) as usize,
+        ]
+    }
+
+    /// Renders frame `frame_index` (any index; the drift is clamped past `spec.frames`).
+    pub fn render(&mut self, frame_index: u32) -> RenderedFrame {
+        let (w, h) = (self.spec.width as usize, self.spec.height as usize);
+        let [fx, fy] = self.origin(frame_index);
+        let t_s = frame_index as f64 / self.spec.fps as f64;
+        let displacement: Vec<f32> = self
+            .geometry
+            .iter()
+            .zip(&self.textures)
+            .map(|(v, tex)| (v.velocity_um_s * t_s).rem_euclid(tex.period_um() as f64) as f32)
+            .collect();
+        let grey = self.spec.look == Look::Sublingual;
+        let noisy = self.spec.noise_sigma > 0.0;
+        let mut rgb = vec![0u8; w * h * 3];
+        let k = self.absorption;
+        for y in 0..h {
+            let sy = fy + y;
+            let row_start = sy * self.scene_w + fx;
+            let row = &mut self.row;
+            row.copy_from_slice(&self.base[row_start * 3..(row_start + w) * 3]);
+            // Moving red cells of perfused vessels in this row.
+            let flow = &self.flow[self.flow_rows[sy] as usize..self.flow_rows[sy + 1] as usize];
+            let first = flow.partition_point(|p| (p.index as usize) < row_start);
+            for p in &flow[first..] {
+                let x = p.index as usize - row_start;
+                if x >= w {
+                    break;
+                }
+                let tex = &self.textures[p.vessel as usize];
+                let s = p.arclength_um - displacement[p.vessel as usize];
+                let a = p.absorbance * tex.sample(s, p.cross_um);
+                for c in 0..3 {
+                    row[x * 3 + c] *= (-k[c] * a).exp();
+                }
+            }
+            let out = &mut rgb[y * w * 3..(y + 1) * w * 3];
+            if !noisy {
+                for (o, v) in out.iter_mut().zip(row.iter()) {
+                    *o = (v + 0.5).clamp(0.0, 255.0) as u8;
+                }
+                continue;
+            }
+            let mut rng = Rng::derive(
+                self.spec.seed,
+                &[NOISE_TAG, frame_index as u64, y as u64],
+            );
+            if grey {
+                for (x_chunk, o_chunk) in row.chunks(15).zip(out.chunks_mut(15)) {
+                    let mut bits = rng.next_u64();
+                    for (px, opx) in x_chunk.chunks(3).zip(o_chunk.chunks_mut(3)) {
+                        let v = (px[1] + self.gauss.get(bits) + 0.5).clamp(0.0, 255.0) as u8;
+                        bits >>= 12;
+                        opx.fill(v);
+                    }
+                }
+            } else {
+                for (x_chunk, o_chunk) in row.chunks(5).zip(out.chunks_mut(5)) {
+                    let mut bits = rng.next_u64();
+                    for (v, o) in x_chunk.iter().zip(o_chunk.iter_mut()) {
+                        *o = (v + self.gauss.get(bits) + 0.5).clamp(0.0, 255.0) as u8;
+                        bits >>= 12;
+                    }
+                }
+            }
+        }
+        let field = self.field_truth([fx, fy]);
+        RenderedFrame {
+            rgb,
+            mask: field.mask.clone(),
+            truth: FrameTruth {
+                frame_index,
+                pts_ns: self.spec.pts_ns(frame_index),
+                capillary_count: field.count,
+                area_fraction: field.area_fraction,
+                centerline_length_um: field.length_um,
+            },
+        }
+    }
+
+    /// Cleaned mask and measurements of the field at `origin` (cached for the last origin).
+    fn field_truth(&mut self, origin: [usize; 2]) -> &FieldTruth {
+        if self.cache.as_ref().map(|c| c.origin) != Some(origin) {
+            let (w, h) = (self.spec.width as usize, self.spec.height as usize);
+            let [fx, fy] = origin;
+            let mut mask = vec![0u8; w * h];
+            for y in 0..h {
+                let s = (fy + y) * self.scene_w + fx;
+                mask[y * w..(y + 1) * w].copy_from_slice(&self.mask[s..s + w]);
+            }
+            let (count, pixels) =
+                self.labeller
+                    .clean_and_count(&mut mask, w, h, MIN_COMPONENT_PIXELS);
+            let (x0, y0) = (fx as f64 - 0.5, fy as f64 - 0.5);
+            let (x1, y1) = (x0 + w as f64, y0 + h as f64);
+            let length_px: f64 = self
+                .geometry
+                .iter()
+                .zip(&self.bboxes)
+                .filter(|(_, b)| b[2] >= x0 && b[0] <= x1 && b[3] >= y0 && b[1] <= y1)
+                .map(|(v, _)| clipped_length(&v.points, x0, y0, x1, y1))
+                .sum();
+            self.cache = Some(FieldTruth {
+                origin,
+                mask,
+                count,
+                area_fraction: pixels as f64 / (w * h) as f64,
+                length_um: length_px * self.spec.um_per_px,
+            });
+        }
+        self.cache.as_ref().expect("cache was just filled")
+    }
+}

@@ -1,0 +1,299 @@
+//! The clip specification ([`SynthSpec`]), its presets and its validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SynthError;
+
+/// Which imaging modality the synthetic clip imitates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Look {
+    /// Skin capillaroscopy: pale textured skin with small red/purple dots, commas and hairpin loops.
+    #[default]
+    Skin,
+    /// Sublingual SDF/IDF: grayscale-looking, dark capillary networks plus larger venules.
+    Sublingual,
+}
+
+impl Look {
+    /// The kebab-case name used in JSON (`"skin"`, `"sublingual"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Look::Skin => "skin",
+            Look::Sublingual => "sublingual",
+        }
+    }
+}
+
+/// Everything that determines a synthetic clip. Same spec (including `seed`) → identical frames.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthSpec {
+    /// Modality to imitate.
+    pub look: Look,
+    /// Frame width in pixels (even, 64..=8192).
+    pub width: u32,
+    /// Frame height in pixels (even, 64..=8192).
+    pub height: u32,
+    /// Physical pixel size in micrometres; all vessel sizes are drawn in µm and scaled by it.
+    pub um_per_px: f64,
+    /// Frames per second (1..=240); sets PTS and the red-cell displacement per frame.
+    pub fps: u32,
+    /// Number of frames in the clip (1..=100000).
+    pub frames: u32,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Number of vessels per field of view (skin: loops/dots/commas; sublingual: capillary
+    /// network segments, venules come on top). With drift the scene is larger than one field
+    /// and holds proportionally more vessels.
+    pub capillaries: u32,
+    /// Share of vessels with red-cell flow (0..=1), applied exactly (rounded) not randomly.
+    pub perfused_fraction: f64,
+    /// Whole-field drift `[x, y]` in pixels per frame; frame `i` is shifted by
+    /// `round(drift * i)` whole pixels (image and mask alike).
+    pub drift_px_per_frame: [f64; 2],
+    /// Standard deviation of the additive Gaussian sensor noise, in 8-bit grey levels.
+    pub noise_sigma: f64,
+    /// Standard deviation of the optical blur in pixels.
+    pub blur_sigma_px: f64,
+}
+
+impl Default for SynthSpec {
+    /// The `"skin"` preset.
+    fn default() -> Self {
+        SynthSpec {
+            look: Look::Skin,
+            width: 1920,
+            height: 1080,
+            um_per_px: 2.2,
+            fps: 25,
+            frames: 50,
+            seed: 1,
+            capillaries: 45,
+            perfused_fraction: 0.8,
+            drift_px_per_frame: [0.25, 0.1],
+            noise_sigma: 2.0,
+            blur_sigma_px: 1.2,
+        }
+    }
+}
+
+const PRESET_NAMES: &[&str] = &["skin", "sublingual", "sublingual-hd"];
+
+impl SynthSpec {
+    /// A named preset: `"skin"` (1920x1080 RGB, 2.2 µm/px, 25 fps), `"sublingual"` (640x480
+    /// grayscale-looking, 1.5 µm/px, 25 fps) or `"sublingual-hd"` (1280x960, 0.75 µm/px, 25 fps).
+    pub fn preset(name: &str) -> Option<SynthSpec> {
+        match name {
+            "skin" => Some(SynthSpec::default()),
+            "sublingual" => Some(SynthSpec {
+                look: Look::Sublingual,
+                width: 640,
+                height: 480,
+                um_per_px: 1.5,
+                fps: 25,
+                frames: 75,
+                seed: 1,
+                capillaries: 50,
+                perfused_fraction: 0.85,
+                drift_px_per_frame: [0.1, 0.05],
+                noise_sigma: 3.0,
+                blur_sigma_px: 0.9,
+            }),
+            "sublingual-hd" => Some(SynthSpec {
+                width: 1280,
+                height: 960,
+                um_per_px: 0.75,
+                drift_px_per_frame: [0.2, 0.1],
+                blur_sigma_px: 1.5,
+                ..SynthSpec::preset("sublingual")?
+            }),
+            _ => None,
+        }
+    }
+
+    /// Names accepted by [`SynthSpec::preset`].
+    pub fn preset_names() -> &'static [&'static str] {
+        PRESET_NAMES
+    }
+
+    /// Whole-pixel shift of frame `i`: `round(drift * i)`.
+    pub fn drift_offset(&self, frame_index: u32) -> [i64; 2] {
+        [
+            (self.drift_px_per_frame[0] * frame_index as f64).round() as i64,
+            (self.drift_px_per_frame[1] * frame_index as f64).round() as i64,
+        ]
+    }
+
+    /// Presentation timestamp of frame `i` in nanoseconds (`i * 1e9 / fps`).
+    pub fn pts_ns(&self, frame_index: u32) -> u64 {
+        (frame_index as u128 * 1_000_000_000u128 / self.fps.max(1) as u128) as u64
+    }
+
+    /// Checks every field; the error names the first offending field (e.g. "width must be >= 64").
+    pub fn validate(&self) -> Result<(), SynthError> {
+        fn bad(field: &'static str, message: String) -> Result<(), SynthError> {
+            Err(SynthError::InvalidSpec { field, message })
+        }
+        for (field, v) in [("width", self.width), ("height", self.height)] {
+            if v < 64 {
+                return bad(field, format!("{field} must be >= 64 (got {v})"));
+            }
+            if v > 8192 {
+                return bad(field, format!("{field} must be <= 8192 (got {v})"));
+            }
+            if v % 2 != 0 {
+                return bad(field, format!("{field} must be even for H.264/I420 (got {v})"));
+            }
+        }
+        if !(self.um_per_px.is_finite() && (0.05..=50.0).contains(&self.um_per_px)) {
+            return bad(
+                "um_per_px",
+                format!("um_per_px must be within 0.05..=50 (got {})", self.um_per_px),
+            );
+        }
+        if !(1..=240).contains(&self.fps) {
+            return bad("fps", format!("fps must be within 1..=240 (got {})", self.fps));
+        }
+        if !(1..=100_000).contains(&self.frames) {
+            return bad(
+                "frames",
+                format!("frames must be within 1..=100000 (got {})", self.frames),
+            );
+        }
+        if self.capillaries > 5000 {
+            return bad(
+                "capillaries",
+                format!("capillaries must be <= 5000 (got {})", self.capillaries),
+            );
+        }
+        if !(self.perfused_fraction.is_finite() && (0.0..=1.0).contains(&self.perfused_fraction)) {
+            return bad(
+                "perfused_fraction",
+                format!(
+                    "perfused_fraction must be within 0..=1 (got {})",
+                    self.perfused_fraction
+                ),
+            );
+        }
+        for d in self.drift_px_per_frame {
+            if !(d.is_finite() && d.abs() <= 32.0) {
+                return bad(
+                    "drift_px_per_frame",
+                    format!(
+                        "drift_px_per_frame components must be finite and within -32..=32 (got {:?})",
+                        self.drift_px_per_frame
+                    ),
+                );
+            }
+        }
+        let [sx, sy] = self.drift_span();
+        let canvas = (self.width as u64 + sx) * (self.height as u64 + sy);
+        let field = self.width as u64 * self.height as u64;
+        if canvas > 4 * field {
+            return bad(
+                "drift_px_per_frame",
+                format!(
+                    "drift_px_per_frame moves the field too far over {} frames: the scene would be {}x{} px, more than 4 times the field; lower the drift or the frame count",
+                    self.frames,
+                    self.width as u64 + sx,
+                    self.height as u64 + sy
+                ),
+            );
+        }
+        if !(self.noise_sigma.is_finite() && (0.0..=64.0).contains(&self.noise_sigma)) {
+            return bad(
+                "noise_sigma",
+                format!("noise_sigma must be within 0..=64 (got {})", self.noise_sigma),
+            );
+        }
+        if !(self.blur_sigma_px.is_finite() && (0.0..=16.0).contains(&self.blur_sigma_px)) {
+            return bad(
+                "blur_sigma_px",
+                format!(
+                    "blur_sigma_px must be within 0..=16 (got {})",
+                    self.blur_sigma_px
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Extra scene size `[x, y]` (pixels) needed so that every frame's field lies inside it.
+    pub(crate) fn drift_span(&self) -> [u64; 2] {
+        let last = self.drift_offset(self.frames.saturating_sub(1));
+        [last[0].unsigned_abs(), last[1].unsigned_abs()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for name in SynthSpec::preset_names() {
+            let spec = SynthSpec::preset(name).expect("preset exists");
+            spec.validate().expect("preset validates");
+        }
+        assert_eq!(SynthSpec::default(), SynthSpec::preset("skin").unwrap());
+        assert!(SynthSpec::preset("nope").is_none());
+    }
+
+    #[test]
+    fn json_round_trip_and_defaults() {
+        let spec = SynthSpec::preset("sublingual").unwrap();
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(text.contains("\"look\":\"sublingual\""));
+        let back: SynthSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, spec);
+        let partial: SynthSpec = serde_json::from_str(r#"{"width": 320, "height": 240}"#).unwrap();
+        assert_eq!(partial.width, 320);
+        assert_eq!(partial.um_per_px, 2.2);
+        assert!(serde_json::from_str::<SynthSpec>(r#"{"widht": 3}"#).is_err());
+    }
+
+    fn field_of(spec: &SynthSpec) -> (&'static str, String) {
+        match spec.validate() {
+            Err(SynthError::InvalidSpec { field, message }) => (field, message),
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let ok = SynthSpec::default();
+        let cases: Vec<(SynthSpec, &str)> = vec![
+            (SynthSpec { width: 10, ..ok.clone() }, "width"),
+            (SynthSpec { height: 101, ..ok.clone() }, "height"),
+            (SynthSpec { um_per_px: 0.0, ..ok.clone() }, "um_per_px"),
+            (SynthSpec { um_per_px: f64::NAN, ..ok.clone() }, "um_per_px"),
+            (SynthSpec { fps: 0, ..ok.clone() }, "fps"),
+            (SynthSpec { frames: 0, ..ok.clone() }, "frames"),
+            (SynthSpec { capillaries: 100_000, ..ok.clone() }, "capillaries"),
+            (SynthSpec { perfused_fraction: 1.5, ..ok.clone() }, "perfused_fraction"),
+            (SynthSpec { drift_px_per_frame: [f64::INFINITY, 0.0], ..ok.clone() }, "drift_px_per_frame"),
+            (SynthSpec { drift_px_per_frame: [20.0, 0.0], frames: 1000, ..ok.clone() }, "drift_px_per_frame"),
+            (SynthSpec { noise_sigma: -1.0, ..ok.clone() }, "noise_sigma"),
+            (SynthSpec { blur_sigma_px: 100.0, ..ok.clone() }, "blur_sigma_px"),
+        ];
+        for (spec, want) in cases {
+            let (field, message) = field_of(&spec);
+            assert_eq!(field, want);
+            assert!(message.starts_with(want), "{message}");
+            let shown = spec.validate().unwrap_err().to_string();
+            assert!(shown.contains(want), "{shown}");
+        }
+        let (_, msg) = field_of(&SynthSpec { width: 10, ..ok });
+        assert!(msg.contains("width must be >= 64"), "{msg}");
+    }
+
+    #[test]
+    fn pts_and_drift() {
+        let spec = SynthSpec { fps: 3, drift_px_per_frame: [0.5, -1.25], ..SynthSpec::default() };
+        assert_eq!(spec.pts_ns(0), 0);
+        assert_eq!(spec.pts_ns(1), 333_333_333);
+        assert_eq!(spec.pts_ns(3), 1_000_000_000);
+        assert_eq!(spec.drift_offset(3), [2, -4]);
+    }
+}

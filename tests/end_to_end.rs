@@ -1,0 +1,270 @@
+//! End-to-end: generated clips with known ground truth → the `capflow` binary → Parquet, read back with the Rust
+//! reader and independently with DuckDB/pyarrow; bad inputs; worker-count invariance; image-folder input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CAPFLOW: &str = env!("CARGO_BIN_EXE_capflow");
+
+fn capflow(args: &[&str]) -> Output {
+    let out = Command::new(CAPFLOW).args(args).output().expect("capflow runs");
+    eprintln!(
+        "$ capflow {}\n{}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Renders a clip with `capflow synth` and returns (mp4 path, clip folder with truth).
+fn synth(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let mut args = vec!["synth", "--out", dir.to_str().unwrap(), "--name", name];
+    args.extend_from_slice(extra);
+    let out = capflow(&args);
+    assert!(out.status.success(), "synth failed: {}", text(&out));
+    (dir.join(format!("{name}.mp4")), dir.join(name))
+}
+
+/// Ground truth per frame: (capillary_count, area_fraction), from the generator's CSV.
+fn truth(clip_dir: &Path) -> Vec<(u32, f64)> {
+    let csv = std::fs::read_to_string(clip_dir.join("truth_frames.csv")).expect("truth_frames.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("column {name}"));
+    let (c, a) = (col("capillary_count"), col("area_fraction"));
+    lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[c].parse().unwrap(), f[a].parse().unwrap())
+        })
+        .collect()
+}
+
+fn write_config(dir: &Path, output: &Path, streams: &[(&str, &str, &Path, f64)]) -> PathBuf {
+    let mut toml = format!(
+        "[output]\nlocation = {:?}\nframes_per_part = 8\n\n[windows]\nlength_s = 1.0\n\n",
+        output.display().to_string()
+    );
+    for (id, patient, source, um) in streams {
+        toml += &format!(
+            "[[streams]]\nid = {id:?}\npatient = {patient:?}\nsite = \"site\"\nsource = {:?}\num_per_px = {um}\nrecorded_at = \"2026-03-01T08:00:00Z\"\n\n",
+            source.display().to_string()
+        );
+    }
+    let path = dir.join("capflow.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn read_back(root: &Path) -> (Vec<capflow_operators::records::FrameMetrics>, Vec<capflow_operators::records::WindowAggregate>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let output = capflow_sinks::open_output(root.to_str().unwrap(), &Default::default()).unwrap();
+    let frames = capflow_sinks::read_frames(&output, runtime.handle()).unwrap();
+    let windows = capflow_sinks::read_windows(&output, runtime.handle()).unwrap();
+    (frames, windows)
+}
+
+fn python() -> Option<String> {
+    let py = std::env::var("CAPFLOW_PYTHON").ok().or_else(|| {
+        let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        local.is_file().then(|| local.display().to_string())
+    })?;
+    Some(py)
+}
+
+fn duckdb_view(root: &Path) -> serde_json::Value {
+    let py = python().expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/read_tables.py");
+    let out = Command::new(py).arg(script).arg(root).output().expect("python runs");
+    assert!(!out.stdout.is_empty(), "reader printed nothing: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("reader prints JSON")
+}
+
+#[test]
+fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Skin at the detector's design scale, half HD to keep the test quick; 2 s at 10 fps → two 1 s windows.
+    let (skin, skin_truth) = synth(d, "skin", &["--preset", "skin", "--width", "960", "--height", "540", "--frames", "20", "--fps", "10", "--seed", "11"]);
+    let (sub, _) = synth(d, "sub", &["--preset", "sublingual", "--frames", "15", "--fps", "10", "--seed", "12"]);
+    let out = d.join("out");
+    let config = write_config(d, &out, &[("skin-a", "patient-a", &skin, 2.2), ("sub-b", "patient-b", &sub, 1.5)]);
+    let run = capflow(&["run", "--config", config.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("patient-a"), "summary lists patients");
+
+    let (frames, windows) = read_back(&out);
+    let by_stream = |id: &str| frames.iter().filter(|f| f.stream_id == id).collect::<Vec<_>>();
+    assert_eq!(by_stream("skin-a").len(), 20);
+    assert_eq!(by_stream("sub-b").len(), 15);
+    assert!(out.join("frames/patient_id=patient-a").is_dir());
+    assert!(out.join("windows/patient_id=patient-b").is_dir());
+    // 20 frames at 10 fps starting on a whole second: windows [0 s, 1 s) and [1 s, 2 s) per patient.
+    let per_patient = |p: &str| windows.iter().filter(|w| w.patient_id == p).collect::<Vec<_>>();
+    assert_eq!(per_patient("patient-a").len(), 2);
+    assert_eq!(per_patient("patient-b").len(), 2);
+    assert_eq!(per_patient("patient-a").iter().map(|w| w.n_frames).sum::<u64>(), 20);
+    assert!(windows.iter().all(|w| w.n_streams == 1 && w.window_end_ms - w.window_start_ms == 1000));
+
+    // Per-frame accuracy against the generator's ground truth (tolerances: what a usable detector must reach).
+    let gt = truth(&skin_truth);
+    let skin_rows = by_stream("skin-a");
+    let n = gt.len() as f64;
+    let count_mae = skin_rows.iter().zip(&gt).map(|(r, t)| (r.capillary_count as f64 - t.0 as f64).abs()).sum::<f64>() / n;
+    let mean_count = gt.iter().map(|t| t.0 as f64).sum::<f64>() / n;
+    let area_mae = skin_rows.iter().zip(&gt).map(|(r, t)| (r.area_fraction - t.1).abs()).sum::<f64>() / n;
+    let mean_area = gt.iter().map(|t| t.1).sum::<f64>() / n;
+    eprintln!("skin: count MAE {count_mae:.2} (truth mean {mean_count:.1}), area MAE {area_mae:.4} (truth mean {mean_area:.4})");
+    assert!(mean_count >= 5.0, "the clip has capillaries to find");
+    assert!(count_mae <= 0.35 * mean_count, "count MAE {count_mae:.2} vs truth mean {mean_count:.1}");
+    assert!(area_mae <= 0.5 * mean_area, "area-fraction MAE {area_mae:.4} vs truth mean {mean_area:.4}");
+
+    // The same tables through DuckDB and pyarrow.
+    let view = duckdb_view(&out);
+    assert_eq!(view["frames_per_patient"]["patient-a"], 20);
+    assert_eq!(view["frames_per_patient"]["patient-b"], 15);
+    assert_eq!(view["windows_per_patient"]["patient-a"], 2);
+    let duck_frames = view["frames"].as_array().unwrap();
+    assert_eq!(duck_frames.len(), frames.len());
+    for (duck, rust) in duck_frames.iter().zip(frames.iter().filter(|f| f.stream_id == "skin-a")) {
+        assert_eq!(duck["capillary_count"], rust.capillary_count);
+        assert_eq!(duck["event_ms"], rust.event_time_ms);
+    }
+    for meta in view["file_metadata"].as_array().unwrap() {
+        assert_eq!(meta["capflow.schema_version"], "1", "{meta}");
+    }
+}
+
+fn sorted_tables(root: &Path) -> (Vec<String>, Vec<String>, Vec<PathBuf>) {
+    let (frames, windows) = read_back(root);
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                stack.push(e);
+            } else {
+                files.push(e.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    files.sort();
+    (
+        frames.iter().map(|f| format!("{f:?}")).collect(),
+        windows.iter().map(|w| format!("{w:?}")).collect(),
+        files,
+    )
+}
+
+#[test]
+fn two_workers_write_the_same_rows_and_files_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = ["--preset", "skin", "--width", "320", "--height", "240", "--frames", "12", "--fps", "10"];
+    let (a, _) = synth(d, "a", &[&small[..], &["--seed", "1"]].concat());
+    let (b, _) = synth(d, "b", &[&small[..], &["--seed", "2"]].concat());
+    let (c, _) = synth(d, "c", &[&small[..], &["--seed", "3"]].concat());
+    let mut results = Vec::new();
+    for workers in ["1", "2", "3"] {
+        let out = d.join(format!("out-w{workers}"));
+        let config = write_config(d, &out, &[("a", "p1", &a, 2.2), ("b", "p1", &b, 2.2), ("c", "p2", &c, 2.2)]);
+        let run = capflow(&["run", "--config", config.to_str().unwrap(), "-w", workers]);
+        assert!(run.status.success(), "{}", text(&run));
+        results.push(sorted_tables(&out));
+    }
+    assert_eq!(results[0].0.len(), 36);
+    assert!(results[0].1.iter().any(|w| w.contains("n_streams: 2")), "p1's two sites meet in one window");
+    assert_eq!(results[0], results[1], "-w 2 differs from -w 1");
+    assert_eq!(results[0], results[2], "-w 3 differs from -w 1");
+}
+
+#[test]
+fn a_folder_of_png_frames_runs_without_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth(d, "seq", &["--preset", "skin", "--width", "320", "--height", "240", "--frames", "6", "--png", "--no-mp4"]);
+    let out = d.join("out");
+    let run = capflow(&["run", "--input", d.join("seq/frames").to_str().unwrap(), "--patient", "P7", "--output", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+    let (frames, windows) = read_back(&out);
+    assert_eq!(frames.len(), 6);
+    assert!(frames.iter().all(|f| f.patient_id == "P7"));
+    // 6 frames at the default 25 fps for sequences: one 10 s window.
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0].n_frames, 6);
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_the_good_stream_still_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (good, _) = synth(d, "good", &["--preset", "skin", "--width", "320", "--height", "240", "--frames", "8", "--fps", "10"]);
+    let not_video = d.join("notes.mp4");
+    std::fs::write(&not_video, "not a video\n".repeat(100)).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = d.join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let missing = d.join("missing.mp4");
+    let out = d.join("out");
+    let config = write_config(
+        d,
+        &out,
+        &[("good", "p1", &good, 2.2), ("missing", "p2", &missing, 2.2), ("notvideo", "p3", &not_video, 2.2), ("cut", "p4", &truncated, 2.2)],
+    );
+    let run = capflow(&["run", "--config", config.to_str().unwrap(), "-w", "2"]);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let t = text(&run);
+    for name in ["missing.mp4", "notes.mp4", "truncated.mp4"] {
+        assert!(t.contains(name), "the error names {name}: {t}");
+    }
+    let (frames, _) = read_back(&out);
+    assert_eq!(frames.iter().filter(|f| f.stream_id == "good").count(), 8, "the good stream is complete");
+
+    // A missing model, an invalid config, and a model whose input does not match its card.
+    let run = capflow(&["run", "--config", config.to_str().unwrap(), "--model", "/nonexistent/model.toml"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(text(&run).contains("/nonexistent/model.toml"), "{}", text(&run));
+
+    let bad_config = d.join("bad.toml");
+    std::fs::write(&bad_config, "[windows]\nlength_s = 0\n[[streams]]\nid = \"x\"\npatient = \"\"\nsource = \"a.mp4\"\n").unwrap();
+    let run = capflow(&["run", "--config", bad_config.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2));
+    let t = text(&run);
+    assert!(t.contains("windows.length_s") && t.contains("streams[0].patient"), "{t}");
+
+    let wrong = wrong_shape_model(d);
+    let run = capflow(&["run", "--input", good.to_str().unwrap(), "--patient", "p", "--output", d.join("o2").to_str().unwrap(), "--model", wrong.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(text(&run).contains("[N, 1, H, W]"), "{}", text(&run));
+}
+
+/// A model card whose ONNX graph takes 3 channels where its card lists 1 (built with Python's onnx).
+fn wrong_shape_model(dir: &Path) -> PathBuf {
+    let py = python().expect("Python with onnx is installed by `make setup`");
+    let onnx = dir.join("wrong.onnx");
+    let script = format!(
+        "import onnx\nfrom onnx import helper, TensorProto as T\n\
+         x = helper.make_tensor_value_info('image', T.FLOAT, ['N', 3, 'H', 'W'])\n\
+         y = helper.make_tensor_value_info('prob', T.FLOAT, ['N', 3, 'H', 'W'])\n\
+         g = helper.make_graph([helper.make_node('Identity', ['image'], ['prob'])], 'g', [x], [y])\n\
+         m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)]); m.ir_version = 8\n\
+         onnx.save(m, {:?})\n",
+        onnx.display().to_string()
+    );
+    let status = Command::new(py).args(["-c", &script]).status().unwrap();
+    assert!(status.success());
+    let card = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"))
+        .unwrap()
+        .replace("capillary-classical-v1.onnx", "wrong.onnx");
+    let path = dir.join("wrong.toml");
+    std::fs::write(&path, card).unwrap();
+    path
+}
+

@@ -1,0 +1,54 @@
+"""Independent reader for capflow's Parquet output: DuckDB (hive partitions) and pyarrow (file metadata).
+
+Usage: read_tables.py ROOT  → prints one JSON object: per-patient frame/window counts and all frame rows, as DuckDB
+sees them, plus the capflow key-value metadata pyarrow finds in every file. Used by tests/end_to_end.rs.
+"""
+import glob
+import json
+import os
+import sys
+
+import duckdb
+import pyarrow.parquet as pq
+
+
+def main(root: str) -> None:
+    con = duckdb.connect()
+    out = {}
+    frames = os.path.join(root, "frames", "*", "*.parquet")
+    windows = os.path.join(root, "windows", "*", "*.parquet")
+    out["frames_per_patient"] = dict(
+        con.execute(
+            f"SELECT patient_id, count(*) FROM read_parquet('{frames}', hive_partitioning = true) GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
+    out["windows_per_patient"] = dict(
+        con.execute(
+            f"SELECT patient_id, count(*) FROM read_parquet('{windows}', hive_partitioning = true) GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    )
+    rows = con.execute(
+        f"""SELECT patient_id, stream_id, frame_index, capillary_count, area_fraction, epoch_ms(event_time) AS event_ms
+            FROM read_parquet('{frames}', hive_partitioning = true) ORDER BY stream_id, frame_index"""
+    ).fetchall()
+    out["frames"] = [
+        dict(zip(["patient_id", "stream_id", "frame_index", "capillary_count", "area_fraction", "event_ms"], r))
+        for r in rows
+    ]
+    wrows = con.execute(
+        f"""SELECT patient_id, epoch_ms(window_start), n_frames, n_streams, capillary_count_mean
+            FROM read_parquet('{windows}', hive_partitioning = true) ORDER BY 1, 2"""
+    ).fetchall()
+    out["windows"] = [dict(zip(["patient_id", "window_start_ms", "n_frames", "n_streams", "count_mean"], r)) for r in wrows]
+    metadata = []
+    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*.parquet"))):
+        kv = pq.ParquetFile(path).metadata.metadata or {}
+        metadata.append({k.decode(): v.decode() for k, v in kv.items() if k.startswith(b"capflow.")})
+    out["file_metadata"] = metadata
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
+    sys.stdout.flush()
+    os._exit(0)
