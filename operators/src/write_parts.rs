@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use timely::dataflow::channels::pact::Pipeline;
+use serde::{de::DeserializeOwned, Serialize};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::Stream;
 
@@ -36,24 +37,34 @@ pub struct Part<R> {
 
 /// Extension trait: write a stream of rows as parts.
 pub trait WriteParts<R> {
-    /// Assigns rows to parts with `key`, orders each part's rows by `order`, and calls `write` once per complete
+    /// Assigns rows to parts with `key` (a pure function of the row), orders each part's rows by `order`, and calls `write` once per complete
     /// part; all remaining parts are written when the input ends.
     fn write_parts<K, O, W>(self, name: &str, key: K, order: O, write: W)
     where
-        K: FnMut(&R) -> PartKey + 'static,
+        K: Fn(&R) -> PartKey + Clone + 'static,
         O: FnMut(&R, &R) -> std::cmp::Ordering + 'static,
         W: FnMut(Part<R>) + 'static;
 }
 
-impl<R: Clone + 'static> WriteParts<R> for Stream<'_, u64, Vec<R>> {
-    fn write_parts<K, O, W>(self, name: &str, mut key: K, mut order: O, mut write: W)
+/// A stable 64-bit FNV-1a hash, identical in every process, for routing rows by partition.
+pub fn route(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl<R> WriteParts<R> for Stream<'_, u64, Vec<R>>
+where
+    R: Clone + Send + Serialize + DeserializeOwned + 'static,
+{
+    fn write_parts<K, O, W>(self, name: &str, key: K, mut order: O, mut write: W)
     where
-        K: FnMut(&R) -> PartKey + 'static,
+        K: Fn(&R) -> PartKey + Clone + 'static,
         O: FnMut(&R, &R) -> std::cmp::Ordering + 'static,
         W: FnMut(Part<R>) + 'static,
     {
         let mut open: BTreeMap<PartKey, Vec<R>> = BTreeMap::new();
-        self.sink(Pipeline, name, move |(input, frontier)| {
+        let route_key = key.clone();
+        let pact = Exchange::new(move |row: &R| route(&route_key(row).patient_id));
+        self.sink(pact, name, move |(input, frontier)| {
             input.for_each_stamp(|_cap, data| {
                 for batch in data {
                     for row in batch.drain(..) {

@@ -271,6 +271,19 @@ mod tests {
     }
 
     #[test]
+    fn s3_output_debug_does_not_show_the_secret() {
+        let s3 = S3Options {
+            region: Some("us-east-1".into()),
+            access_key_id: Some("AKID".into()),
+            secret_access_key: Some("hunter2-secret".into()),
+            ..S3Options::default()
+        };
+        let out = open_output("s3://bucket/p", &s3).unwrap();
+        let text = format!("{out:?} {}", out.store);
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
     fn local_paths_are_created() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("new/out");

@@ -32,17 +32,14 @@ pub fn render_background(
     let mut out = vec![0.0f32; width * height * 3];
     match spec.look {
         Look::Skin => {
-            let colour = [
-                rng.range(136.0, 144.0) as f32,
-                rng.range(131.0, 137.0) as f32,
-                rng.range(128.0, 135.0) as f32,
-            ];
+            let g = rng.range(130.0, 138.0) as f32;
+            let colour = [g + rng.range(1.0, 4.0) as f32, g, g - rng.range(0.0, 3.0) as f32];
             let vignette = rng.range(0.10, 0.16) as f32;
             let gradient = rng.range(0.02, 0.06) as f32;
             let blotch = Fbm::new(seed(1), 4, 0.55, 450.0 / um, 450.0 / um, 0.0);
             let tint = Fbm::new(seed(2), 3, 0.5, 300.0 / um, 300.0 / um, 0.0);
             let streak_angle = rng.range(0.0, std::f64::consts::PI) as f32;
-            let streak = Fbm::new(seed(3), 3, 0.6, 600.0 / um, 45.0 / um, streak_angle);
+            let streak = Fbm::new(seed(3), 3, 0.6, 500.0 / um, 90.0 / um, streak_angle);
             let fine = Fbm::new(seed(4), 2, 0.6, 9.0 / um, 9.0 / um, 0.0);
             for y in 0..height {
                 let ny = (y as f32 - cy) / hh;
@@ -52,9 +49,9 @@ pub fn render_background(
                     let light = (1.0 - vignette * 0.5 * (nx * nx + ny * ny))
                         * (1.0 + gradient * (nx * gx + ny * gy))
                         * (1.0 + 0.12 * blotch.sample(xf, yf))
-                        * (1.0 + 0.07 * streak.sample(xf, yf))
+                        * (1.0 + 0.04 * streak.sample(xf, yf))
                         * (1.0 + 0.035 * fine.sample(xf, yf));
-                    let pink = (0.05 * (tint.sample(xf, yf) + 0.3)).max(0.0)
+                    let pink = (0.06 * (tint.sample(xf, yf) + 0.1)).max(0.0)
                         + extra_absorbance[y * width + x];
                     let i = (y * width + x) * 3;
                     for c in 0..3 {

@@ -108,7 +108,7 @@ impl Mp4Writer {
             .map_err(|e| pipe_err("pipeline", e.to_string()))?;
         gst::Element::link_many(elements)
             .map_err(|e| pipe_err("pipeline", format!("linking failed: {e}")))?;
-        let mut writer = Mp4Writer {
+        let writer = Mp4Writer {
             pipeline,
             src,
             path: path.to_path_buf(),

@@ -7,8 +7,6 @@ use crate::rng::Rng;
 const STEP_UM: f32 = 0.5;
 /// Width of one independent lane of cells across wide vessels (µm).
 const LANE_UM: f32 = 6.0;
-/// Density of plasma (no cell) relative to the mean density 1.
-const PLASMA: f32 = 0.3;
 
 /// Periodic red-cell density `rho(s, cross)` with mean 1.
 #[derive(Clone, Debug)]
@@ -21,8 +19,10 @@ pub struct CellTexture {
 }
 
 impl CellTexture {
-    /// A texture for a vessel of centre-line length `length_um` and lumen radius `radius_um`.
-    pub fn new(rng: &mut Rng, length_um: f64, radius_um: f64) -> Self {
+    /// A texture for a vessel of centre-line length `length_um` and lumen radius `radius_um`;
+    /// `plasma` (0..1) is the density between cells relative to the mean density 1 (lower =
+    /// more granular).
+    pub fn new(rng: &mut Rng, length_um: f64, radius_um: f64, plasma: f32) -> Self {
         let period_um = (length_um + 60.0).max(300.0) as f32;
         let samples = (period_um / STEP_UM).ceil() as usize;
         let period_um = samples as f32 * STEP_UM;
@@ -30,7 +30,7 @@ impl CellTexture {
         let lanes = ((2.0 * radius / LANE_UM).ceil() as usize).max(1);
         let mut data = vec![0.0f32; samples * lanes];
         // Cell length ~7 µm, random gaps (capillary haematocrit is low and uneven).
-        let cell_sigma = 2.0f32;
+        let cell_sigma = 2.3f32;
         let reach = (3.0 * cell_sigma / STEP_UM).ceil() as isize;
         for lane in 0..lanes {
             let row = &mut data[lane * samples..(lane + 1) * samples];
@@ -48,9 +48,9 @@ impl CellTexture {
                 pos += 6.5 + (-(1.0 - rng.uniform()).ln() * 6.0) as f32;
             }
             let mean = row.iter().sum::<f32>() / samples as f32;
-            let scale = if mean > 0.0 { (1.0 - PLASMA) / mean } else { 0.0 };
+            let scale = if mean > 0.0 { (1.0 - plasma) / mean } else { 0.0 };
             for v in row.iter_mut() {
-                *v = PLASMA + *v * scale;
+                *v = plasma + *v * scale;
             }
         }
         CellTexture {
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn texture_has_unit_mean_and_granularity() {
         let mut rng = Rng::new(5);
-        let t = CellTexture::new(&mut rng, 200.0, 4.0);
+        let t = CellTexture::new(&mut rng, 200.0, 4.0, 0.3);
         let n = 4000;
         let vals: Vec<f32> = (0..n).map(|i| t.sample(i as f32 * t.period_um() / n as f32, 0.0)).collect();
         let mean = vals.iter().sum::<f32>() / n as f32;

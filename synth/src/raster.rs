@@ -9,10 +9,6 @@ pub const NO_VESSEL: u32 = u32::MAX;
 /// Per-scene-pixel rasterised geometry.
 #[derive(Clone, Debug)]
 pub struct Raster {
-    /// Scene width.
-    pub width: usize,
-    /// Scene height.
-    pub height: usize,
     /// Lumen mask (255 where the pixel centre is within the radius of a centre line).
     pub mask: Vec<u8>,
     /// Green-channel absorbance added to the background (halos, ghosts).
@@ -151,8 +147,6 @@ pub fn rasterise(scene: &Scene, blur_sigma_px: f64, um_per_px: f64) -> Raster {
     let (w, h) = (scene.width, scene.height);
     let n = w * h;
     let mut r = Raster {
-        width: w,
-        height: h,
         mask: vec![0; n],
         background_absorbance: vec![0.0; n],
         absorbance: vec![0.0; n],
@@ -168,6 +162,7 @@ pub fn rasterise(scene: &Scene, blur_sigma_px: f64, um_per_px: f64) -> Raster {
         }
     }
     for v in &scene.vessels {
+        let sigma = (sigma * sigma + v.depth_blur_px * v.depth_blur_px).sqrt();
         let edge_margin = v.radius_px + 3.0 * sigma + 1.0;
         let halo_margin = v.halo.as_ref().map_or(0.0, |hl| 3.0 * hl.radius_px);
         let Some(local) = local_field(&v.points, edge_margin.max(halo_margin), w, h) else {

@@ -85,10 +85,15 @@ impl Renderer {
         let um = spec.um_per_px;
 
         let mut tex_rng = Rng::derive(spec.seed, &[0xCE11]);
+        // Skin loops are seen through epidermis: cells blur together; sublingual cells are crisp.
+        let plasma = match spec.look {
+            Look::Skin => 0.8,
+            Look::Sublingual => 0.35,
+        };
         let textures: Vec<CellTexture> = scene
             .vessels
             .iter()
-            .map(|v| CellTexture::new(&mut tex_rng, v.length_px() * um, v.radius_px * um))
+            .map(|v| CellTexture::new(&mut tex_rng, v.length_px() * um, v.radius_px * um, plasma))
             .collect();
 
         let mut flow = Vec::new();
@@ -253,13 +258,14 @@ impl Renderer {
                 }
             }
         }
+        let pts_ns = self.spec.pts_ns(frame_index);
         let field = self.field_truth([fx, fy]);
         RenderedFrame {
             rgb,
             mask: field.mask.clone(),
             truth: FrameTruth {
                 frame_index,
-                pts_ns: self.spec.pts_ns(frame_index),
+                pts_ns,
                 capillary_count: field.count,
                 area_fraction: field.area_fraction,
                 centerline_length_um: field.length_um,

@@ -73,7 +73,7 @@ impl Default for SynthSpec {
             perfused_fraction: 0.8,
             drift_px_per_frame: [0.25, 0.1],
             noise_sigma: 2.0,
-            blur_sigma_px: 1.2,
+            blur_sigma_px: 1.6,
         }
     }
 }
