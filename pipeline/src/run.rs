@@ -293,6 +293,8 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &Context) -> WorkerRepo
             input.advance_to(time);
         }
         input.send(frame);
+        // The handle buffers sends; push each frame on so the operator sees it now.
+        input.flush();
         shared.pending.set(shared.pending.get() + 1);
         while shared.pending.get() > config.ingest.max_pending_frames {
             worker.step();

@@ -41,10 +41,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir)?;
         let f0 = renderer.render(0);
-        write_rgb_png(&dir.join(format!("{preset}_frame0.png")), spec.width, spec.height, &f0.rgb)?;
-        write_gray_png(&dir.join(format!("{preset}_mask0.png")), spec.width, spec.height, &f0.mask)?;
+        write_rgb_png(
+            &dir.join(format!("{preset}_frame0.png")),
+            spec.width,
+            spec.height,
+            &f0.rgb,
+        )?;
+        write_gray_png(
+            &dir.join(format!("{preset}_mask0.png")),
+            spec.width,
+            spec.height,
+            &f0.mask,
+        )?;
         let f1 = renderer.render(1);
-        write_rgb_png(&dir.join(format!("{preset}_frame1.png")), spec.width, spec.height, &f1.rgb)?;
+        write_rgb_png(
+            &dir.join(format!("{preset}_frame1.png")),
+            spec.width,
+            spec.height,
+            &f1.rgb,
+        )?;
     }
     Ok(())
 }

@@ -33,7 +33,11 @@ pub fn render_background(
     match spec.look {
         Look::Skin => {
             let g = rng.range(130.0, 138.0) as f32;
-            let colour = [g + rng.range(1.0, 4.0) as f32, g, g - rng.range(0.0, 3.0) as f32];
+            let colour = [
+                g + rng.range(0.5, 3.0) as f32,
+                g,
+                g - rng.range(0.0, 2.5) as f32,
+            ];
             let vignette = rng.range(0.10, 0.16) as f32;
             let gradient = rng.range(0.02, 0.06) as f32;
             let blotch = Fbm::new(seed(1), 4, 0.55, 450.0 / um, 450.0 / um, 0.0);
@@ -41,21 +45,25 @@ pub fn render_background(
             let streak_angle = rng.range(0.0, std::f64::consts::PI) as f32;
             let streak = Fbm::new(seed(3), 3, 0.6, 500.0 / um, 90.0 / um, streak_angle);
             let fine = Fbm::new(seed(4), 2, 0.6, 9.0 / um, 9.0 / um, 0.0);
+            // Smooth fields (features >= ~40 µm) on a coarse grid, interpolated per pixel.
+            let grid = SmoothGrid::new(width, height, |xf, yf| {
+                let nx = (xf - cx) / hw;
+                let ny = (yf - cy) / hh;
+                let light = (1.0 - vignette * 0.5 * (nx * nx + ny * ny))
+                    * (1.0 + gradient * (nx * gx + ny * gy))
+                    * (1.0 + 0.12 * blotch.sample(xf, yf))
+                    * (1.0 + 0.04 * streak.sample(xf, yf));
+                let pink = (0.04 * (tint.sample(xf, yf) + 0.1)).max(0.0);
+                [light, pink]
+            });
             for y in 0..height {
-                let ny = (y as f32 - cy) / hh;
                 for x in 0..width {
-                    let nx = (x as f32 - cx) / hw;
-                    let (xf, yf) = (x as f32, y as f32);
-                    let light = (1.0 - vignette * 0.5 * (nx * nx + ny * ny))
-                        * (1.0 + gradient * (nx * gx + ny * gy))
-                        * (1.0 + 0.12 * blotch.sample(xf, yf))
-                        * (1.0 + 0.04 * streak.sample(xf, yf))
-                        * (1.0 + 0.035 * fine.sample(xf, yf));
-                    let pink = (0.06 * (tint.sample(xf, yf) + 0.1)).max(0.0)
-                        + extra_absorbance[y * width + x];
+                    let [light, pink] = grid.at(x, y);
+                    let light = light * (1.0 + 0.035 * fine.sample(x as f32, y as f32));
+                    let a = pink + extra_absorbance[y * width + x];
                     let i = (y * width + x) * 3;
                     for c in 0..3 {
-                        out[i + c] = colour[c] * light * (-k[c] * pink).exp();
+                        out[i + c] = colour[c] * light * (-k[c] * a).exp();
                     }
                 }
             }
@@ -66,15 +74,18 @@ pub fn render_background(
             let gradient = rng.range(0.03, 0.08) as f32;
             let blotch = Fbm::new(seed(1), 4, 0.55, 350.0 / um, 350.0 / um, 0.0);
             let fine = Fbm::new(seed(4), 3, 0.6, 12.0 / um, 12.0 / um, 0.0);
+            let grid = SmoothGrid::new(width, height, |xf, yf| {
+                let nx = (xf - cx) / hw;
+                let ny = (yf - cy) / hh;
+                let light = (1.0 - vignette * 0.5 * (nx * nx + ny * ny))
+                    * (1.0 + gradient * (nx * gx + ny * gy))
+                    * (1.0 + 0.16 * blotch.sample(xf, yf));
+                [light, 0.0]
+            });
             for y in 0..height {
-                let ny = (y as f32 - cy) / hh;
                 for x in 0..width {
-                    let nx = (x as f32 - cx) / hw;
-                    let (xf, yf) = (x as f32, y as f32);
-                    let light = (1.0 - vignette * 0.5 * (nx * nx + ny * ny))
-                        * (1.0 + gradient * (nx * gx + ny * gy))
-                        * (1.0 + 0.16 * blotch.sample(xf, yf))
-                        * (1.0 + 0.06 * fine.sample(xf, yf));
+                    let [light, _] = grid.at(x, y);
+                    let light = light * (1.0 + 0.06 * fine.sample(x as f32, y as f32));
                     let v = grey * light * (-extra_absorbance[y * width + x]).exp();
                     let i = (y * width + x) * 3;
                     out[i..i + 3].fill(v);
@@ -84,6 +95,50 @@ pub fn render_background(
     }
     gaussian_blur_rgb(&mut out, width, height, spec.blur_sigma_px);
     out
+}
+
+/// Grid spacing (pixels) of the smooth background fields.
+const GRID: usize = 4;
+
+/// Two smooth fields sampled every [`GRID`] pixels and bilinearly interpolated.
+struct SmoothGrid {
+    gw: usize,
+    values: Vec<[f32; 2]>,
+}
+
+impl SmoothGrid {
+    fn new(width: usize, height: usize, f: impl Fn(f32, f32) -> [f32; 2]) -> Self {
+        let gw = width / GRID + 2;
+        let gh = height / GRID + 2;
+        let mut values = Vec::with_capacity(gw * gh);
+        for gy in 0..gh {
+            for gx in 0..gw {
+                values.push(f((gx * GRID) as f32, (gy * GRID) as f32));
+            }
+        }
+        SmoothGrid { gw, values }
+    }
+
+    #[inline]
+    fn at(&self, x: usize, y: usize) -> [f32; 2] {
+        let (gx, gy) = (x / GRID, y / GRID);
+        let tx = (x % GRID) as f32 / GRID as f32;
+        let ty = (y % GRID) as f32 / GRID as f32;
+        let i = gy * self.gw + gx;
+        let (a, b, c, d) = (
+            self.values[i],
+            self.values[i + 1],
+            self.values[i + self.gw],
+            self.values[i + self.gw + 1],
+        );
+        let mut out = [0.0; 2];
+        for (k, o) in out.iter_mut().enumerate() {
+            let top = a[k] + (b[k] - a[k]) * tx;
+            let bottom = c[k] + (d[k] - c[k]) * tx;
+            *o = top + (bottom - top) * ty;
+        }
+        out
+    }
 }
 
 /// In-place separable Gaussian blur of interleaved RGB `f32` (edges clamped).
@@ -113,23 +168,18 @@ pub fn gaussian_blur_rgb(img: &mut [f32], width: usize, height: usize, sigma: f6
             row[x * 3..x * 3 + 3].copy_from_slice(&acc);
         }
     }
-    // Vertical pass, one column at a time through a scratch line.
-    let mut col = vec![0.0f32; height * 3];
-    for x in 0..width {
-        for y in 0..height {
-            let i = (y * width + x) * 3;
-            col[y * 3..y * 3 + 3].copy_from_slice(&img[i..i + 3]);
-        }
-        for y in 0..height {
-            let mut acc = [0.0f32; 3];
-            for (j, kv) in kernel.iter().enumerate() {
-                let sy = (y as isize + j as isize - radius).clamp(0, height as isize - 1) as usize;
-                for c in 0..3 {
-                    acc[c] += kv * col[sy * 3 + c];
-                }
+    // Vertical pass: whole rows at a time (cache friendly), reading from a copy.
+    let src = img.to_vec();
+    let row_len = width * 3;
+    for y in 0..height {
+        let out = &mut img[y * row_len..(y + 1) * row_len];
+        out.fill(0.0);
+        for (j, kv) in kernel.iter().enumerate() {
+            let sy = (y as isize + j as isize - radius).clamp(0, height as isize - 1) as usize;
+            let input = &src[sy * row_len..(sy + 1) * row_len];
+            for (o, v) in out.iter_mut().zip(input) {
+                *o += kv * v;
             }
-            let i = (y * width + x) * 3;
-            img[i..i + 3].copy_from_slice(&acc);
         }
     }
 }

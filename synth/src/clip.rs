@@ -77,7 +77,8 @@ fn create_dir(path: &Path) -> Result<(), SynthError> {
 
 /// CSV of per-frame truth (header + one row per frame; floats in shortest round-trip form).
 pub fn frames_csv(truth: &[FrameTruth]) -> String {
-    let mut out = String::from("frame_index,pts_ns,capillary_count,area_fraction,centerline_length_um\n");
+    let mut out =
+        String::from("frame_index,pts_ns,capillary_count,area_fraction,centerline_length_um\n");
     for t in truth {
         let _ = writeln!(
             out,
@@ -177,7 +178,10 @@ mod tests {
     fn names_are_checked() {
         assert!(check_name("demo-skin_1").is_ok());
         for bad in ["", "a/b", "..", "x\\y", "a\nb"] {
-            assert!(matches!(check_name(bad), Err(SynthError::InvalidName { .. })), "{bad:?}");
+            assert!(
+                matches!(check_name(bad), Err(SynthError::InvalidName { .. })),
+                "{bad:?}"
+            );
         }
     }
 

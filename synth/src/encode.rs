@@ -20,7 +20,7 @@ pub fn gst_init() -> Result<(), SynthError> {
 
 /// x264 quantizer used for every clip: high enough to keep demo clips small, low enough
 /// that capillaries and red-cell texture survive.
-pub const X264_QUANTIZER: u32 = 26;
+pub const X264_QUANTIZER: u32 = 22;
 
 /// How long `finish` waits for the muxer to finalise the file.
 const FINISH_TIMEOUT_S: u64 = 300;
@@ -75,17 +75,23 @@ impl Mp4Writer {
         let i420 = make("capsfilter", "gstreamer core")?;
         i420.set_property(
             "caps",
-            gst::Caps::builder("video/x-raw").field("format", "I420").build(),
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
         );
         let enc = make("x264enc", "gstreamer1.0-plugins-ugly")?;
         enc.set_property_from_str("speed-preset", "medium");
         enc.set_property_from_str("pass", "quant");
         enc.set_property("quantizer", X264_QUANTIZER);
         enc.set_property("key-int-max", (2 * fps).max(1));
+        // No B-frames: with them mp4mux (1.22) shifts the first PTS by the reorder delay.
+        enc.set_property("bframes", 0u32);
         let profile = make("capsfilter", "gstreamer core")?;
         profile.set_property(
             "caps",
-            gst::Caps::builder("video/x-h264").field("profile", "high").build(),
+            gst::Caps::builder("video/x-h264")
+                .field("profile", "high")
+                .build(),
         );
         let parse = make("h264parse", "gstreamer1.0-plugins-bad")?;
         let mux = make("mp4mux", "gstreamer1.0-plugins-good")?;
@@ -119,7 +125,10 @@ impl Mp4Writer {
         };
         if writer.pipeline.set_state(gst::State::Playing).is_err() {
             return Err(writer.bus_error().unwrap_or_else(|| {
-                pipe_err("pipeline", "could not start (state change to Playing failed)".into())
+                pipe_err(
+                    "pipeline",
+                    "could not start (state change to Playing failed)".into(),
+                )
             }));
         }
         Ok(writer)
@@ -182,9 +191,13 @@ impl Mp4Writer {
             message,
         };
         if let Err(flow) = self.src.end_of_stream() {
-            return Err(self
-                .bus_error()
-                .unwrap_or_else(|| fail("appsrc", format!("end-of-stream failed: {flow:?}"), &self.path)));
+            return Err(self.bus_error().unwrap_or_else(|| {
+                fail(
+                    "appsrc",
+                    format!("end-of-stream failed: {flow:?}"),
+                    &self.path,
+                )
+            }));
         }
         let bus = self.pipeline.bus().expect("pipelines have a bus");
         let msg = bus.timed_pop_filtered(
@@ -220,10 +233,7 @@ fn error_from(path: &Path, err: &gst::message::Error) -> SynthError {
         .src()
         .map(|s| s.name().to_string())
         .unwrap_or_else(|| "pipeline".into());
-    let debug = err
-        .debug()
-        .map(|d| format!(" ({d})"))
-        .unwrap_or_default();
+    let debug = err.debug().map(|d| format!(" ({d})")).unwrap_or_default();
     SynthError::GstPipeline {
         path: path.to_path_buf(),
         element,

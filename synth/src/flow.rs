@@ -6,7 +6,7 @@ use crate::rng::Rng;
 /// Sampling step of the texture along the centre line (µm).
 const STEP_UM: f32 = 0.5;
 /// Width of one independent lane of cells across wide vessels (µm).
-const LANE_UM: f32 = 6.0;
+const LANE_UM: f32 = 4.0;
 
 /// Periodic red-cell density `rho(s, cross)` with mean 1.
 #[derive(Clone, Debug)]
@@ -48,7 +48,11 @@ impl CellTexture {
                 pos += 6.5 + (-(1.0 - rng.uniform()).ln() * 6.0) as f32;
             }
             let mean = row.iter().sum::<f32>() / samples as f32;
-            let scale = if mean > 0.0 { (1.0 - plasma) / mean } else { 0.0 };
+            let scale = if mean > 0.0 {
+                (1.0 - plasma) / mean
+            } else {
+                0.0
+            };
             for v in row.iter_mut() {
                 *v = plasma + *v * scale;
             }
@@ -99,7 +103,9 @@ mod tests {
         let mut rng = Rng::new(5);
         let t = CellTexture::new(&mut rng, 200.0, 4.0, 0.3);
         let n = 4000;
-        let vals: Vec<f32> = (0..n).map(|i| t.sample(i as f32 * t.period_um() / n as f32, 0.0)).collect();
+        let vals: Vec<f32> = (0..n)
+            .map(|i| t.sample(i as f32 * t.period_um() / n as f32, 0.0))
+            .collect();
         let mean = vals.iter().sum::<f32>() / n as f32;
         assert!((mean - 1.0).abs() < 0.02, "{mean}");
         let min = vals.iter().cloned().fold(f32::MAX, f32::min);

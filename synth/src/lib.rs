@@ -14,7 +14,13 @@
 //! ```
 //! use capflow_synth::{count_components, Renderer, SynthSpec};
 //!
-//! let spec = SynthSpec { width: 320, height: 180, capillaries: 8, ..SynthSpec::default() };
+//! let spec = SynthSpec {
+//!     width: 320,
+//!     height: 180,
+//!     capillaries: 8,
+//!     drift_px_per_frame: [0.0, 0.0], // with drift the scene is larger and holds more vessels
+//!     ..SynthSpec::default()
+//! };
 //! let mut renderer = Renderer::new(&spec)?;
 //! let frame = renderer.render(0);
 //! assert_eq!(frame.rgb.len(), 320 * 180 * 3);

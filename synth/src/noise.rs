@@ -18,7 +18,8 @@ impl ValueNoise {
     #[inline]
     fn lattice(&self, ix: i64, iy: i64) -> f32 {
         // A cheap integer hash (cheaper than `mix`, still well distributed).
-        let mut h = self.seed ^ (ix as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        let mut h = self.seed
+            ^ (ix as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ (iy as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         h = (h ^ (h >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h = (h ^ (h >> 29)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -153,7 +154,10 @@ mod tests {
         let t = GaussTable::new(2.5);
         let n = GAUSS_TABLE_LEN as f32;
         let mean: f32 = (0..GAUSS_TABLE_LEN as u64).map(|i| t.get(i)).sum::<f32>() / n;
-        let var: f32 = (0..GAUSS_TABLE_LEN as u64).map(|i| t.get(i).powi(2)).sum::<f32>() / n;
+        let var: f32 = (0..GAUSS_TABLE_LEN as u64)
+            .map(|i| t.get(i).powi(2))
+            .sum::<f32>()
+            / n;
         assert!(mean.abs() < 1e-4);
         assert!((var.sqrt() - 2.5).abs() < 1e-3);
     }

@@ -119,12 +119,7 @@ fn local_field(points: &[[f64; 2]], margin: f64, width: usize, height: usize) ->
     Some(local)
 }
 
-fn add_halo(
-    background: &mut [f32],
-    scene_w: usize,
-    local: &Local,
-    halo: &Halo,
-) {
+fn add_halo(background: &mut [f32], scene_w: usize, local: &Local, halo: &Halo) {
     let inv = 1.0 / halo.radius_px as f32;
     let strength = halo.strength as f32;
     for ly in 0..local.h {
@@ -139,6 +134,24 @@ fn add_halo(
             }
         }
     }
+}
+
+/// Thins a densely sampled polyline so that kept points are about `step` apart (first and
+/// last points are always kept). Halos and wide vessels do not need sub-pixel sampling.
+fn decimate(points: &[[f64; 2]], step: f64) -> Vec<[f64; 2]> {
+    let mut out: Vec<[f64; 2]> = Vec::with_capacity(points.len());
+    let mut since = 0.0;
+    for (i, p) in points.iter().enumerate() {
+        if i > 0 {
+            let q = points[i - 1];
+            since += ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2)).sqrt();
+        }
+        if i == 0 || i + 1 == points.len() || since >= step {
+            out.push(*p);
+            since = 0.0;
+        }
+    }
+    out
 }
 
 /// Rasterises `scene`: `blur_sigma_px` softens the lumen edge (floored at 0.5 px for
@@ -156,21 +169,25 @@ pub fn rasterise(scene: &Scene, blur_sigma_px: f64, um_per_px: f64) -> Raster {
     };
     let sigma = blur_sigma_px.max(0.5);
     let um = um_per_px as f32;
-    for ghost in &scene.ghosts {
-        if let Some(local) = local_field(&ghost.points, 3.0 * ghost.halo.radius_px, w, h) {
-            add_halo(&mut r.background_absorbance, w, &local, &ghost.halo);
+    let halos = scene.ghosts.iter().map(|g| (&g.points, &g.halo)).chain(
+        scene
+            .vessels
+            .iter()
+            .filter_map(|v| v.halo.as_ref().map(|h| (&v.points, h))),
+    );
+    for (points, halo) in halos {
+        let coarse = decimate(points, (halo.radius_px / 2.0).max(0.5));
+        if let Some(local) = local_field(&coarse, 3.0 * halo.radius_px, w, h) {
+            add_halo(&mut r.background_absorbance, w, &local, halo);
         }
     }
     for v in &scene.vessels {
         let sigma = (sigma * sigma + v.depth_blur_px * v.depth_blur_px).sqrt();
         let edge_margin = v.radius_px + 3.0 * sigma + 1.0;
-        let halo_margin = v.halo.as_ref().map_or(0.0, |hl| 3.0 * hl.radius_px);
-        let Some(local) = local_field(&v.points, edge_margin.max(halo_margin), w, h) else {
+        let points = decimate(&v.points, (v.radius_px / 4.0).max(0.5));
+        let Some(local) = local_field(&points, edge_margin, w, h) else {
             continue;
         };
-        if let Some(halo) = &v.halo {
-            add_halo(&mut r.background_absorbance, w, &local, halo);
-        }
         let radius = v.radius_px as f32;
         for ly in 0..local.h {
             for lx in 0..local.w {

@@ -67,7 +67,7 @@ pub struct Renderer {
     row: Vec<f32>,
 }
 
-const NOISE_TAG: u64 = 0x4E01_5E;
+const NOISE_TAG: u64 = 0x004E_015E;
 
 impl Renderer {
     /// Validates `spec` and prepares the static scene (the expensive part, done once per clip).
@@ -86,14 +86,18 @@ impl Renderer {
 
         let mut tex_rng = Rng::derive(spec.seed, &[0xCE11]);
         // Skin loops are seen through epidermis: cells blur together; sublingual cells are crisp.
-        let plasma = match spec.look {
+        let plasma = |radius_um: f64| match spec.look {
             Look::Skin => 0.8,
-            Look::Sublingual => 0.35,
+            Look::Sublingual if radius_um > 8.0 => 0.7,
+            Look::Sublingual => 0.45,
         };
         let textures: Vec<CellTexture> = scene
             .vessels
             .iter()
-            .map(|v| CellTexture::new(&mut tex_rng, v.length_px() * um, v.radius_px * um, plasma))
+            .map(|v| {
+                let r_um = v.radius_px * um;
+                CellTexture::new(&mut tex_rng, v.length_px() * um, r_um, plasma(r_um))
+            })
             .collect();
 
         let mut flow = Vec::new();
@@ -116,7 +120,8 @@ impl Renderer {
                         absorbance: raster.absorbance[i],
                     });
                 } else {
-                    let density = textures[v as usize].sample(raster.arclength_um[i], raster.cross_um[i]);
+                    let density =
+                        textures[v as usize].sample(raster.arclength_um[i], raster.cross_um[i]);
                     let a = raster.absorbance[i] * density;
                     for c in 0..3 {
                         base[i * 3 + c] *= (-absorption[c] * a).exp();
@@ -142,10 +147,16 @@ impl Renderer {
             .vessels
             .iter()
             .map(|v| {
-                v.points.iter().fold(
-                    [f64::MAX, f64::MAX, f64::MIN, f64::MIN],
-                    |b, p| [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])],
-                )
+                v.points
+                    .iter()
+                    .fold([f64::MAX, f64::MAX, f64::MIN, f64::MIN], |b, p| {
+                        [
+                            b[0].min(p[0]),
+                            b[1].min(p[1]),
+                            b[2].max(p[0]),
+                            b[3].max(p[1]),
+                        ]
+                    })
             })
             .collect();
         Ok(Renderer {
@@ -235,10 +246,7 @@ impl Renderer {
                 }
                 continue;
             }
-            let mut rng = Rng::derive(
-                self.spec.seed,
-                &[NOISE_TAG, frame_index as u64, y as u64],
-            );
+            let mut rng = Rng::derive(self.spec.seed, &[NOISE_TAG, frame_index as u64, y as u64]);
             if grey {
                 for (x_chunk, o_chunk) in row.chunks(15).zip(out.chunks_mut(15)) {
                     let mut bits = rng.next_u64();
@@ -304,5 +312,65 @@ impl Renderer {
             });
         }
         self.cache.as_ref().expect("cache was just filled")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_perfused_vessel_pixels_change() {
+        let spec = SynthSpec {
+            width: 320,
+            height: 180,
+            capillaries: 16,
+            perfused_fraction: 0.5,
+            noise_sigma: 0.0,
+            drift_px_per_frame: [0.0, 0.0],
+            ..SynthSpec::default()
+        };
+        let mut r = Renderer::new(&spec).unwrap();
+        let (a, b) = (r.render(0), r.render(1));
+        let w = spec.width as usize;
+        let mut flowing = vec![false; a.mask.len()];
+        let mut changed_per_vessel = vec![0usize; r.vessels.len()];
+        for p in &r.flow {
+            let (x, y) = (p.index as usize % r.scene_w, p.index as usize / r.scene_w);
+            let i = y * w + x;
+            flowing[i] = true;
+            if a.rgb[i * 3 + 1] != b.rgb[i * 3 + 1] {
+                changed_per_vessel[p.vessel as usize] += 1;
+            }
+        }
+        for (i, flows) in flowing.iter().enumerate() {
+            if !flows {
+                assert_eq!(
+                    a.rgb[i * 3..i * 3 + 3],
+                    b.rgb[i * 3..i * 3 + 3],
+                    "static pixel {i}"
+                );
+            }
+        }
+        let perfused: Vec<&VesselTruth> = r.vessels.iter().filter(|v| v.perfused).collect();
+        assert_eq!(perfused.len(), 8);
+        for v in perfused {
+            assert!(v.velocity_um_s >= 200.0);
+            assert!(
+                changed_per_vessel[v.vessel_id as usize] > 0,
+                "vessel {} static",
+                v.vessel_id
+            );
+        }
+        for v in r.vessels.iter().filter(|v| !v.perfused) {
+            assert_eq!(v.velocity_um_s, 0.0);
+            assert_eq!(changed_per_vessel[v.vessel_id as usize], 0);
+        }
+    }
+
+    #[test]
+    fn renderer_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Renderer>();
     }
 }

@@ -160,12 +160,16 @@ fn densify(points: &[[f64; 2]], step: f64) -> Vec<[f64; 2]> {
 fn skin_shape(rng: &mut Rng) -> (VesselKind, Vec<[f64; 2]>, f64) {
     let pick = rng.uniform();
     if pick < 0.3 {
-        let r = rng.range(5.0, 7.5);
-        let len = rng.range(2.0, 12.0);
-        (VesselKind::Dot, vec![[-len / 2.0, 0.0], [len / 2.0, 0.0]], r)
+        let r = rng.range(6.0, 8.0);
+        let len = rng.range(3.0, 14.0);
+        (
+            VesselKind::Dot,
+            vec![[-len / 2.0, 0.0], [len / 2.0, 0.0]],
+            r,
+        )
     } else if pick < 0.6 {
         let r = rng.range(4.5, 7.5);
-        let len = rng.range(30.0, 75.0);
+        let len = rng.range(30.0, 80.0);
         let turn = rng.range(1.0, 3.4) * if rng.chance(0.5) { 1.0 } else { -1.0 };
         let n = 24;
         let mut pts = Vec::with_capacity(n + 1);
@@ -182,7 +186,7 @@ fn skin_shape(rng: &mut Rng) -> (VesselKind, Vec<[f64; 2]>, f64) {
         (VesselKind::Comma, center(pts), r)
     } else {
         let r = rng.range(4.5, 7.5);
-        let sep = 2.0 * r + rng.range(3.0, 10.0);
+        let sep = 2.0 * r + rng.range(0.0, 3.0);
         let limb_a = rng.range(25.0, 70.0);
         let limb_b = limb_a * rng.range(0.75, 1.0);
         let wobble = rng.range(0.0, 1.5);
@@ -201,7 +205,10 @@ fn skin_shape(rng: &mut Rng) -> (VesselKind, Vec<[f64; 2]>, f64) {
         }
         for k in 0..=n_limb {
             let t = k as f64 / n_limb as f64;
-            pts.push([sep / 2.0 + wobble * (phase + 2.0 + t * 5.0).sin(), -limb_b * t]);
+            pts.push([
+                sep / 2.0 + wobble * (phase + 2.0 + t * 5.0).sin(),
+                -limb_b * t,
+            ]);
         }
         (VesselKind::Loop, center(pts), r)
     }
@@ -261,10 +268,7 @@ fn skin_vessels(
             + r_px;
         let mut spot = None;
         for _ in 0..200 {
-            let at = [
-                rng.range(0.0, width as f64),
-                rng.range(0.0, height as f64),
-            ];
+            let at = [rng.range(0.0, width as f64), rng.range(0.0, height as f64)];
             let free = placed.iter().all(|(c, e)| {
                 let d = ((c[0] - at[0]).powi(2) + (c[1] - at[1]).powi(2)).sqrt();
                 d >= e + extent + gap_px
@@ -284,15 +288,18 @@ fn skin_vessels(
         };
         placed.push((at, extent));
         let points = densify(
-            &shape.iter().map(|p| [p[0] + at[0], p[1] + at[1]]).collect::<Vec<_>>(),
+            &shape
+                .iter()
+                .map(|p| [p[0] + at[0], p[1] + at[1]])
+                .collect::<Vec<_>>(),
             step,
         );
-        let contrast = rng.range(0.18, 0.34);
+        let contrast = rng.range(0.24, 0.40);
         let halo = Halo {
             radius_px: rng.range(20.0, 45.0) / um,
             strength: rng.range(0.07, 0.16),
         };
-        let depth_blur_px = rng.range(1.0, 5.0) / um;
+        let depth_blur_px = rng.range(3.0, 8.0) / um;
         vessels.push(Vessel {
             id: vessels.len() as u32,
             kind,
@@ -387,7 +394,7 @@ fn sublingual_vessels(
         };
         let walk = Walk {
             step_um: 2.0,
-            curvature_sigma: 0.004,
+            curvature_sigma: 0.003,
             correlation_um: 150.0,
         };
         let heading = heading + rng.range(-0.5, 0.5);
@@ -418,7 +425,7 @@ fn sublingual_vessels(
     let mut tries = 0;
     while made < count && tries < count * 20 + 100 {
         tries += 1;
-        let d_um = 5.0 + 15.0 * rng.uniform().powi(2);
+        let d_um = 5.0 + 15.0 * rng.uniform().powi(3);
         let r_um = d_um / 2.0;
         let (start, heading) = if !vessels.is_empty() && rng.chance(0.55) {
             // Branch off an existing vessel.
@@ -440,8 +447,8 @@ fn sublingual_vessels(
         };
         let walk = Walk {
             step_um: 2.0,
-            curvature_sigma: 0.03,
-            correlation_um: 25.0,
+            curvature_sigma: 0.015,
+            correlation_um: 30.0,
         };
         let target = rng.range(120.0, 380.0);
         let margin = r_um / um + 2.0;
@@ -536,7 +543,7 @@ mod tests {
         let scene = build_scene(&spec, 1920, 1080);
         for v in &scene.vessels {
             let d_um = 2.0 * v.radius_px * spec.um_per_px;
-            assert!((8.0..=15.0).contains(&d_um), "{d_um}");
+            assert!((8.0..=16.0).contains(&d_um), "{d_um}");
             let ext = v.length_px();
             assert!(ext < 100.0, "{ext}");
         }
@@ -546,7 +553,11 @@ mod tests {
     fn sublingual_has_venules_and_capillaries() {
         let spec = SynthSpec::preset("sublingual").unwrap();
         let scene = build_scene(&spec, 640, 480);
-        let venules = scene.vessels.iter().filter(|v| v.kind == VesselKind::Venule).count();
+        let venules = scene
+            .vessels
+            .iter()
+            .filter(|v| v.kind == VesselKind::Venule)
+            .count();
         assert!((1..=2).contains(&venules));
         assert_eq!(scene.vessels.len() - venules, spec.capillaries as usize);
     }

@@ -143,17 +143,26 @@ impl SynthSpec {
                 return bad(field, format!("{field} must be <= 8192 (got {v})"));
             }
             if v % 2 != 0 {
-                return bad(field, format!("{field} must be even for H.264/I420 (got {v})"));
+                return bad(
+                    field,
+                    format!("{field} must be even for H.264/I420 (got {v})"),
+                );
             }
         }
         if !(self.um_per_px.is_finite() && (0.05..=50.0).contains(&self.um_per_px)) {
             return bad(
                 "um_per_px",
-                format!("um_per_px must be within 0.05..=50 (got {})", self.um_per_px),
+                format!(
+                    "um_per_px must be within 0.05..=50 (got {})",
+                    self.um_per_px
+                ),
             );
         }
         if !(1..=240).contains(&self.fps) {
-            return bad("fps", format!("fps must be within 1..=240 (got {})", self.fps));
+            return bad(
+                "fps",
+                format!("fps must be within 1..=240 (got {})", self.fps),
+            );
         }
         if !(1..=100_000).contains(&self.frames) {
             return bad(
@@ -204,7 +213,10 @@ impl SynthSpec {
         if !(self.noise_sigma.is_finite() && (0.0..=64.0).contains(&self.noise_sigma)) {
             return bad(
                 "noise_sigma",
-                format!("noise_sigma must be within 0..=64 (got {})", self.noise_sigma),
+                format!(
+                    "noise_sigma must be within 0..=64 (got {})",
+                    self.noise_sigma
+                ),
             );
         }
         if !(self.blur_sigma_px.is_finite() && (0.0..=16.0).contains(&self.blur_sigma_px)) {
@@ -264,18 +276,91 @@ mod tests {
     fn validation_errors_name_the_field() {
         let ok = SynthSpec::default();
         let cases: Vec<(SynthSpec, &str)> = vec![
-            (SynthSpec { width: 10, ..ok.clone() }, "width"),
-            (SynthSpec { height: 101, ..ok.clone() }, "height"),
-            (SynthSpec { um_per_px: 0.0, ..ok.clone() }, "um_per_px"),
-            (SynthSpec { um_per_px: f64::NAN, ..ok.clone() }, "um_per_px"),
-            (SynthSpec { fps: 0, ..ok.clone() }, "fps"),
-            (SynthSpec { frames: 0, ..ok.clone() }, "frames"),
-            (SynthSpec { capillaries: 100_000, ..ok.clone() }, "capillaries"),
-            (SynthSpec { perfused_fraction: 1.5, ..ok.clone() }, "perfused_fraction"),
-            (SynthSpec { drift_px_per_frame: [f64::INFINITY, 0.0], ..ok.clone() }, "drift_px_per_frame"),
-            (SynthSpec { drift_px_per_frame: [20.0, 0.0], frames: 1000, ..ok.clone() }, "drift_px_per_frame"),
-            (SynthSpec { noise_sigma: -1.0, ..ok.clone() }, "noise_sigma"),
-            (SynthSpec { blur_sigma_px: 100.0, ..ok.clone() }, "blur_sigma_px"),
+            (
+                SynthSpec {
+                    width: 10,
+                    ..ok.clone()
+                },
+                "width",
+            ),
+            (
+                SynthSpec {
+                    height: 101,
+                    ..ok.clone()
+                },
+                "height",
+            ),
+            (
+                SynthSpec {
+                    um_per_px: 0.0,
+                    ..ok.clone()
+                },
+                "um_per_px",
+            ),
+            (
+                SynthSpec {
+                    um_per_px: f64::NAN,
+                    ..ok.clone()
+                },
+                "um_per_px",
+            ),
+            (
+                SynthSpec {
+                    fps: 0,
+                    ..ok.clone()
+                },
+                "fps",
+            ),
+            (
+                SynthSpec {
+                    frames: 0,
+                    ..ok.clone()
+                },
+                "frames",
+            ),
+            (
+                SynthSpec {
+                    capillaries: 100_000,
+                    ..ok.clone()
+                },
+                "capillaries",
+            ),
+            (
+                SynthSpec {
+                    perfused_fraction: 1.5,
+                    ..ok.clone()
+                },
+                "perfused_fraction",
+            ),
+            (
+                SynthSpec {
+                    drift_px_per_frame: [f64::INFINITY, 0.0],
+                    ..ok.clone()
+                },
+                "drift_px_per_frame",
+            ),
+            (
+                SynthSpec {
+                    drift_px_per_frame: [20.0, 0.0],
+                    frames: 1000,
+                    ..ok.clone()
+                },
+                "drift_px_per_frame",
+            ),
+            (
+                SynthSpec {
+                    noise_sigma: -1.0,
+                    ..ok.clone()
+                },
+                "noise_sigma",
+            ),
+            (
+                SynthSpec {
+                    blur_sigma_px: 100.0,
+                    ..ok.clone()
+                },
+                "blur_sigma_px",
+            ),
         ];
         for (spec, want) in cases {
             let (field, message) = field_of(&spec);
@@ -290,7 +375,11 @@ mod tests {
 
     #[test]
     fn pts_and_drift() {
-        let spec = SynthSpec { fps: 3, drift_px_per_frame: [0.5, -1.25], ..SynthSpec::default() };
+        let spec = SynthSpec {
+            fps: 3,
+            drift_px_per_frame: [0.5, -1.25],
+            ..SynthSpec::default()
+        };
         assert_eq!(spec.pts_ns(0), 0);
         assert_eq!(spec.pts_ns(1), 333_333_333);
         assert_eq!(spec.pts_ns(3), 1_000_000_000);

@@ -103,7 +103,12 @@ impl Labeller {
 pub fn count_components(mask: &[u8], width: u32, height: u32, min_pixels: u32) -> u32 {
     let mut copy = mask.to_vec();
     Labeller::default()
-        .clean_and_count(&mut copy, width as usize, height as usize, min_pixels as usize)
+        .clean_and_count(
+            &mut copy,
+            width as usize,
+            height as usize,
+            min_pixels as usize,
+        )
         .0
 }
 
