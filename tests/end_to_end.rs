@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 const CAPFLOW: &str = env!("CARGO_BIN_EXE_capflow");
 
 fn capflow(args: &[&str]) -> Output {
-    let out = Command::new(CAPFLOW).args(args).output().expect("capflow runs");
+    let out = Command::new(CAPFLOW)
+        .args(args)
+        .output()
+        .expect("capflow runs");
     eprintln!(
         "$ capflow {}\n{}\n{}",
         args.join(" "),
@@ -18,7 +21,11 @@ fn capflow(args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Renders a clip with `capflow synth` and returns (mp4 path, clip folder with truth).
@@ -35,7 +42,12 @@ fn truth(clip_dir: &Path) -> Vec<(u32, f64)> {
     let csv = std::fs::read_to_string(clip_dir.join("truth_frames.csv")).expect("truth_frames.csv");
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("column {name}"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("column {name}"))
+    };
     let (c, a) = (col("capillary_count"), col("area_fraction"));
     lines
         .filter(|l| !l.is_empty())
@@ -62,8 +74,16 @@ fn write_config(dir: &Path, output: &Path, streams: &[(&str, &str, &Path, f64)])
     path
 }
 
-fn read_back(root: &Path) -> (Vec<capflow_operators::records::FrameMetrics>, Vec<capflow_operators::records::WindowAggregate>) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+fn read_back(
+    root: &Path,
+) -> (
+    Vec<capflow_operators::records::FrameMetrics>,
+    Vec<capflow_operators::records::WindowAggregate>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let output = capflow_sinks::open_output(root.to_str().unwrap(), &Default::default()).unwrap();
     let frames = capflow_sinks::read_frames(&output, runtime.handle()).unwrap();
     let windows = capflow_sinks::read_windows(&output, runtime.handle()).unwrap();
@@ -79,10 +99,19 @@ fn python() -> Option<String> {
 }
 
 fn duckdb_view(root: &Path) -> serde_json::Value {
-    let py = python().expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
+    let py = python()
+        .expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/read_tables.py");
-    let out = Command::new(py).arg(script).arg(root).output().expect("python runs");
-    assert!(!out.stdout.is_empty(), "reader printed nothing: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(py)
+        .arg(script)
+        .arg(root)
+        .output()
+        .expect("python runs");
+    assert!(
+        !out.stdout.is_empty(),
+        "reader printed nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("reader prints JSON")
 }
 
@@ -91,39 +120,100 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Skin at the detector's design scale, half HD to keep the test quick; 2 s at 10 fps → two 1 s windows.
-    let (skin, skin_truth) = synth(d, "skin", &["--preset", "skin", "--width", "960", "--height", "540", "--frames", "20", "--fps", "10", "--seed", "11"]);
-    let (sub, _) = synth(d, "sub", &["--preset", "sublingual", "--frames", "15", "--fps", "10", "--seed", "12"]);
+    let (skin, skin_truth) = synth(
+        d,
+        "skin",
+        &[
+            "--preset", "skin", "--width", "960", "--height", "540", "--frames", "20", "--fps",
+            "10", "--seed", "11",
+        ],
+    );
+    let (sub, _) = synth(
+        d,
+        "sub",
+        &[
+            "--preset",
+            "sublingual",
+            "--frames",
+            "15",
+            "--fps",
+            "10",
+            "--seed",
+            "12",
+        ],
+    );
     let out = d.join("out");
-    let config = write_config(d, &out, &[("skin-a", "patient-a", &skin, 2.2), ("sub-b", "patient-b", &sub, 1.5)]);
+    let config = write_config(
+        d,
+        &out,
+        &[
+            ("skin-a", "patient-a", &skin, 2.2),
+            ("sub-b", "patient-b", &sub, 1.5),
+        ],
+    );
     let run = capflow(&["run", "--config", config.to_str().unwrap()]);
     assert!(run.status.success(), "{}", text(&run));
     assert!(text(&run).contains("patient-a"), "summary lists patients");
 
     let (frames, windows) = read_back(&out);
-    let by_stream = |id: &str| frames.iter().filter(|f| f.stream_id == id).collect::<Vec<_>>();
+    let by_stream = |id: &str| {
+        frames
+            .iter()
+            .filter(|f| f.stream_id == id)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(by_stream("skin-a").len(), 20);
     assert_eq!(by_stream("sub-b").len(), 15);
     assert!(out.join("frames/patient_id=patient-a").is_dir());
     assert!(out.join("windows/patient_id=patient-b").is_dir());
     // 20 frames at 10 fps starting on a whole second: windows [0 s, 1 s) and [1 s, 2 s) per patient.
-    let per_patient = |p: &str| windows.iter().filter(|w| w.patient_id == p).collect::<Vec<_>>();
+    let per_patient = |p: &str| {
+        windows
+            .iter()
+            .filter(|w| w.patient_id == p)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(per_patient("patient-a").len(), 2);
     assert_eq!(per_patient("patient-b").len(), 2);
-    assert_eq!(per_patient("patient-a").iter().map(|w| w.n_frames).sum::<u64>(), 20);
-    assert!(windows.iter().all(|w| w.n_streams == 1 && w.window_end_ms - w.window_start_ms == 1000));
+    assert_eq!(
+        per_patient("patient-a")
+            .iter()
+            .map(|w| w.n_frames)
+            .sum::<u64>(),
+        20
+    );
+    assert!(windows
+        .iter()
+        .all(|w| w.n_streams == 1 && w.window_end_ms - w.window_start_ms == 1000));
 
     // Per-frame accuracy against the generator's ground truth (tolerances: what a usable detector must reach).
     let gt = truth(&skin_truth);
     let skin_rows = by_stream("skin-a");
     let n = gt.len() as f64;
-    let count_mae = skin_rows.iter().zip(&gt).map(|(r, t)| (r.capillary_count as f64 - t.0 as f64).abs()).sum::<f64>() / n;
+    let count_mae = skin_rows
+        .iter()
+        .zip(&gt)
+        .map(|(r, t)| (r.capillary_count as f64 - t.0 as f64).abs())
+        .sum::<f64>()
+        / n;
     let mean_count = gt.iter().map(|t| t.0 as f64).sum::<f64>() / n;
-    let area_mae = skin_rows.iter().zip(&gt).map(|(r, t)| (r.area_fraction - t.1).abs()).sum::<f64>() / n;
+    let area_mae = skin_rows
+        .iter()
+        .zip(&gt)
+        .map(|(r, t)| (r.area_fraction - t.1).abs())
+        .sum::<f64>()
+        / n;
     let mean_area = gt.iter().map(|t| t.1).sum::<f64>() / n;
     eprintln!("skin: count MAE {count_mae:.2} (truth mean {mean_count:.1}), area MAE {area_mae:.4} (truth mean {mean_area:.4})");
     assert!(mean_count >= 5.0, "the clip has capillaries to find");
-    assert!(count_mae <= 0.35 * mean_count, "count MAE {count_mae:.2} vs truth mean {mean_count:.1}");
-    assert!(area_mae <= 0.5 * mean_area, "area-fraction MAE {area_mae:.4} vs truth mean {mean_area:.4}");
+    assert!(
+        count_mae <= 0.35 * mean_count,
+        "count MAE {count_mae:.2} vs truth mean {mean_count:.1}"
+    );
+    assert!(
+        area_mae <= 0.5 * mean_area,
+        "area-fraction MAE {area_mae:.4} vs truth mean {mean_area:.4}"
+    );
 
     // The same tables through DuckDB and pyarrow.
     let view = duckdb_view(&out);
@@ -132,7 +222,10 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
     assert_eq!(view["windows_per_patient"]["patient-a"], 2);
     let duck_frames = view["frames"].as_array().unwrap();
     assert_eq!(duck_frames.len(), frames.len());
-    for (duck, rust) in duck_frames.iter().zip(frames.iter().filter(|f| f.stream_id == "skin-a")) {
+    for (duck, rust) in duck_frames
+        .iter()
+        .zip(frames.iter().filter(|f| f.stream_id == "skin-a"))
+    {
         assert_eq!(duck["capillary_count"], rust.capillary_count);
         assert_eq!(duck["event_ms"], rust.event_time_ms);
     }
@@ -167,20 +260,33 @@ fn sorted_tables(root: &Path) -> (Vec<String>, Vec<String>, Vec<PathBuf>) {
 fn two_workers_write_the_same_rows_and_files_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let small = ["--preset", "skin", "--width", "320", "--height", "240", "--frames", "12", "--fps", "10"];
+    let small = [
+        "--preset", "skin", "--width", "320", "--height", "240", "--frames", "12", "--fps", "10",
+    ];
     let (a, _) = synth(d, "a", &[&small[..], &["--seed", "1"]].concat());
     let (b, _) = synth(d, "b", &[&small[..], &["--seed", "2"]].concat());
     let (c, _) = synth(d, "c", &[&small[..], &["--seed", "3"]].concat());
     let mut results = Vec::new();
     for workers in ["1", "2", "3"] {
         let out = d.join(format!("out-w{workers}"));
-        let config = write_config(d, &out, &[("a", "p1", &a, 2.2), ("b", "p1", &b, 2.2), ("c", "p2", &c, 2.2)]);
+        let config = write_config(
+            d,
+            &out,
+            &[
+                ("a", "p1", &a, 2.2),
+                ("b", "p1", &b, 2.2),
+                ("c", "p2", &c, 2.2),
+            ],
+        );
         let run = capflow(&["run", "--config", config.to_str().unwrap(), "-w", workers]);
         assert!(run.status.success(), "{}", text(&run));
         results.push(sorted_tables(&out));
     }
     assert_eq!(results[0].0.len(), 36);
-    assert!(results[0].1.iter().any(|w| w.contains("n_streams: 2")), "p1's two sites meet in one window");
+    assert!(
+        results[0].1.iter().any(|w| w.contains("n_streams: 2")),
+        "p1's two sites meet in one window"
+    );
     assert_eq!(results[0], results[1], "-w 2 differs from -w 1");
     assert_eq!(results[0], results[2], "-w 3 differs from -w 1");
 }
@@ -189,9 +295,24 @@ fn two_workers_write_the_same_rows_and_files_as_one() {
 fn a_folder_of_png_frames_runs_without_a_config() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    synth(d, "seq", &["--preset", "skin", "--width", "320", "--height", "240", "--frames", "6", "--png", "--no-mp4"]);
+    synth(
+        d,
+        "seq",
+        &[
+            "--preset", "skin", "--width", "320", "--height", "240", "--frames", "6", "--png",
+            "--no-mp4",
+        ],
+    );
     let out = d.join("out");
-    let run = capflow(&["run", "--input", d.join("seq/frames").to_str().unwrap(), "--patient", "P7", "--output", out.to_str().unwrap()]);
+    let run = capflow(&[
+        "run",
+        "--input",
+        d.join("seq/frames").to_str().unwrap(),
+        "--patient",
+        "P7",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "{}", text(&run));
     let (frames, windows) = read_back(&out);
     assert_eq!(frames.len(), 6);
@@ -205,7 +326,13 @@ fn a_folder_of_png_frames_runs_without_a_config() {
 fn bad_inputs_fail_clearly_and_the_good_stream_still_lands() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (good, _) = synth(d, "good", &["--preset", "skin", "--width", "320", "--height", "240", "--frames", "8", "--fps", "10"]);
+    let (good, _) = synth(
+        d,
+        "good",
+        &[
+            "--preset", "skin", "--width", "320", "--height", "240", "--frames", "8", "--fps", "10",
+        ],
+    );
     let not_video = d.join("notes.mp4");
     std::fs::write(&not_video, "not a video\n".repeat(100)).unwrap();
     let bytes = std::fs::read(&good).unwrap();
@@ -216,7 +343,12 @@ fn bad_inputs_fail_clearly_and_the_good_stream_still_lands() {
     let config = write_config(
         d,
         &out,
-        &[("good", "p1", &good, 2.2), ("missing", "p2", &missing, 2.2), ("notvideo", "p3", &not_video, 2.2), ("cut", "p4", &truncated, 2.2)],
+        &[
+            ("good", "p1", &good, 2.2),
+            ("missing", "p2", &missing, 2.2),
+            ("notvideo", "p3", &not_video, 2.2),
+            ("cut", "p4", &truncated, 2.2),
+        ],
     );
     let run = capflow(&["run", "--config", config.to_str().unwrap(), "-w", "2"]);
     assert_eq!(run.status.code(), Some(1), "{}", text(&run));
@@ -225,22 +357,53 @@ fn bad_inputs_fail_clearly_and_the_good_stream_still_lands() {
         assert!(t.contains(name), "the error names {name}: {t}");
     }
     let (frames, _) = read_back(&out);
-    assert_eq!(frames.iter().filter(|f| f.stream_id == "good").count(), 8, "the good stream is complete");
+    assert_eq!(
+        frames.iter().filter(|f| f.stream_id == "good").count(),
+        8,
+        "the good stream is complete"
+    );
 
     // A missing model, an invalid config, and a model whose input does not match its card.
-    let run = capflow(&["run", "--config", config.to_str().unwrap(), "--model", "/nonexistent/model.toml"]);
+    let run = capflow(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--model",
+        "/nonexistent/model.toml",
+    ]);
     assert_eq!(run.status.code(), Some(2));
-    assert!(text(&run).contains("/nonexistent/model.toml"), "{}", text(&run));
+    assert!(
+        text(&run).contains("/nonexistent/model.toml"),
+        "{}",
+        text(&run)
+    );
 
     let bad_config = d.join("bad.toml");
-    std::fs::write(&bad_config, "[windows]\nlength_s = 0\n[[streams]]\nid = \"x\"\npatient = \"\"\nsource = \"a.mp4\"\n").unwrap();
+    std::fs::write(
+        &bad_config,
+        "[windows]\nlength_s = 0\n[[streams]]\nid = \"x\"\npatient = \"\"\nsource = \"a.mp4\"\n",
+    )
+    .unwrap();
     let run = capflow(&["run", "--config", bad_config.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(2));
     let t = text(&run);
-    assert!(t.contains("windows.length_s") && t.contains("streams[0].patient"), "{t}");
+    assert!(
+        t.contains("windows.length_s") && t.contains("streams[0].patient"),
+        "{t}"
+    );
 
     let wrong = wrong_shape_model(d);
-    let run = capflow(&["run", "--input", good.to_str().unwrap(), "--patient", "p", "--output", d.join("o2").to_str().unwrap(), "--model", wrong.to_str().unwrap()]);
+    let run = capflow(&[
+        "run",
+        "--input",
+        good.to_str().unwrap(),
+        "--patient",
+        "p",
+        "--output",
+        d.join("o2").to_str().unwrap(),
+        "--model",
+        wrong.to_str().unwrap(),
+    ]);
     assert_eq!(run.status.code(), Some(2));
     assert!(text(&run).contains("[N, 1, H, W]"), "{}", text(&run));
 }
@@ -260,11 +423,12 @@ fn wrong_shape_model(dir: &Path) -> PathBuf {
     );
     let status = Command::new(py).args(["-c", &script]).status().unwrap();
     assert!(status.success());
-    let card = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"))
-        .unwrap()
-        .replace("capillary-classical-v1.onnx", "wrong.onnx");
+    let card = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"),
+    )
+    .unwrap()
+    .replace("capillary-classical-v1.onnx", "wrong.onnx");
     let path = dir.join("wrong.toml");
     std::fs::write(&path, card).unwrap();
     path
 }
-

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum IngestError {
     /// GStreamer itself could not start (missing libraries or plugins).
-    #[error("GStreamer failed to initialise: {0} (run `make setup` to install the GStreamer packages)")]
+    #[error(
+        "GStreamer failed to initialise: {0} (run `make setup` to install the GStreamer packages)"
+    )]
     Init(String),
     /// A needed GStreamer element is not installed.
     #[error("GStreamer element `{element}` is missing (install the GStreamer plugin packages: `make setup`)")]

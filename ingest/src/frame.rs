@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 /// Pixel layout of [`Frame::data`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PixelFormat {
     /// 8-bit R, G, B interleaved.

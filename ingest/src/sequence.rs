@@ -38,10 +38,16 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, IngestError> {
 }
 
 pub(crate) fn list_with_kind(dir: &Path) -> Result<(Vec<PathBuf>, ImageKind), IngestError> {
-    let entries = std::fs::read_dir(dir).map_err(|error| IngestError::Io { path: dir.to_owned(), error })?;
+    let entries = std::fs::read_dir(dir).map_err(|error| IngestError::Io {
+        path: dir.to_owned(),
+        error,
+    })?;
     let mut images = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|error| IngestError::Io { path: dir.to_owned(), error })?;
+        let entry = entry.map_err(|error| IngestError::Io {
+            path: dir.to_owned(),
+            error,
+        })?;
         let path = entry.path();
         if let Some(kind) = ImageKind::of(&path) {
             if path.is_file() {
@@ -51,10 +57,14 @@ pub(crate) fn list_with_kind(dir: &Path) -> Result<(Vec<PathBuf>, ImageKind), In
     }
     images.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
     let Some(kind) = images.first().map(|(_, kind)| *kind) else {
-        return Err(IngestError::EmptySequence { path: dir.to_owned() });
+        return Err(IngestError::EmptySequence {
+            path: dir.to_owned(),
+        });
     };
     if images.iter().any(|(_, k)| *k != kind) {
-        return Err(IngestError::MixedSequence { path: dir.to_owned() });
+        return Err(IngestError::MixedSequence {
+            path: dir.to_owned(),
+        });
     }
     Ok((images.into_iter().map(|(p, _)| p).collect(), kind))
 }
@@ -85,6 +95,9 @@ mod tests {
         assert!(err.to_string().contains(&dir.path().display().to_string()));
         std::fs::write(dir.path().join("a.png"), b"x").unwrap();
         std::fs::write(dir.path().join("b.jpg"), b"x").unwrap();
-        assert!(matches!(list_images(dir.path()).unwrap_err(), IngestError::MixedSequence { .. }));
+        assert!(matches!(
+            list_images(dir.path()).unwrap_err(),
+            IngestError::MixedSequence { .. }
+        ));
     }
 }

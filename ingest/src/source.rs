@@ -12,7 +12,8 @@ use gstreamer_video as gst_video;
 use crate::sequence::{list_with_kind, ImageKind};
 use crate::{Frame, IngestError, PixelFormat, StreamInfo};
 
-const DECODE_HINT: &str = "check that it is a complete, playable video or image sequence, e.g. with `gst-discoverer-1.0`";
+const DECODE_HINT: &str =
+    "check that it is a complete, playable video or image sequence, e.g. with `gst-discoverer-1.0`";
 
 /// How a source decodes and queues.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +28,11 @@ pub struct SourceOptions {
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        SourceOptions { format: PixelFormat::Rgb8, queue_frames: 4, sequence_fps: 25.0 }
+        SourceOptions {
+            format: PixelFormat::Rgb8,
+            queue_frames: 4,
+            sequence_fps: 25.0,
+        }
     }
 }
 
@@ -46,27 +51,41 @@ pub struct Source {
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Source").field("input", &self.input).field("next_index", &self.next_index).finish()
+        f.debug_struct("Source")
+            .field("input", &self.input)
+            .field("next_index", &self.next_index)
+            .finish()
     }
 }
 
 fn make(factory: &str) -> Result<gst::Element, IngestError> {
     gst::ElementFactory::make(factory)
         .build()
-        .map_err(|_| IngestError::MissingElement { element: factory.to_owned() })
+        .map_err(|_| IngestError::MissingElement {
+            element: factory.to_owned(),
+        })
 }
 
 impl Source {
     /// Opens `location`: a video file path, a folder of images, or a URI (`file://`, `rtsp://`, `http://`, ...).
     ///
     /// Fails fast when a path does not exist; decoding problems surface from [`Source::next_frame`].
-    pub fn open(location: &str, info: Arc<StreamInfo>, options: &SourceOptions) -> Result<Source, IngestError> {
+    pub fn open(
+        location: &str,
+        info: Arc<StreamInfo>,
+        options: &SourceOptions,
+    ) -> Result<Source, IngestError> {
         crate::init()?;
         let pipeline = gst::Pipeline::new();
-        let pipeline_error = |message: String| IngestError::Pipeline { input: location.to_owned(), message };
+        let pipeline_error = |message: String| IngestError::Pipeline {
+            input: location.to_owned(),
+            message,
+        };
 
         let convert = make("videoconvert")?;
-        let caps = gst::Caps::builder("video/x-raw").field("format", options.format.gst_name()).build();
+        let caps = gst::Caps::builder("video/x-raw")
+            .field("format", options.format.gst_name())
+            .build();
         let appsink = gst_app::AppSink::builder()
             .caps(&caps)
             .max_buffers(options.queue_frames.max(1))
@@ -76,33 +95,44 @@ impl Source {
         pipeline
             .add_many([&convert, appsink.upcast_ref()])
             .map_err(|e| pipeline_error(e.to_string()))?;
-        convert.link(&appsink).map_err(|e| pipeline_error(e.to_string()))?;
+        convert
+            .link(&appsink)
+            .map_err(|e| pipeline_error(e.to_string()))?;
 
         let mut feeder = None;
         let is_uri = location.contains("://");
         let decoder = if is_uri {
             let decoder = make("uridecodebin")?;
             decoder.set_property("uri", location);
-            pipeline.add(&decoder).map_err(|e| pipeline_error(e.to_string()))?;
+            pipeline
+                .add(&decoder)
+                .map_err(|e| pipeline_error(e.to_string()))?;
             decoder
         } else {
             let path = Path::new(location);
             if !path.exists() {
-                return Err(IngestError::NotFound { path: path.to_owned() });
+                return Err(IngestError::NotFound {
+                    path: path.to_owned(),
+                });
             }
             if path.is_dir() {
                 let (images, kind) = list_with_kind(path)?;
-                let (decoder, handle) = sequence_decoder(&pipeline, path, images, kind, options.sequence_fps)?;
+                let (decoder, handle) =
+                    sequence_decoder(&pipeline, path, images, kind, options.sequence_fps)?;
                 feeder = Some(handle);
                 decoder
             } else {
                 let decoder = make("uridecodebin")?;
-                let absolute = std::fs::canonicalize(path)
-                    .map_err(|error| IngestError::Io { path: path.to_owned(), error })?;
+                let absolute = std::fs::canonicalize(path).map_err(|error| IngestError::Io {
+                    path: path.to_owned(),
+                    error,
+                })?;
                 let uri = gst::glib::filename_to_uri(&absolute, None)
                     .map_err(|e| pipeline_error(format!("cannot make a URI from the path: {e}")))?;
                 decoder.set_property("uri", uri.as_str());
-                pipeline.add(&decoder).map_err(|e| pipeline_error(e.to_string()))?;
+                pipeline
+                    .add(&decoder)
+                    .map_err(|e| pipeline_error(e.to_string()))?;
                 decoder
             }
         };
@@ -110,19 +140,25 @@ impl Source {
         // Decoders expose their pads once the stream type is known; link the first video pad, ignore audio.
         let convert_weak = convert.downgrade();
         decoder.connect_pad_added(move |_, pad| {
-            let Some(convert) = convert_weak.upgrade() else { return };
+            let Some(convert) = convert_weak.upgrade() else {
+                return;
+            };
             let is_video = pad
                 .current_caps()
                 .or_else(|| Some(pad.query_caps(None)))
                 .and_then(|caps| caps.structure(0).map(|s| s.name().starts_with("video/")))
                 .unwrap_or(false);
-            let Some(sink) = convert.static_pad("sink") else { return };
+            let Some(sink) = convert.static_pad("sink") else {
+                return;
+            };
             if is_video && !sink.is_linked() {
                 let _ = pad.link(&sink);
             }
         });
 
-        let bus = pipeline.bus().ok_or_else(|| pipeline_error("pipeline has no bus".into()))?;
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| pipeline_error("pipeline has no bus".into()))?;
         let source = Source {
             input: location.to_owned(),
             info,
@@ -136,7 +172,9 @@ impl Source {
         };
         if source.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus usually says why (missing plugin, unreadable file).
-            return Err(source.bus_error().unwrap_or_else(|| pipeline_error("could not start playing".into())));
+            return Err(source
+                .bus_error()
+                .unwrap_or_else(|| pipeline_error("could not start playing".into())));
         }
         Ok(source)
     }
@@ -161,8 +199,11 @@ impl Source {
                 self.finish();
                 return Err(error);
             }
-            if let Some(sample) = self.appsink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
-                return self.to_frame(&sample).map(Some);
+            if let Some(sample) = self
+                .appsink
+                .try_pull_sample(gst::ClockTime::from_mseconds(50))
+            {
+                return self.frame_from(&sample).map(Some);
             }
             if self.appsink.is_eos() {
                 // An error may race the EOS; prefer reporting it.
@@ -196,15 +237,20 @@ impl Source {
         None
     }
 
-    fn to_frame(&mut self, sample: &gst::Sample) -> Result<Frame, IngestError> {
+    fn frame_from(&mut self, sample: &gst::Sample) -> Result<Frame, IngestError> {
         let decode_error = |message: &str| IngestError::Decode {
             input: self.input.clone(),
             message: message.to_owned(),
             hint: DECODE_HINT,
         };
-        let caps = sample.caps().ok_or_else(|| decode_error("decoded sample without caps"))?;
-        let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| decode_error("decoded sample with bad caps"))?;
-        let buffer = sample.buffer().ok_or_else(|| decode_error("decoded sample without a buffer"))?;
+        let caps = sample
+            .caps()
+            .ok_or_else(|| decode_error("decoded sample without caps"))?;
+        let info = gst_video::VideoInfo::from_caps(caps)
+            .map_err(|_| decode_error("decoded sample with bad caps"))?;
+        let buffer = sample
+            .buffer()
+            .ok_or_else(|| decode_error("decoded sample without a buffer"))?;
         let video = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
             .map_err(|_| decode_error("cannot map a decoded frame"))?;
         let format = match info.format() {
@@ -214,8 +260,15 @@ impl Source {
         };
         let (width, height) = (info.width(), info.height());
         let stride = info.stride()[0] as usize;
-        let plane = video.plane_data(0).map_err(|_| decode_error("cannot read a decoded plane"))?;
-        let data = pack_rows(plane, stride, width as usize * format.channels(), height as usize);
+        let plane = video
+            .plane_data(0)
+            .map_err(|_| decode_error("cannot read a decoded plane"))?;
+        let data = pack_rows(
+            plane,
+            stride,
+            width as usize * format.channels(),
+            height as usize,
+        );
         let index = self.next_index;
         self.next_index += 1;
         // Encoders with B-frames start PTS above zero; frames are timed from the first one.
@@ -267,10 +320,20 @@ fn sequence_decoder(
     kind: ImageKind,
     fps: f64,
 ) -> Result<(gst::Element, JoinHandle<()>), IngestError> {
-    let pipeline_error = |message: String| IngestError::Pipeline { input: dir.display().to_string(), message };
-    let fps = if fps.is_finite() && fps > 0.0 { fps } else { 25.0 };
+    let pipeline_error = |message: String| IngestError::Pipeline {
+        input: dir.display().to_string(),
+        message,
+    };
+    let fps = if fps.is_finite() && fps > 0.0 {
+        fps
+    } else {
+        25.0
+    };
     let caps = gst::Caps::builder(kind.caps_name())
-        .field("framerate", gst::Fraction::approximate_f64(fps).unwrap_or(gst::Fraction::new(25, 1)))
+        .field(
+            "framerate",
+            gst::Fraction::approximate_f64(fps).unwrap_or(gst::Fraction::new(25, 1)),
+        )
         .build();
     let appsrc = gst_app::AppSrc::builder()
         .caps(&caps)
@@ -282,7 +345,9 @@ fn sequence_decoder(
     pipeline
         .add_many([appsrc.upcast_ref(), &decoder])
         .map_err(|e| pipeline_error(e.to_string()))?;
-    appsrc.link(&decoder).map_err(|e| pipeline_error(e.to_string()))?;
+    appsrc
+        .link(&decoder)
+        .map_err(|e| pipeline_error(e.to_string()))?;
     let frame_ns = (1e9 / fps) as u64;
     let handle = std::thread::Builder::new()
         .name("capflow-sequence".into())
@@ -326,7 +391,8 @@ mod tests {
     #[test]
     fn missing_path_names_the_input() {
         let info = Arc::new(StreamInfo::new("s", "p", "site", 2.2));
-        let err = Source::open("/nonexistent/clip.mp4", info, &SourceOptions::default()).unwrap_err();
+        let err =
+            Source::open("/nonexistent/clip.mp4", info, &SourceOptions::default()).unwrap_err();
         assert!(matches!(err, IngestError::NotFound { .. }));
         assert!(err.to_string().contains("/nonexistent/clip.mp4"));
     }

@@ -30,8 +30,14 @@ fn make_mp4(dir: &Path, frames: u32) -> PathBuf {
     path
 }
 
-fn read_all(location: &str, format: PixelFormat) -> Result<Vec<capflow_ingest::Frame>, IngestError> {
-    let options = SourceOptions { format, ..Default::default() };
+fn read_all(
+    location: &str,
+    format: PixelFormat,
+) -> Result<Vec<capflow_ingest::Frame>, IngestError> {
+    let options = SourceOptions {
+        format,
+        ..Default::default()
+    };
     let mut source = Source::open(location, info(), &options)?;
     let mut frames = Vec::new();
     while let Some(frame) = source.next_frame()? {
@@ -67,7 +73,16 @@ fn decodes_a_file_uri_and_an_mjpeg_avi_from_ffmpeg() {
 
     let avi = dir.path().join("sdf.avi");
     let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", "7"])
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=25",
+            "-frames:v",
+            "7",
+        ])
         .args(["-c:v", "mjpeg", "-pix_fmt", "yuvj420p"])
         .arg(&avi)
         .status()
@@ -85,7 +100,11 @@ fn decodes_a_png_sequence_in_name_order_at_the_given_rate() {
         "videotestsrc num-buffers=4 ! video/x-raw,width=32,height=24 ! videoconvert ! pngenc ! multifilesink location={}/%06d.png",
         dir.path().display()
     ));
-    let options = SourceOptions { format: PixelFormat::Rgb8, queue_frames: 2, sequence_fps: 10.0 };
+    let options = SourceOptions {
+        format: PixelFormat::Rgb8,
+        queue_frames: 2,
+        sequence_fps: 10.0,
+    };
     let mut source = Source::open(dir.path().to_str().unwrap(), info(), &options).unwrap();
     let mut pts = Vec::new();
     while let Some(frame) = source.next_frame().unwrap() {

@@ -20,7 +20,10 @@ pub fn final_value(updates: Vec<(WindowSummary, isize)>) -> Option<WindowSummary
     for (value, diff) in updates {
         *totals.entry(value).or_default() += diff;
     }
-    totals.into_iter().find(|(_, diff)| *diff > 0).map(|(value, _)| value)
+    totals
+        .into_iter()
+        .find(|(_, diff)| *diff > 0)
+        .map(|(value, _)| value)
 }
 
 /// The table row of a final window.
@@ -46,46 +49,49 @@ pub trait CloseWindows<'scope> {
 
 type Pending = BTreeMap<WindowKey, (Capability<u64>, Vec<(WindowSummary, isize)>)>;
 
-impl<'scope> CloseWindows<'scope> for VecCollection<'scope, u64, (WindowKey, WindowSummary), isize> {
+impl<'scope> CloseWindows<'scope>
+    for VecCollection<'scope, u64, (WindowKey, WindowSummary), isize>
+{
     fn close_windows(self, length_ms: i64) -> Stream<'scope, u64, Vec<WindowAggregate>> {
-        self.inner.unary_frontier(Pipeline, "CloseWindows", move |_, _| {
-            let mut pending: Pending = BTreeMap::new();
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    for batch in data {
-                        for ((key, value), time, diff) in batch.drain(..) {
-                            match pending.get_mut(&key) {
-                                Some((held, updates)) => {
-                                    if time < *held.time() {
-                                        *held = cap.delayed(&time, output.output_index());
+        self.inner
+            .unary_frontier(Pipeline, "CloseWindows", move |_, _| {
+                let mut pending: Pending = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        for batch in data {
+                            for ((key, value), time, diff) in batch.drain(..) {
+                                match pending.get_mut(&key) {
+                                    Some((held, updates)) => {
+                                        if time < *held.time() {
+                                            *held = cap.delayed(&time, output.output_index());
+                                        }
+                                        updates.push((value, diff));
                                     }
-                                    updates.push((value, diff));
-                                }
-                                None => {
-                                    let held = cap.delayed(&time, output.output_index());
-                                    pending.insert(key, (held, vec![(value, diff)]));
+                                    None => {
+                                        let held = cap.delayed(&time, output.output_index());
+                                        pending.insert(key, (held, vec![(value, diff)]));
+                                    }
                                 }
                             }
                         }
-                    }
-                });
-                let closed: Vec<WindowKey> = pending
-                    .keys()
-                    .filter(|(_, start)| {
-                        let end = (start + length_ms).max(0) as u64;
-                        frontier.frontier().iter().all(|t| *t >= end)
-                    })
-                    .cloned()
-                    .collect();
-                for key in closed {
-                    if let Some((cap, updates)) = pending.remove(&key) {
-                        if let Some(value) = final_value(updates) {
-                            output.session(&cap).give(to_row(key, length_ms, &value));
+                    });
+                    let closed: Vec<WindowKey> = pending
+                        .keys()
+                        .filter(|(_, start)| {
+                            let end = (start + length_ms).max(0) as u64;
+                            frontier.frontier().iter().all(|t| *t >= end)
+                        })
+                        .cloned()
+                        .collect();
+                    for key in closed {
+                        if let Some((cap, updates)) = pending.remove(&key) {
+                            if let Some(value) = final_value(updates) {
+                                output.session(&cap).give(to_row(key, length_ms, &value));
+                            }
                         }
                     }
                 }
-            }
-        })
+            })
     }
 }
 
@@ -115,6 +121,9 @@ mod tests {
     #[test]
     fn rows_carry_the_window_bounds() {
         let row = to_row(("p".into(), 5_000), 1_000, &summary(3));
-        assert_eq!((row.window_start_ms, row.window_end_ms, row.n_frames), (5_000, 6_000, 3));
+        assert_eq!(
+            (row.window_start_ms, row.window_end_ms, row.n_frames),
+            (5_000, 6_000, 3)
+        );
     }
 }

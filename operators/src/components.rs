@@ -24,12 +24,21 @@ pub fn components(mask: &[bool], prob: &[f32], width: usize, height: usize) -> V
         }
         seen[start] = true;
         stack.push(start);
-        let mut comp = Component { area_px: 0, prob_sum: 0.0, bbox: [usize::MAX, usize::MAX, 0, 0] };
+        let mut comp = Component {
+            area_px: 0,
+            prob_sum: 0.0,
+            bbox: [usize::MAX, usize::MAX, 0, 0],
+        };
         while let Some(i) = stack.pop() {
             let (x, y) = (i % width, i / width);
             comp.area_px += 1;
             comp.prob_sum += prob[i] as f64;
-            comp.bbox = [comp.bbox[0].min(x), comp.bbox[1].min(y), comp.bbox[2].max(x), comp.bbox[3].max(y)];
+            comp.bbox = [
+                comp.bbox[0].min(x),
+                comp.bbox[1].min(y),
+                comp.bbox[2].max(x),
+                comp.bbox[3].max(y),
+            ];
             for ny in y.saturating_sub(1)..=(y + 1).min(height - 1) {
                 for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
                     let j = ny * width + nx;
@@ -51,7 +60,13 @@ mod tests {
 
     fn parse(rows: &[&str]) -> (Vec<bool>, usize, usize) {
         let w = rows[0].len();
-        (rows.iter().flat_map(|r| r.chars().map(|c| c == '#')).collect(), w, rows.len())
+        (
+            rows.iter()
+                .flat_map(|r| r.chars().map(|c| c == '#'))
+                .collect(),
+            w,
+            rows.len(),
+        )
     }
 
     #[test]

@@ -29,7 +29,13 @@ pub struct FrameMeasures {
 }
 
 /// The components of a probability map that count as capillaries, with the mask they come from.
-pub fn capillaries(prob: &[f32], width: usize, height: usize, um_per_px: f64, params: &MetricParams) -> Vec<Component> {
+pub fn capillaries(
+    prob: &[f32],
+    width: usize,
+    height: usize,
+    um_per_px: f64,
+    params: &MetricParams,
+) -> Vec<Component> {
     let mask: Vec<bool> = prob.iter().map(|&p| p > params.threshold).collect();
     let px_area = um_per_px * um_per_px;
     components(&mask, prob, width, height)
@@ -42,7 +48,13 @@ pub fn capillaries(prob: &[f32], width: usize, height: usize, um_per_px: f64, pa
 }
 
 /// Measures a `width × height` probability map of pixel size `um_per_px`.
-pub fn measure(prob: &[f32], width: usize, height: usize, um_per_px: f64, params: &MetricParams) -> FrameMeasures {
+pub fn measure(
+    prob: &[f32],
+    width: usize,
+    height: usize,
+    um_per_px: f64,
+    params: &MetricParams,
+) -> FrameMeasures {
     let counted = capillaries(prob, width, height, um_per_px, params);
     let pixels: usize = counted.iter().map(|c| c.area_px).sum();
     let prob_sum: f64 = counted.iter().map(|c| c.prob_sum).sum();
@@ -51,8 +63,16 @@ pub fn measure(prob: &[f32], width: usize, height: usize, um_per_px: f64, params
     FrameMeasures {
         capillary_count: counted.len() as u32,
         area_fraction: pixels as f64 / total,
-        density_per_mm2: if field_area_mm2 > 0.0 { counted.len() as f64 / field_area_mm2 } else { 0.0 },
-        mean_probability: if pixels > 0 { prob_sum / pixels as f64 } else { 0.0 },
+        density_per_mm2: if field_area_mm2 > 0.0 {
+            counted.len() as f64 / field_area_mm2
+        } else {
+            0.0
+        },
+        mean_probability: if pixels > 0 {
+            prob_sum / pixels as f64
+        } else {
+            0.0
+        },
         field_area_mm2,
     }
 }
@@ -61,7 +81,11 @@ pub fn measure(prob: &[f32], width: usize, height: usize, um_per_px: f64, params
 mod tests {
     use super::*;
 
-    const PARAMS: MetricParams = MetricParams { threshold: 0.5, min_area_um2: 4.0, max_area_um2: 40.0 };
+    const PARAMS: MetricParams = MetricParams {
+        threshold: 0.5,
+        min_area_um2: 4.0,
+        max_area_um2: 40.0,
+    };
 
     #[test]
     fn counts_components_within_the_area_range_in_physical_units() {

@@ -104,8 +104,10 @@ pub struct Model {
 impl ModelCard {
     /// Parses and validates a card; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<ModelCard, OperatorError> {
-        let card: ModelCard = toml::from_str(text)
-            .map_err(|e| OperatorError::ModelCard { path: origin.to_owned(), message: e.to_string() })?;
+        let card: ModelCard = toml::from_str(text).map_err(|e| OperatorError::ModelCard {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         card.validate(origin)?;
         Ok(card)
     }
@@ -113,12 +115,15 @@ impl ModelCard {
     fn validate(&self, origin: &str) -> Result<(), OperatorError> {
         let mut problems = Vec::new();
         if self.input.layout != "NCHW" {
-            problems.push(format!("input.layout is {:?}; only \"NCHW\" is supported", self.input.layout));
+            problems.push(format!(
+                "input.layout is {:?}; only \"NCHW\" is supported",
+                self.input.layout
+            ));
         }
         if self.input.channels.is_empty() {
             problems.push("input.channels must list at least one channel".to_owned());
         }
-        if !(self.input.um_per_px > 0.0) {
+        if self.input.um_per_px.is_nan() || self.input.um_per_px <= 0.0 {
             problems.push("input.um_per_px must be > 0".to_owned());
         }
         if self.input.std == 0.0 {
@@ -130,13 +135,17 @@ impl ModelCard {
         if !(0.0..=1.0).contains(&self.output.threshold) {
             problems.push("output.threshold must be within 0..=1".to_owned());
         }
-        if !(self.postprocess.min_area_um2 >= 0.0 && self.postprocess.max_area_um2 > self.postprocess.min_area_um2) {
+        let (min, max) = (self.postprocess.min_area_um2, self.postprocess.max_area_um2);
+        if min.is_nan() || max.is_nan() || min < 0.0 || max <= min {
             problems.push("postprocess needs 0 <= min_area_um2 < max_area_um2".to_owned());
         }
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(OperatorError::ModelCard { path: origin.to_owned(), message: problems.join("; ") })
+            Err(OperatorError::ModelCard {
+                path: origin.to_owned(),
+                message: problems.join("; "),
+            })
         }
     }
 }
@@ -150,7 +159,10 @@ impl Model {
             message: e.to_string(),
         })?;
         let card = ModelCard::parse(&text, &origin)?;
-        let onnx_path: PathBuf = card_path.parent().unwrap_or(Path::new(".")).join(&card.onnx);
+        let onnx_path: PathBuf = card_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&card.onnx);
         let onnx = std::fs::read(&onnx_path).map_err(|e| OperatorError::ModelMissing {
             path: onnx_path.clone(),
             message: e.to_string(),
@@ -160,7 +172,11 @@ impl Model {
 
     /// A model whose card and bytes are already in memory (e.g. compiled into the binary).
     pub fn from_parts(card_text: &str, onnx: &[u8], origin: &str) -> Result<Model, OperatorError> {
-        Ok(Model { card: ModelCard::parse(card_text, origin)?, onnx: onnx.to_vec(), origin: origin.to_owned() })
+        Ok(Model {
+            card: ModelCard::parse(card_text, origin)?,
+            onnx: onnx.to_vec(),
+            origin: origin.to_owned(),
+        })
     }
 }
 
@@ -202,16 +218,27 @@ max_area_um2 = 20000.0
 
     #[test]
     fn invalid_cards_name_the_card_and_the_key() {
-        let bad = CARD.replace("layout = \"NCHW\"", "layout = \"NHWC\"").replace("threshold = 0.5", "threshold = 2.0");
+        let bad = CARD
+            .replace("layout = \"NCHW\"", "layout = \"NHWC\"")
+            .replace("threshold = 0.5", "threshold = 2.0");
         let err = ModelCard::parse(&bad, "bad.toml").unwrap_err().to_string();
-        assert!(err.contains("bad.toml") && err.contains("input.layout") && err.contains("output.threshold"), "{err}");
-        let err = ModelCard::parse("name = 1", "x.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("bad.toml")
+                && err.contains("input.layout")
+                && err.contains("output.threshold"),
+            "{err}"
+        );
+        let err = ModelCard::parse("name = 1", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.toml"), "{err}");
     }
 
     #[test]
     fn missing_model_file_names_the_path() {
-        let err = Model::load(Path::new("/nonexistent/card.toml")).unwrap_err().to_string();
+        let err = Model::load(Path::new("/nonexistent/card.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/card.toml"), "{err}");
     }
 }

@@ -93,7 +93,14 @@ pub fn preprocess(frame: &Frame, spec: &InputSpec) -> ModelInput {
     }
     // The exact pixel size after rounding the resized width.
     let um_per_px = frame.stream.um_per_px * w as f64 / out_w as f64;
-    ModelInput { data, height: pad_h, width: pad_w, valid_height: out_h, valid_width: out_w, um_per_px }
+    ModelInput {
+        data,
+        height: pad_h,
+        width: pad_w,
+        valid_height: out_h,
+        valid_width: out_w,
+        um_per_px,
+    }
 }
 
 #[cfg(test)]
@@ -132,9 +139,18 @@ mod tests {
 
     #[test]
     fn picks_green_from_rgb_and_luma_from_gray() {
-        assert_eq!(channel_plane(&[10, 20, 30, 40, 50, 60], PixelFormat::Rgb8, Channel::Green), [20, 50]);
-        assert_eq!(channel_plane(&[7, 8], PixelFormat::Gray8, Channel::Green), [7, 8]);
-        assert_eq!(channel_plane(&[100, 100, 100], PixelFormat::Rgb8, Channel::Luma), [100]);
+        assert_eq!(
+            channel_plane(&[10, 20, 30, 40, 50, 60], PixelFormat::Rgb8, Channel::Green),
+            [20, 50]
+        );
+        assert_eq!(
+            channel_plane(&[7, 8], PixelFormat::Gray8, Channel::Green),
+            [7, 8]
+        );
+        assert_eq!(
+            channel_plane(&[100, 100, 100], PixelFormat::Rgb8, Channel::Luma),
+            [100]
+        );
     }
 
     #[test]
@@ -150,9 +166,24 @@ mod tests {
     fn normalises_pads_and_resizes_to_the_model_pixel_size() {
         let f = frame(3, 2, 2.2, PixelFormat::Gray8, vec![0, 255, 51, 0, 255, 51]);
         let input = preprocess(&f, &spec(2.2, 4));
-        assert_eq!((input.width, input.height, input.valid_width, input.valid_height), (4, 4, 3, 2));
+        assert_eq!(
+            (
+                input.width,
+                input.height,
+                input.valid_width,
+                input.valid_height
+            ),
+            (4, 4, 3, 2)
+        );
         let expected = [0.0, 1.0, 0.2, 0.2];
-        assert!(input.data[..4].iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6), "{:?}", &input.data[..4]);
+        assert!(
+            input.data[..4]
+                .iter()
+                .zip(expected)
+                .all(|(a, b)| (a - b).abs() < 1e-6),
+            "{:?}",
+            &input.data[..4]
+        );
         assert_eq!(input.data.len(), 16);
 
         // 1.1 µm/px frames are halved for a 2.2 µm/px model.

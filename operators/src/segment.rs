@@ -40,13 +40,21 @@ pub struct SegmentShared {
 }
 
 /// Measures one frame from its probability plane.
-pub fn frame_metrics(frame: &Frame, input: &ModelInput, prob: &[f32], params: &MetricParams) -> FrameMetrics {
+pub fn frame_metrics(
+    frame: &Frame,
+    input: &ModelInput,
+    prob: &[f32],
+    params: &MetricParams,
+) -> FrameMetrics {
     // Measure only the valid (unpadded) region.
     let (vw, vh) = (input.valid_width, input.valid_height);
     let valid: Vec<f32> = if vw == input.width && vh == input.height {
         prob.to_vec()
     } else {
-        prob.chunks_exact(input.width).take(vh).flat_map(|row| row[..vw].iter().copied()).collect()
+        prob.chunks_exact(input.width)
+            .take(vh)
+            .flat_map(|row| row[..vw].iter().copied())
+            .collect()
     };
     let m = measure(&valid, vw, vh, input.um_per_px, params);
     FrameMetrics {
@@ -90,20 +98,29 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<Frame>> {
             let mut buffered: Vec<(Capability<u64>, Frame)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
                     for batch in data {
                         buffered.extend(batch.drain(..).map(|frame| (cap.clone(), frame)));
                     }
                 });
                 loop {
-                    let passed = buffered.first().is_some_and(|(cap, _)| !frontier.less_equal(cap.time()));
+                    let passed = buffered
+                        .first()
+                        .is_some_and(|(cap, _)| !frontier.less_equal(cap.time()));
                     if buffered.is_empty() || (buffered.len() < batch_size && !passed) {
                         break;
                     }
                     let take = buffered.len().min(batch_size);
                     let batch: Vec<(Capability<u64>, Frame)> = buffered.drain(..take).collect();
-                    shared.pending.set(shared.pending.get().saturating_sub(batch.len()));
-                    let inputs: Vec<ModelInput> = batch.iter().map(|(_, f)| preprocess(f, &params.input)).collect();
+                    shared
+                        .pending
+                        .set(shared.pending.get().saturating_sub(batch.len()));
+                    let inputs: Vec<ModelInput> = batch
+                        .iter()
+                        .map(|(_, f)| preprocess(f, &params.input))
+                        .collect();
                     // Same-sized inputs are inferred together; a batch mixing sizes runs as one call per size.
                     let mut done = vec![false; batch.len()];
                     for i in 0..batch.len() {
@@ -112,7 +129,9 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<Frame>> {
                         }
                         let group: Vec<usize> = (i..batch.len())
                             .filter(|&j| {
-                                !done[j] && inputs[j].width == inputs[i].width && inputs[j].height == inputs[i].height
+                                !done[j]
+                                    && inputs[j].width == inputs[i].width
+                                    && inputs[j].height == inputs[i].height
                             })
                             .collect();
                         let refs: Vec<&ModelInput> = group.iter().map(|&j| &inputs[j]).collect();
@@ -120,7 +139,8 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<Frame>> {
                             Ok(probs) => {
                                 for (&j, prob) in group.iter().zip(probs) {
                                     let (cap, frame) = &batch[j];
-                                    let row = frame_metrics(frame, &inputs[j], &prob, &params.metrics);
+                                    let row =
+                                        frame_metrics(frame, &inputs[j], &prob, &params.metrics);
                                     output.session(cap).give(row);
                                 }
                             }

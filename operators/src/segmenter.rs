@@ -15,12 +15,18 @@ use crate::OperatorError;
 /// ort panics on first use when the library is missing; checking the path first turns that into an error that says
 /// how to fix it.
 pub fn ort_environment(library: &Path) -> Result<Environment, OperatorError> {
-    let lib_error = |message: String| OperatorError::RuntimeLibrary { path: library.to_owned(), message };
+    let lib_error = |message: String| OperatorError::RuntimeLibrary {
+        path: library.to_owned(),
+        message,
+    };
     if !library.is_file() {
         return Err(lib_error("file not found".into()));
     }
     let builder = ort::init_from(library).map_err(|e| lib_error(e.to_string()))?;
-    builder.with_name("capflow").build().map_err(|e| lib_error(e.to_string()))
+    builder
+        .with_name("capflow")
+        .build()
+        .map_err(|e| lib_error(e.to_string()))
 }
 
 /// A checked ONNX segmentation session: input `[N, C, H, W]` f32 in, probability `[N, 1, H, W]` f32 out.
@@ -34,19 +40,37 @@ pub struct Segmenter {
 
 impl std::fmt::Debug for Segmenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segmenter").field("model", &self.model).finish()
+        f.debug_struct("Segmenter")
+            .field("model", &self.model)
+            .finish()
     }
 }
 
 impl Segmenter {
     /// Creates a session with `intra_threads` threads and checks the model against its card.
-    pub fn new(env: &Environment, model: &Model, intra_threads: usize) -> Result<Segmenter, OperatorError> {
-        let runtime = |message: String| OperatorError::Runtime { model: model.origin.clone(), message };
-        let contract = |message: String| OperatorError::ModelContract { model: model.origin.clone(), message };
+    pub fn new(
+        env: &Environment,
+        model: &Model,
+        intra_threads: usize,
+    ) -> Result<Segmenter, OperatorError> {
+        let runtime = |message: String| OperatorError::Runtime {
+            model: model.origin.clone(),
+            message,
+        };
+        let contract = |message: String| OperatorError::ModelContract {
+            model: model.origin.clone(),
+            message,
+        };
         let mut builder = Session::builder(env).map_err(|e| runtime(e.to_string()))?;
-        builder = builder.with_intra_threads(intra_threads.max(1)).map_err(|e| runtime(e.to_string()))?;
-        builder = builder.with_inter_threads(1).map_err(|e| runtime(e.to_string()))?;
-        let session = builder.commit_from_memory(&model.onnx).map_err(|e| runtime(e.to_string()))?;
+        builder = builder
+            .with_intra_threads(intra_threads.max(1))
+            .map_err(|e| runtime(e.to_string()))?;
+        builder = builder
+            .with_inter_threads(1)
+            .map_err(|e| runtime(e.to_string()))?;
+        let session = builder
+            .commit_from_memory(&model.onnx)
+            .map_err(|e| runtime(e.to_string()))?;
 
         let card = &model.card;
         let channels = card.input.channels.len();
@@ -54,12 +78,20 @@ impl Segmenter {
             .inputs()
             .iter()
             .find(|i| i.name() == card.input.name)
-            .ok_or_else(|| contract(format!("has no input named {:?} as its card says (input.name)", card.input.name)))?;
+            .ok_or_else(|| {
+                contract(format!(
+                    "has no input named {:?} as its card says (input.name)",
+                    card.input.name
+                ))
+            })?;
         match input.dtype() {
             ValueType::Tensor { ty, shape, .. } => {
                 let dims: &[i64] = shape;
                 let ok_dim = |d: i64, want: i64| d == -1 || d == want;
-                if dims.len() != 4 || !ok_dim(dims[1], channels as i64) || *ty != ort::value::TensorElementType::Float32 {
+                if dims.len() != 4
+                    || !ok_dim(dims[1], channels as i64)
+                    || *ty != ort::value::TensorElementType::Float32
+                {
                     return Err(contract(format!(
                         "input {:?} is {ty:?} {dims:?}; capflow needs float32 [N, {channels}, H, W] \
                          ({channels} channel(s) as input.channels in the card says; -1 = dynamic)",
@@ -67,10 +99,22 @@ impl Segmenter {
                     )));
                 }
             }
-            other => return Err(contract(format!("input {:?} is {other:?}, not a tensor", card.input.name))),
+            other => {
+                return Err(contract(format!(
+                    "input {:?} is {other:?}, not a tensor",
+                    card.input.name
+                )))
+            }
         }
-        if !session.outputs().iter().any(|o| o.name() == card.output.name) {
-            return Err(contract(format!("has no output named {:?} as its card says (output.name)", card.output.name)));
+        if !session
+            .outputs()
+            .iter()
+            .any(|o| o.name() == card.output.name)
+        {
+            return Err(contract(format!(
+                "has no output named {:?} as its card says (output.name)",
+                card.output.name
+            )));
         }
         Ok(Segmenter {
             session,
@@ -83,9 +127,14 @@ impl Segmenter {
 
     /// Runs one batch of same-sized inputs and returns one probability plane (`height * width`) per input.
     pub fn run(&mut self, batch: &[&ModelInput]) -> Result<Vec<Vec<f32>>, OperatorError> {
-        let Some(first) = batch.first() else { return Ok(Vec::new()) };
+        let Some(first) = batch.first() else {
+            return Ok(Vec::new());
+        };
         let (h, w) = (first.height, first.width);
-        let runtime = |message: String| OperatorError::Runtime { model: self.model.clone(), message };
+        let runtime = |message: String| OperatorError::Runtime {
+            model: self.model.clone(),
+            message,
+        };
         if batch.iter().any(|i| i.height != h || i.width != w) {
             return Err(runtime("a batch mixes input sizes".into()));
         }
@@ -98,15 +147,25 @@ impl Segmenter {
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| OperatorError::Runtime { model: self.model.clone(), message: e.to_string() })?;
+            .map_err(|e| OperatorError::Runtime {
+                model: self.model.clone(),
+                message: e.to_string(),
+            })?;
         let (out_shape, values) = outputs[self.output_name.as_str()]
             .try_extract_tensor::<f32>()
-            .map_err(|e| OperatorError::Runtime { model: self.model.clone(), message: e.to_string() })?;
+            .map_err(|e| OperatorError::Runtime {
+                model: self.model.clone(),
+                message: e.to_string(),
+            })?;
         let plane = h * w;
         if values.len() != batch.len() * plane {
             return Err(OperatorError::ModelContract {
                 model: self.model.clone(),
-                message: format!("output shape {:?} is not [{}, 1, {h}, {w}]", &out_shape[..], batch.len()),
+                message: format!(
+                    "output shape {:?} is not [{}, 1, {h}, {w}]",
+                    &out_shape[..],
+                    batch.len()
+                ),
             });
         }
         Ok(values.chunks_exact(plane).map(<[f32]>::to_vec).collect())

@@ -75,12 +75,22 @@ pub fn stats(values: &mut [f64]) -> Stats {
 }
 
 fn ord4(s: Stats) -> [OrdF64; 4] {
-    [OrdF64(s.mean), OrdF64(s.median), OrdF64(s.p10), OrdF64(s.p90)]
+    [
+        OrdF64(s.mean),
+        OrdF64(s.median),
+        OrdF64(s.p10),
+        OrdF64(s.p90),
+    ]
 }
 
 /// Stats back from their ordered form.
 pub fn stats_of(v: &[OrdF64; 4]) -> Stats {
-    Stats { mean: v[0].0, median: v[1].0, p10: v[2].0, p90: v[3].0 }
+    Stats {
+        mean: v[0].0,
+        median: v[1].0,
+        p10: v[2].0,
+        p90: v[3].0,
+    }
 }
 
 /// Aggregates the samples of one window; multiplicities (`diff`) weight each sample.
@@ -116,15 +126,23 @@ pub trait PatientWindows<'scope> {
     /// Aggregates frames into tumbling windows of `length_ms` per patient.
     ///
     /// The stream's timely times must be event times floored to a grid that divides `length_ms`.
-    fn patient_windows(self, length_ms: i64) -> VecCollection<'scope, u64, (WindowKey, WindowSummary), isize>;
+    fn patient_windows(
+        self,
+        length_ms: i64,
+    ) -> VecCollection<'scope, u64, (WindowKey, WindowSummary), isize>;
 }
 
 impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<FrameMetrics>> {
-    fn patient_windows(self, length_ms: i64) -> VecCollection<'scope, u64, (WindowKey, WindowSummary), isize> {
+    fn patient_windows(
+        self,
+        length_ms: i64,
+    ) -> VecCollection<'scope, u64, (WindowKey, WindowSummary), isize> {
         self.unary(Pipeline, "WindowSamples", move |_, _| {
             move |input, output| {
                 input.for_each_stamp(|cap, data| {
-                    let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
                     let time = *cap.time();
                     let mut session = output.session(&cap);
                     for batch in data {

@@ -48,7 +48,9 @@ pub trait WriteParts<R> {
 
 /// A stable 64-bit FNV-1a hash, identical in every process, for routing rows by partition.
 pub fn route(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl<R> WriteParts<R> for Stream<'_, u64, Vec<R>>
@@ -77,14 +79,19 @@ where
                 .iter()
                 .filter(|(k, rows)| {
                     done || k.complete_rows.is_some_and(|n| rows.len() >= n)
-                        || k.complete_at.is_some_and(|t| frontier.frontier().iter().all(|f| *f >= t))
+                        || k.complete_at
+                            .is_some_and(|t| frontier.frontier().iter().all(|f| *f >= t))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in complete {
                 if let Some(mut rows) = open.remove(&k) {
                     rows.sort_by(&mut order);
-                    write(Part { patient_id: k.patient_id, name: k.name, rows });
+                    write(Part {
+                        patient_id: k.patient_id,
+                        name: k.name,
+                        rows,
+                    });
                 }
             }
         });

@@ -31,26 +31,34 @@ fn run(workers: usize) -> Vec<Part<WindowAggregate>> {
     let parts = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&parts);
     timely::execute(timely::Config::process(workers), move |worker| {
-        let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<FrameMetrics>>> = InputHandle::new();
+        let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<FrameMetrics>>> =
+            InputHandle::new();
         let sink = Arc::clone(&sink);
         worker.dataflow::<u64, _, _>(|scope| {
-            input.to_stream(scope).patient_windows(1000).close_windows(1000).write_parts(
-                "Write",
-                |w: &WindowAggregate| PartKey {
-                    patient_id: w.patient_id.clone(),
-                    name: format!("part-{}", w.window_start_ms / 2000),
-                    complete_rows: None,
-                    complete_at: Some((w.window_start_ms / 2000 * 2000 + 2000) as u64),
-                },
-                |a, b| a.window_start_ms.cmp(&b.window_start_ms),
-                move |part| sink.lock().unwrap().push(part),
-            );
+            input
+                .to_stream(scope)
+                .patient_windows(1000)
+                .close_windows(1000)
+                .write_parts(
+                    "Write",
+                    |w: &WindowAggregate| PartKey {
+                        patient_id: w.patient_id.clone(),
+                        name: format!("part-{}", w.window_start_ms / 2000),
+                        complete_rows: None,
+                        complete_at: Some((w.window_start_ms / 2000 * 2000 + 2000) as u64),
+                    },
+                    |a, b| a.window_start_ms.cmp(&b.window_start_ms),
+                    move |part| sink.lock().unwrap().push(part),
+                );
         });
         if worker.index() == 0 {
             // Event times in ms; timely times are floored to the 1 s window grid.
-            for (stream, patient, i, t, c) in
-                [("a1", "a", 0, 100, 10), ("a2", "a", 0, 200, 20), ("a1", "a", 1, 900, 30), ("b1", "b", 0, 950, 5)]
-            {
+            for (stream, patient, i, t, c) in [
+                ("a1", "a", 0, 100, 10),
+                ("a2", "a", 0, 200, 20),
+                ("a1", "a", 1, 900, 30),
+                ("b1", "b", 0, 950, 5),
+            ] {
                 input.advance_to((t / 1000 * 1000) as u64);
                 input.send(frame(stream, patient, i, t, c));
             }
@@ -71,11 +79,17 @@ fn windows_aggregate_per_patient_across_streams_and_close_once() {
     let parts = run(1);
     let rows: Vec<&WindowAggregate> = parts.iter().flat_map(|p| &p.rows).collect();
     assert_eq!(rows.len(), 4, "{rows:#?}");
-    let a0 = rows.iter().find(|w| w.patient_id == "a" && w.window_start_ms == 0).unwrap();
+    let a0 = rows
+        .iter()
+        .find(|w| w.patient_id == "a" && w.window_start_ms == 0)
+        .unwrap();
     assert_eq!((a0.n_frames, a0.n_streams), (3, 2));
     assert_eq!(a0.capillary_count.mean, 20.0);
     assert_eq!(a0.capillary_count.median, 20.0);
-    let a1 = rows.iter().find(|w| w.patient_id == "a" && w.window_start_ms == 1000).unwrap();
+    let a1 = rows
+        .iter()
+        .find(|w| w.patient_id == "a" && w.window_start_ms == 1000)
+        .unwrap();
     assert_eq!((a1.n_frames, a1.n_streams, a1.window_end_ms), (1, 1, 2000));
     // Patient a's two windows share one part; b's windows fall in two parts.
     assert_eq!(parts.iter().filter(|p| p.patient_id == "a").count(), 1);

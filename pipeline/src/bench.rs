@@ -46,7 +46,11 @@ fn run_with_peak_rss(cmd: &mut Command) -> anyhow::Result<(std::process::ExitSta
     loop {
         if let Ok(text) = std::fs::read_to_string(&status_path) {
             if let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:")) {
-                let kb = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let kb = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 peak_kb = peak_kb.max(kb);
             }
         }
@@ -59,7 +63,8 @@ fn run_with_peak_rss(cmd: &mut Command) -> anyhow::Result<(std::process::ExitSta
 
 /// Runs the benchmark and prints a report.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let synth = SynthArgs {
         preset: "skin".into(),
         out: args.out.clone(),
@@ -76,7 +81,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     // (1) decode only: GStreamer decode + conversion to RGB + packed copy, as the pipeline does it.
     capflow_ingest::init()?;
     let info = Arc::new(StreamInfo::new("bench", "bench", "forearm", 2.2));
-    let options = SourceOptions { format: PixelFormat::Rgb8, ..Default::default() };
+    let options = SourceOptions {
+        format: PixelFormat::Rgb8,
+        ..Default::default()
+    };
     let start = Instant::now();
     let mut source = Source::open(&clip_str, Arc::clone(&info), &options)?;
     let mut decoded = 0u64;
@@ -88,7 +96,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         decoded += 1;
     }
     let decode_time = start.elapsed();
-    let Some(frame) = first else { bail!("the benchmark clip decoded to no frames") };
+    let Some(frame) = first else {
+        bail!("the benchmark clip decoded to no frames")
+    };
 
     // (2) inference only: the ONNX model on batches of preprocessed frames; and pre/post-processing alone.
     let model = load_model("builtin")?;
@@ -122,10 +132,17 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&out_dir);
     let exe = std::env::current_exe().context("locating the capflow binary")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["run", "--input", &clip_str, "--patient", "bench", "--output"])
-        .arg(&out_dir)
-        .args(["-w", &args.workers.to_string()])
-        .stdout(std::process::Stdio::null());
+    cmd.args([
+        "run",
+        "--input",
+        &clip_str,
+        "--patient",
+        "bench",
+        "--output",
+    ])
+    .arg(&out_dir)
+    .args(["-w", &args.workers.to_string()])
+    .stdout(std::process::Stdio::null());
     let start = Instant::now();
     let (status, peak_kb) = run_with_peak_rss(&mut cmd)?;
     let e2e_time = start.elapsed();
@@ -137,14 +154,33 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let infer_fps = fps((rounds * batch) as u64, infer_time);
     let e2e_fps = fps(decoded, e2e_time);
     let bound = decode_fps.min(infer_fps);
-    println!("capflow bench — {} frames of 1920x1080 H.264 (generated in {:.1} s)", decoded, synth_time.as_secs_f64());
+    println!(
+        "capflow bench — {} frames of 1920x1080 H.264 (generated in {:.1} s)",
+        decoded,
+        synth_time.as_secs_f64()
+    );
     println!("  decode only (GStreamer → RGB frames)      {decode_fps:>8.1} frames/s");
     println!("  inference only (ONNX, batch {batch})           {infer_fps:>8.1} frames/s");
-    println!("  pre+post-processing per frame              {:>8.1} ms", prepost_time.as_secs_f64() * 1e3);
-    println!("  end to end (capflow run -w {})             {e2e_fps:>8.1} frames/s  (incl. start-up)", args.workers);
-    println!("  end to end ÷ min(decode, inference)       {:>8.2}", e2e_fps / bound);
-    println!("  end to end vs the replaced system (0.84 s/frame) {:>5.1}×", e2e_fps * 0.84);
-    println!("  peak memory of the end-to-end run          {:>8.1} MiB", peak_kb as f64 / 1024.0);
+    println!(
+        "  pre+post-processing per frame              {:>8.1} ms",
+        prepost_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "  end to end (capflow run -w {})             {e2e_fps:>8.1} frames/s  (incl. start-up)",
+        args.workers
+    );
+    println!(
+        "  end to end ÷ min(decode, inference)       {:>8.2}",
+        e2e_fps / bound
+    );
+    println!(
+        "  end to end vs the replaced system (0.84 s/frame) {:>5.1}×",
+        e2e_fps * 0.84
+    );
+    println!(
+        "  peak memory of the end-to-end run          {:>8.1} MiB",
+        peak_kb as f64 / 1024.0
+    );
     let json = serde_json::json!({
         "frames": decoded, "width": 1920, "height": 1080,
         "decode_fps": decode_fps, "inference_fps": infer_fps, "batch": batch,
@@ -154,7 +190,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "peak_rss_mib": peak_kb as f64 / 1024.0,
     });
     let report = args.out.join("bench.json");
-    std::fs::write(&report, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", report.display()))?;
+    std::fs::write(&report, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", report.display()))?;
     println!("  (also in {})", report.display());
     Ok(())
 }

@@ -117,7 +117,10 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { queue_frames: 4, max_pending_frames: 8 }
+        IngestConfig {
+            queue_frames: 4,
+            max_pending_frames: 8,
+        }
     }
 }
 
@@ -159,7 +162,8 @@ impl StreamConfig {
         match &self.recorded_at {
             None => Ok(0),
             Some(text) => {
-                let time = humantime::parse_rfc3339_weak(text).map_err(|e| format!("{text:?}: {e}"))?;
+                let time =
+                    humantime::parse_rfc3339_weak(text).map_err(|e| format!("{text:?}: {e}"))?;
                 let ms = time
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_err(|_| format!("{text:?} is before 1970"))?
@@ -212,14 +216,17 @@ impl Config {
             }
         }
         let w = self.windows.length_s;
-        if !(w.is_finite() && w >= 0.001 && w <= 86_400.0) {
+        if !(0.001..=86_400.0).contains(&w) {
             p.push("windows.length_s must be within 0.001..=86400 seconds".into());
         }
         if self.ingest.queue_frames == 0 {
             p.push("ingest.queue_frames must be >= 1".into());
         }
         if self.ingest.max_pending_frames < self.model.batch_size {
-            p.push("ingest.max_pending_frames must be >= model.batch_size (else batches never fill)".into());
+            p.push(
+                "ingest.max_pending_frames must be >= model.batch_size (else batches never fill)"
+                    .into(),
+            );
         }
         if self.streams.is_empty() {
             p.push("streams: at least one stream is needed ([[streams]] in the config, or --input/--patient)".into());
@@ -229,9 +236,14 @@ impl Config {
             let key = format!("streams[{i}]");
             let id_ok = !s.id.is_empty()
                 && s.id.len() <= 64
-                && s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && s.id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !id_ok {
-                p.push(format!("{key}.id {:?} must be 1-64 letters, digits, '-' or '_'", s.id));
+                p.push(format!(
+                    "{key}.id {:?} must be 1-64 letters, digits, '-' or '_'",
+                    s.id
+                ));
             } else if !seen.insert(s.id.clone()) {
                 p.push(format!("{key}.id {:?} is used by another stream", s.id));
             }
@@ -242,13 +254,17 @@ impl Config {
                 p.push(format!("{key}.source must not be empty"));
             }
             if !(s.um_per_px.is_finite() && s.um_per_px > 0.0 && s.um_per_px < 1000.0) {
-                p.push(format!("{key}.um_per_px must be within (0, 1000) µm per pixel"));
+                p.push(format!(
+                    "{key}.um_per_px must be within (0, 1000) µm per pixel"
+                ));
             }
             if !(s.fps.is_finite() && s.fps > 0.0 && s.fps <= 1000.0) {
                 p.push(format!("{key}.fps must be within (0, 1000]"));
             }
             if let Err(e) = s.recorded_at_ms() {
-                p.push(format!("{key}.recorded_at {e} (use RFC 3339, e.g. 2026-03-01T08:00:00Z)"));
+                p.push(format!(
+                    "{key}.recorded_at {e} (use RFC 3339, e.g. 2026-03-01T08:00:00Z)"
+                ));
             }
         }
         p
@@ -264,7 +280,8 @@ mod tests {
         let config = parse(DEFAULT_CONFIG, "default").unwrap();
         assert_eq!(config.problems(), Vec::<String>::new());
         assert!(config.streams.len() >= 2);
-        let patients: std::collections::BTreeSet<_> = config.streams.iter().map(|s| &s.patient).collect();
+        let patients: std::collections::BTreeSet<_> =
+            config.streams.iter().map(|s| &s.patient).collect();
         assert!(patients.len() >= 2, "the demo covers two patients");
     }
 
@@ -300,14 +317,20 @@ source = "z.mp4"
             "streams[0].recorded_at",
             "streams[2].id",
         ] {
-            assert!(problems.iter().any(|p| p.starts_with(key)), "{key} missing from {problems:#?}");
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing from {problems:#?}"
+            );
         }
     }
 
     #[test]
     fn unknown_keys_are_rejected_with_the_file_name() {
         let err = parse("[model]\nbatchsize = 3\n", "bad.toml").unwrap_err();
-        assert!(err.contains("bad.toml") && err.contains("batchsize"), "{err}");
+        assert!(
+            err.contains("bad.toml") && err.contains("batchsize"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -73,14 +73,20 @@ struct RunArgs {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading config {} (check the --config path)", path.display()))?;
-            let mut config = config::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "reading config {} (check the --config path)",
+                    path.display()
+                )
+            })?;
+            let mut config =
+                config::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
             config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
             Ok(config)
         }
         None => {
-            let mut config = config::parse(DEFAULT_CONFIG, "embedded configs/default.toml").map_err(anyhow::Error::msg)?;
+            let mut config = config::parse(DEFAULT_CONFIG, "embedded configs/default.toml")
+                .map_err(anyhow::Error::msg)?;
             config.resolve_paths(Path::new("configs"));
             Ok(config)
         }
@@ -97,7 +103,10 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
         let patients: Vec<&String> = match args.patients.len() {
             1 => vec![&args.patients[0]; args.inputs.len()],
             n if n == args.inputs.len() => args.patients.iter().collect(),
-            n => bail!("{} --input but {n} --patient: give one --patient per --input, or one for all", args.inputs.len()),
+            n => bail!(
+                "{} --input but {n} --patient: give one --patient per --input, or one for all",
+                args.inputs.len()
+            ),
         };
         config.streams = args
             .inputs
@@ -107,7 +116,10 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
             .map(|(i, (input, patient))| StreamConfig {
                 id: format!("input-{i}"),
                 patient: patient.clone(),
-                site: Path::new(input).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                site: Path::new(input)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 source: input.clone(),
                 um_per_px: args.um_per_px,
                 fps: 25.0,
@@ -127,17 +139,27 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
 }
 
 fn print_summary(config: &Config, outcome: &RunOutcome) {
-    println!("capflow: {} stream(s) on this process", outcome.streams.len());
+    println!(
+        "capflow: {} stream(s) on this process",
+        outcome.streams.len()
+    );
     for s in &outcome.streams {
         match &s.error {
-            None => println!("  ok     {:<24} patient {:<10} {:>6} frames  {}", s.stream_id, s.patient_id, s.frames, s.source),
-            Some(e) => println!("  FAILED {:<24} patient {:<10} {:>6} frames  {e}", s.stream_id, s.patient_id, s.frames),
+            None => println!(
+                "  ok     {:<24} patient {:<10} {:>6} frames  {}",
+                s.stream_id, s.patient_id, s.frames, s.source
+            ),
+            Some(e) => println!(
+                "  FAILED {:<24} patient {:<10} {:>6} frames  {e}",
+                s.stream_id, s.patient_id, s.frames
+            ),
         }
     }
     for e in &outcome.errors {
         println!("  error: {e}");
     }
-    let (frame_parts, window_parts): (Vec<_>, Vec<_>) = outcome.parts.iter().partition(|p| p.0 == "frames");
+    let (frame_parts, window_parts): (Vec<_>, Vec<_>) =
+        outcome.parts.iter().partition(|p| p.0 == "frames");
     println!(
         "wrote {} frame rows in {} part(s) and {} window rows in {} part(s) to {}",
         frame_parts.iter().map(|p| p.2).sum::<usize>(),
@@ -148,16 +170,23 @@ fn print_summary(config: &Config, outcome: &RunOutcome) {
     );
     // Read the committed windows back so the summary shows what a reader of the table would see.
     let read = (|| -> anyhow::Result<_> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let output = capflow_sinks::open_output(&config.output.location, &config.output.s3)?;
         Ok(capflow_sinks::read_windows(&output, runtime.handle())?)
     })();
     match read {
         Ok(windows) => {
             println!("per patient ({} s windows):", config.windows.length_s);
-            println!("  {:<12} {:>7} {:>7} {:>14} {:>14} {:>16}", "patient", "windows", "frames", "capillaries", "area fraction", "density /mm²");
+            println!(
+                "  {:<12} {:>7} {:>7} {:>14} {:>14} {:>16}",
+                "patient", "windows", "frames", "capillaries", "area fraction", "density /mm²"
+            );
             for (patient, (n, frames, count, area, density)) in patient_summary(&windows) {
-                println!("  {patient:<12} {n:>7} {frames:>7} {count:>14.1} {area:>14.4} {density:>16.1}");
+                println!(
+                    "  {patient:<12} {n:>7} {frames:>7} {count:>14.1} {area:>14.4} {density:>16.1}"
+                );
             }
         }
         Err(e) => println!("(could not read the windows table back: {e:#})"),
@@ -166,7 +195,10 @@ fn print_summary(config: &Config, outcome: &RunOutcome) {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPFLOW_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPFLOW_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match real_main() {
@@ -192,28 +224,42 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let outcome = run(&config, &cluster)?;
             print_summary(&config, &outcome);
             if outcome.failed() {
-                eprintln!("capflow: some inputs failed (see above); the output of the others is complete");
+                eprintln!(
+                    "capflow: some inputs failed (see above); the output of the others is complete"
+                );
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Synth(args) => {
             let written = args.run()?;
-            let mean_count = written.truth.iter().map(|t| t.capillary_count as f64).sum::<f64>() / written.truth.len().max(1) as f64;
+            let mean_count = written
+                .truth
+                .iter()
+                .map(|t| t.capillary_count as f64)
+                .sum::<f64>()
+                / written.truth.len().max(1) as f64;
             println!(
-                "wrote {} frames ({} vessels, mean {:.1} capillaries per frame){}{}",
+                "wrote {} frames ({} vessels, mean {:.1} capillaries per frame){}, truth in {}",
                 written.frames,
                 written.vessels.len(),
                 mean_count,
-                written.mp4.as_ref().map(|p| format!(", video {}", p.display())).unwrap_or_default(),
-                format!(", truth in {}", written.dir.display())
+                written
+                    .mp4
+                    .as_ref()
+                    .map(|p| format!(", video {}", p.display()))
+                    .unwrap_or_default(),
+                written.dir.display()
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
             let config = load_config(config.as_deref())?;
             let problems = config.problems();
-            print!("{}", toml::to_string_pretty(&config).context("printing the config")?);
+            print!(
+                "{}",
+                toml::to_string_pretty(&config).context("printing the config")?
+            );
             if problems.is_empty() {
                 eprintln!("config is valid");
                 Ok(ExitCode::SUCCESS)

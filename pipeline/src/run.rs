@@ -20,8 +20,8 @@ use capflow_operators::model::Model;
 use capflow_operators::records::{FrameMetrics, WindowAggregate};
 use capflow_operators::windows::window_start;
 use capflow_operators::{
-    ort_environment, CloseWindows, Part, PartKey, PatientWindows, Segment, SegmentParams, SegmentShared, Segmenter,
-    WriteParts,
+    ort_environment, CloseWindows, Part, PartKey, PatientWindows, Segment, SegmentParams,
+    SegmentShared, Segmenter, WriteParts,
 };
 use capflow_sinks::{frames_batch, open_output, windows_batch, Table, TableWriter};
 use ort::environment::Environment;
@@ -48,7 +48,12 @@ pub struct ClusterArgs {
 
 impl Default for ClusterArgs {
     fn default() -> Self {
-        ClusterArgs { workers: 1, processes: 1, process: 0, hostfile: None }
+        ClusterArgs {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
     }
 }
 
@@ -56,27 +61,54 @@ impl ClusterArgs {
     /// The timely configuration these settings describe.
     pub fn timely_config(&self) -> anyhow::Result<timely::Config> {
         if self.workers == 0 || self.processes == 0 || self.process >= self.processes {
-            bail!("cluster settings need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})", self.workers, self.processes, self.process);
+            bail!(
+                "cluster settings need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})",
+                self.workers,
+                self.processes,
+                self.process
+            );
         }
         let communication = if self.processes > 1 {
             let addresses = match &self.hostfile {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("reading hostfile {}", path.display()))?;
-                    let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading hostfile {}", path.display()))?;
+                    let lines: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect();
                     if lines.len() < self.processes {
-                        bail!("hostfile {} lists {} addresses but -n is {}", path.display(), lines.len(), self.processes);
+                        bail!(
+                            "hostfile {} lists {} addresses but -n is {}",
+                            path.display(),
+                            lines.len(),
+                            self.processes
+                        );
                     }
                     lines.into_iter().take(self.processes).collect()
                 }
-                None => (0..self.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+                None => (0..self.processes)
+                    .map(|i| format!("localhost:{}", 2101 + i))
+                    .collect(),
             };
-            CommunicationConfig::Cluster { threads: self.workers, process: self.process, addresses, report: false, zerocopy: false }
+            CommunicationConfig::Cluster {
+                threads: self.workers,
+                process: self.process,
+                addresses,
+                report: false,
+                zerocopy: false,
+            }
         } else if self.workers > 1 {
             CommunicationConfig::Process(self.workers)
         } else {
             CommunicationConfig::Thread
         };
-        Ok(timely::Config { communication, worker: WorkerConfig::default() })
+        Ok(timely::Config {
+            communication,
+            worker: WorkerConfig::default(),
+        })
     }
 }
 
@@ -148,18 +180,33 @@ pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome>
     let url = output.url.clone();
     let writer = TableWriter::new(output, runtime.handle().clone());
     let pixel_format = PixelFormat::Rgb8;
-    let ctx = Arc::new(Context { config: config.clone(), model, env, writer, pixel_format });
+    let ctx = Arc::new(Context {
+        config: config.clone(),
+        model,
+        env,
+        writer,
+        pixel_format,
+    });
 
-    let guards = timely::execute(timely_config, move |worker| worker_main(worker, &ctx))
-        .map_err(|e| anyhow::anyhow!("starting timely workers: {e} (check -n/-p/-h and that peers are reachable)"))?;
-    let mut outcome = RunOutcome { output: url, ..Default::default() };
+    let guards =
+        timely::execute(timely_config, move |worker| worker_main(worker, &ctx)).map_err(|e| {
+            anyhow::anyhow!(
+                "starting timely workers: {e} (check -n/-p/-h and that peers are reachable)"
+            )
+        })?;
+    let mut outcome = RunOutcome {
+        output: url,
+        ..Default::default()
+    };
     for result in guards.join() {
         let report = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
         outcome.streams.extend(report.streams);
         outcome.parts.extend(report.parts);
         outcome.errors.extend(report.errors);
     }
-    outcome.streams.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+    outcome
+        .streams
+        .sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
     outcome.parts.sort();
     drop(runtime);
     Ok(outcome)
@@ -181,11 +228,16 @@ fn write_part<R>(
     batch: impl FnOnce(&[R]) -> Result<RecordBatch, capflow_sinks::SinkError>,
 ) {
     let rows = part.rows.len();
-    let result = batch(&part.rows).and_then(|b| writer.write_part(table, &part.patient_id, &part.name, &b));
+    let result =
+        batch(&part.rows).and_then(|b| writer.write_part(table, &part.patient_id, &part.name, &b));
     let mut log = log.borrow_mut();
     match result {
-        Ok(path) => log.parts.push((table.name().to_owned(), path.to_string(), rows)),
-        Err(e) => log.errors.push(format!("writing {} part {}: {e}", table.name(), part.name)),
+        Ok(path) => log
+            .parts
+            .push((table.name().to_owned(), path.to_string(), rows)),
+        Err(e) => log
+            .errors
+            .push(format!("writing {} part {}: {e}", table.name(), part.name)),
     }
 }
 
@@ -204,8 +256,14 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &Context) -> WorkerRepo
         input: card.input.clone(),
         metrics: MetricParams {
             threshold: config.model.threshold.unwrap_or(card.output.threshold),
-            min_area_um2: config.model.min_area_um2.unwrap_or(card.postprocess.min_area_um2),
-            max_area_um2: config.model.max_area_um2.unwrap_or(card.postprocess.max_area_um2),
+            min_area_um2: config
+                .model
+                .min_area_um2
+                .unwrap_or(card.postprocess.min_area_um2),
+            max_area_um2: config
+                .model
+                .max_area_um2
+                .unwrap_or(card.postprocess.max_area_um2),
         },
         batch_size: config.model.batch_size,
     };
@@ -219,20 +277,29 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &Context) -> WorkerRepo
     let frames_per_part = config.output.frames_per_part;
     let chunk_ms = length_ms * config.output.windows_per_part as i64;
     worker.dataflow::<u64, _, _>(|scope| {
-        let metrics = input.to_stream(scope).segment(segmenter, params, shared.clone());
+        let metrics = input
+            .to_stream(scope)
+            .segment(segmenter, params, shared.clone());
         let (writer, log_frames) = (ctx.writer.clone(), Rc::clone(&log));
         metrics.clone().write_parts(
             "WriteFrames",
             move |row: &FrameMetrics| PartKey {
                 patient_id: row.patient_id.clone(),
-                name: format!("part-{}-{:06}", row.stream_id, row.frame_index / frames_per_part as u64),
+                name: format!(
+                    "part-{}-{:06}",
+                    row.stream_id,
+                    row.frame_index / frames_per_part as u64
+                ),
                 complete_rows: Some(frames_per_part),
                 complete_at: None,
             },
             |a, b| a.frame_index.cmp(&b.frame_index),
             move |part| write_part(&writer, &log_frames, Table::Frames, part, frames_batch),
         );
-        let windows = metrics.patient_windows(length_ms).close_windows(length_ms).probe_with(&probe);
+        let windows = metrics
+            .patient_windows(length_ms)
+            .close_windows(length_ms)
+            .probe_with(&probe);
         let (writer, log_windows) = (ctx.writer.clone(), Rc::clone(&log));
         windows.write_parts(
             "WriteWindows",
@@ -250,7 +317,11 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &Context) -> WorkerRepo
         );
     });
 
-    let options = SourceOptions { format: ctx.pixel_format, queue_frames: config.ingest.queue_frames, sequence_fps: 25.0 };
+    let options = SourceOptions {
+        format: ctx.pixel_format,
+        queue_frames: config.ingest.queue_frames,
+        sequence_fps: 25.0,
+    };
     let mut running: Vec<Running> = Vec::new();
     let mut finished: Vec<StreamOutcome> = Vec::new();
     for (i, stream) in config.streams.iter().enumerate() {
@@ -265,15 +336,25 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &Context) -> WorkerRepo
             error: None,
         };
         match open_stream(stream, &options) {
-            Ok(source) => running.push(Running { source, head: None, outcome }),
-            Err(e) => finished.push(StreamOutcome { error: Some(e), ..outcome }),
+            Ok(source) => running.push(Running {
+                source,
+                head: None,
+                outcome,
+            }),
+            Err(e) => finished.push(StreamOutcome {
+                error: Some(e),
+                ..outcome
+            }),
         }
     }
 
     // Merge this worker's streams in event-time order, so the input's time only moves forward.
     let tick = length_ms.max(1);
     loop {
-        for r in running.iter_mut().filter(|r| r.head.is_none() && r.outcome.error.is_none()) {
+        for r in running
+            .iter_mut()
+            .filter(|r| r.head.is_none() && r.outcome.error.is_none())
+        {
             match r.source.next_frame() {
                 Ok(Some(frame)) => r.head = Some(frame),
                 Ok(None) => {}
@@ -286,7 +367,10 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &Context) -> WorkerRepo
             .filter_map(|(i, r)| r.head.as_ref().map(|f| (f.event_time_ms(), i)))
             .min();
         let Some((event_ms, i)) = next else { break };
-        let frame = running[i].head.take().expect("chosen stream has a head frame");
+        let frame = running[i]
+            .head
+            .take()
+            .expect("chosen stream has a head frame");
         running[i].outcome.frames += 1;
         let time = window_start(event_ms.max(0), tick) as u64;
         if time > *input.time() {
@@ -320,12 +404,17 @@ fn open_stream(stream: &StreamConfig, options: &SourceOptions) -> Result<Source,
         um_per_px: stream.um_per_px,
         recorded_at_ms,
     };
-    let options = SourceOptions { sequence_fps: stream.fps, ..options.clone() };
+    let options = SourceOptions {
+        sequence_fps: stream.fps,
+        ..options.clone()
+    };
     Source::open(&stream.source, Arc::new(info), &options).map_err(|e| e.to_string())
 }
 
 /// Per-patient summary of a run, read back from the `windows` table.
-pub fn patient_summary(windows: &[WindowAggregate]) -> BTreeMap<String, (usize, u64, f64, f64, f64)> {
+pub fn patient_summary(
+    windows: &[WindowAggregate],
+) -> BTreeMap<String, (usize, u64, f64, f64, f64)> {
     let mut out: BTreeMap<String, (usize, u64, f64, f64, f64)> = BTreeMap::new();
     for w in windows {
         let e = out.entry(w.patient_id.clone()).or_default();

@@ -63,15 +63,21 @@ impl SynthArgs {
     pub fn spec(&self) -> anyhow::Result<SynthSpec> {
         let mut spec = match &self.spec {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading spec {}", path.display()))?;
                 if path.extension().is_some_and(|e| e == "json") {
-                    serde_json::from_str(&text).with_context(|| format!("spec {}", path.display()))?
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("spec {}", path.display()))?
                 } else {
                     toml::from_str(&text).with_context(|| format!("spec {}", path.display()))?
                 }
             }
             None => SynthSpec::preset(&self.preset).with_context(|| {
-                format!("unknown preset {:?}; choose one of {:?}", self.preset, SynthSpec::preset_names())
+                format!(
+                    "unknown preset {:?}; choose one of {:?}",
+                    self.preset,
+                    SynthSpec::preset_names()
+                )
             })?,
         };
         if let Some(v) = self.frames {
@@ -99,9 +105,14 @@ impl SynthArgs {
             spec.perfused_fraction = v;
         }
         if let Some(d) = &self.drift {
-            let parts: Vec<f64> = d.split(',').map(|p| p.trim().parse()).collect::<Result<_, _>>()
+            let parts: Vec<f64> = d
+                .split(',')
+                .map(|p| p.trim().parse())
+                .collect::<Result<_, _>>()
                 .with_context(|| format!("--drift {d:?}: expected DX,DY in pixels per frame"))?;
-            let [dx, dy] = parts[..] else { bail!("--drift {d:?}: expected DX,DY in pixels per frame") };
+            let [dx, dy] = parts[..] else {
+                bail!("--drift {d:?}: expected DX,DY in pixels per frame")
+            };
             spec.drift_px_per_frame = [dx, dy];
         }
         spec.validate().context("invalid synth spec")?;
@@ -111,8 +122,13 @@ impl SynthArgs {
     /// Renders and writes the clip.
     pub fn run(&self) -> anyhow::Result<ClipWritten> {
         let spec = self.spec()?;
-        let outputs = Outputs { mp4: !self.no_mp4, png: self.png, masks: self.masks };
-        std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
+        let outputs = Outputs {
+            mp4: !self.no_mp4,
+            png: self.png,
+            masks: self.masks,
+        };
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("creating {}", self.out.display()))?;
         write_clip(&spec, &self.out, &self.name, &outputs)
             .with_context(|| format!("writing clip {} to {}", self.name, self.out.display()))
     }
