@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Evaluate capillary-classical-v1 (or any model with the same contract) against ground-truth masks.
 
-  .venv/bin/python models/eval_classical.py --frames DIR --masks DIR [--um-per-px 2.2]
+  .venv/bin/python models/eval_classical.py --frames DIR --masks DIR [--um-per-px 2.2] [--eval-at model|frame]
                                             [--min-area-um2 A --max-area-um2 B] [--model M.onnx]
 
 Frames and masks are same-named PNGs.  The model runs with onnxruntime on the green channel of each frame
-(luma for grayscale frames) scaled by 1/255; if --um-per-px differs from the model card's pixel size the
-frame is resized to the model's pixel size first and the probability map resized back.  Prediction =
-prob >= threshold (card: 0.5).  Mask foreground = pixel > 127 (first channel for colour masks).
+(luma for grayscale frames) scaled by 1/255.  If --um-per-px differs from the model card's pixel size
+(e.g. sublingual frames at 1.5 um/px), the frame is resized (bilinear) to the model's pixel size first, as
+the pipeline does, and with --eval-at model (default) the mask is resized the same way (bilinear, > 127)
+and everything is scored on the model's grid; --eval-at frame resizes the probability map back instead and
+scores at the frame's own resolution.  Prediction = prob >= threshold (card: 0.5).  Mask foreground =
+pixel > 127 (first channel for colour masks).
 
 Per image and on average it prints:
   dice, iou      pixel Dice / IoU of the thresholded prediction vs the mask (all pixels, no size filter)
@@ -42,6 +45,16 @@ def load_mask(path: str) -> np.ndarray:
     return m > 127
 
 
+def resize_to_model(green: np.ndarray, mask: np.ndarray, frame_um: float, model_um: float):
+    """Frame and mask resized (bilinear; mask re-thresholded at 127) from frame_um to model_um per pixel."""
+    h, w = green.shape
+    f = frame_um / model_um
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    g = np.asarray(Image.fromarray(green).resize(size, Image.BILINEAR))
+    m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) > 127
+    return g, m
+
+
 def main() -> int:
     card = cc.load_card()
     model_um, thr0, amin0, amax0 = cc.card_defaults(card)
@@ -53,8 +66,11 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=thr0)
     ap.add_argument("--min-area-um2", type=float, default=amin0)
     ap.add_argument("--max-area-um2", type=float, default=amax0)
+    ap.add_argument("--eval-at", choices=("model", "frame"), default="model",
+                    help="score on the model's pixel grid (frame and mask resized) or at the frame's resolution")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    rescale = abs(a.um_per_px - model_um) > 1e-6 and a.eval_at == "model"
 
     names = [n for n in cc.list_pngs(a.frames) if os.path.exists(os.path.join(a.masks, n))]
     missing = len(cc.list_pngs(a.frames)) - len(names)
@@ -63,7 +79,7 @@ def main() -> int:
         return 2
     sess = cc.make_session(a.model, a.threads)
     print(f"model={os.path.basename(a.model)} threshold={a.threshold} area=[{a.min_area_um2}, {a.max_area_um2}] um^2 "
-          f"um/px={a.um_per_px} images={len(names)}" + (f" (skipped {missing} without mask)" if missing else ""))
+          f"um/px={a.um_per_px} eval_at={a.eval_at if rescale else 'frame'} images={len(names)}" + (f" (skipped {missing} without mask)" if missing else ""))
     hdr = (f"{'file':<28} {'dice':>6} {'iou':>6} {'n_pred':>6} {'n_gt':>5} {'cnt_err':>7} "
            f"{'af_pred':>8} {'af_gt':>8} {'af_err':>8} {'ms':>6}")
     print(hdr)
@@ -74,8 +90,12 @@ def main() -> int:
         if gt.shape != green.shape:
             print(f"{name}: mask shape {gt.shape} != frame shape {green.shape}; skipped", file=sys.stderr)
             continue
+        um = a.um_per_px
+        if rescale:
+            green, gt = resize_to_model(green, gt, a.um_per_px, model_um)
+            um = model_um
         t0 = time.perf_counter()
-        prob = cc.predict(sess, green, a.um_per_px, model_um)
+        prob = cc.predict(sess, green, um, model_um)
         ms = (time.perf_counter() - t0) * 1e3
         pred = prob >= a.threshold
         inter = float(np.logical_and(pred, gt).sum())
@@ -83,8 +103,8 @@ def main() -> int:
         union = ps + gs - inter
         dice = 1.0 if ps + gs == 0 else 2.0 * inter / (ps + gs)
         iou = 1.0 if union == 0 else inter / union
-        n_p, af_p, _, _ = cc.count_and_fraction(pred, a.um_per_px, a.min_area_um2, a.max_area_um2)
-        n_g, af_g, _, _ = cc.count_and_fraction(gt, a.um_per_px, a.min_area_um2, a.max_area_um2)
+        n_p, af_p, _, _ = cc.count_and_fraction(pred, um, a.min_area_um2, a.max_area_um2)
+        n_g, af_g, _, _ = cc.count_and_fraction(gt, um, a.min_area_um2, a.max_area_um2)
         r = (dice, iou, n_p, n_g, abs(n_p - n_g), af_p, af_g, abs(af_p - af_g), ms)
         rows.append(r)
         print(f"{name:<28} {dice:>6.3f} {iou:>6.3f} {n_p:>6d} {n_g:>5d} {abs(n_p - n_g):>7d} "

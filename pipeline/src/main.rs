@@ -170,7 +170,8 @@ fn print_summary(config: &Config, outcome: &RunOutcome) {
     );
     // Read the committed windows back so the summary shows what a reader of the table would see.
     let read = (|| -> anyhow::Result<_> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()?;
         let output = capflow_sinks::open_output(&config.output.location, &config.output.s3)?;

@@ -17,7 +17,7 @@ pub struct SynthArgs {
     /// Output folder.
     #[arg(long, default_value = "synth-out")]
     pub out: PathBuf,
-    /// Clip name (files are <out>/<name>.mp4 and <out>/<name>/...).
+    /// Clip name (files are `OUT/NAME.mp4` and `OUT/NAME/...`).
     #[arg(long, default_value = "clip")]
     pub name: String,
     /// Number of frames.

@@ -1,0 +1,110 @@
+//! A real S3-compatible server (s3s-fs) for tests, shared by the sink tests and the end-to-end tests.
+//!
+//! The binary comes from `tools/setup-s3.sh` (`.deps/s3s/bin/s3s-fs`) or `$CAPFLOW_S3S_FS`. Without it tests print
+//! a skip message, unless `CAPFLOW_REQUIRE_S3=1` (set by `make test`), which turns the absence into a failure.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use capflow_sinks::S3Options;
+
+pub const ACCESS_KEY: &str = "K";
+pub const SECRET_KEY: &str = "S";
+pub const BUCKET: &str = "capflow-test";
+
+/// A running s3s-fs server; killed when dropped.
+pub struct S3Server {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Its storage folder: one sub-folder per bucket.
+    pub root: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3Server {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn options(&self, secret: &str) -> S3Options {
+        S3Options {
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(secret.into()),
+            allow_http: true,
+            virtual_hosted_style: false,
+        }
+    }
+
+    /// Where the server keeps an object of the test bucket on disk.
+    pub fn on_disk(&self, key: &str) -> PathBuf {
+        self.root.path().join(BUCKET).join(key)
+    }
+}
+
+pub fn s3s_binary() -> Option<PathBuf> {
+    let path = match std::env::var_os("CAPFLOW_S3S_FS") {
+        Some(p) => PathBuf::from(p),
+        None => FsPath::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the crate lives inside the workspace")
+            .join(".deps/s3s/bin/s3s-fs"),
+    };
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "s3s-fs not found at {}: run tools/setup-s3.sh (or set CAPFLOW_S3S_FS)",
+        path.display()
+    );
+    if std::env::var("CAPFLOW_REQUIRE_S3").as_deref() == Ok("1") {
+        panic!("{message}; CAPFLOW_REQUIRE_S3=1 makes this a failure");
+    }
+    eprintln!("skipping S3 test: {message}");
+    None
+}
+
+pub fn start_server() -> Option<S3Server> {
+    let binary = s3s_binary()?;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&binary)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let mut server = S3Server { child, port, root };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(server);
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("s3s-fs exited early with {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "s3s-fs did not listen on port {port} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
