@@ -1,0 +1,125 @@
+//! The segment operator inside a timely dataflow, on generated frames with known ground truth, against the shipped
+//! classical model and the real ONNX Runtime (`make setup` provides it; ORT_DYLIB_PATH points at it).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use capflow_ingest::{Frame, PixelFormat, StreamInfo};
+use capflow_operators::metrics::MetricParams;
+use capflow_operators::model::Model;
+use capflow_operators::preprocess::preprocess;
+use capflow_operators::records::FrameMetrics;
+use capflow_operators::segment::frame_metrics;
+use capflow_operators::{ort_environment, Segment, SegmentParams, SegmentShared, Segmenter};
+use capflow_synth::{Renderer, SynthSpec};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::InputHandle;
+
+fn ort_library() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/libonnxruntime.so")
+        })
+}
+
+#[test]
+fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
+    let model = Model::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"),
+    )
+    .expect("the shipped model card loads");
+    let env = ort_environment(&ort_library())
+        .expect("ONNX Runtime: run `make setup` or set ORT_DYLIB_PATH");
+
+    let mut spec = SynthSpec::preset("skin").unwrap();
+    (spec.width, spec.height, spec.frames, spec.seed) = (480, 320, 5, 9);
+    let mut renderer = Renderer::new(&spec).unwrap();
+    let info = Arc::new(StreamInfo::new("s", "p", "forearm", spec.um_per_px));
+    let mut truth = Vec::new();
+    let frames: Vec<Frame> = (0..spec.frames)
+        .map(|i| {
+            let r = renderer.render(i);
+            truth.push(r.truth.capillary_count);
+            Frame {
+                stream: Arc::clone(&info),
+                index: i as u64,
+                pts_ns: spec.pts_ns(i),
+                width: spec.width,
+                height: spec.height,
+                format: PixelFormat::Rgb8,
+                data: r.rgb,
+            }
+        })
+        .collect();
+    let params = SegmentParams {
+        input: model.card.input.clone(),
+        metrics: MetricParams {
+            threshold: model.card.output.threshold,
+            min_area_um2: model.card.postprocess.min_area_um2,
+            max_area_um2: model.card.postprocess.max_area_um2,
+        },
+        batch_size: 2,
+    };
+
+    // Direct calls, one frame at a time.
+    let mut segmenter = Segmenter::new(&env, &model, 1).unwrap();
+    let direct: Vec<FrameMetrics> = frames
+        .iter()
+        .map(|f| {
+            let input = preprocess(f, &params.input);
+            let prob = segmenter.run(&[&input]).unwrap().remove(0);
+            frame_metrics(f, &input, &prob, &params.metrics)
+        })
+        .collect();
+
+    // The same frames through the operator, batched by two.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (sink, frames_in, env_w, model_w, params_w) = (
+        Arc::clone(&seen),
+        frames.clone(),
+        env.clone(),
+        model.clone(),
+        params.clone(),
+    );
+    timely::execute_directly(move |worker| {
+        let shared = SegmentShared::default();
+        let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
+        let segmenter = Segmenter::new(&env_w, &model_w, 1).unwrap();
+        let sink = Arc::clone(&sink);
+        worker.dataflow::<u64, _, _>(|scope| {
+            input
+                .to_stream(scope)
+                .segment(segmenter, params_w, shared.clone())
+                .inspect(move |row: &FrameMetrics| sink.lock().unwrap().push(row.clone()));
+        });
+        for frame in frames_in {
+            input.send(frame);
+            shared.pending.set(shared.pending.get() + 1);
+        }
+        drop(input);
+        while worker.has_dataflows() {
+            worker.step();
+        }
+        assert_eq!(shared.pending.get(), 0, "every frame was consumed");
+        assert!(shared.errors.borrow().is_empty());
+    });
+    let mut via_dataflow = seen.lock().unwrap().clone();
+    via_dataflow.sort_by_key(|r| r.frame_index);
+    assert_eq!(
+        via_dataflow, direct,
+        "batched dataflow results equal one-by-one results"
+    );
+
+    for (row, &expected) in direct.iter().zip(&truth) {
+        let error = (row.capillary_count as f64 - expected as f64).abs();
+        assert!(
+            error <= 0.25 * expected as f64 + 1.0,
+            "frame {}: found {} of {expected}",
+            row.frame_index,
+            row.capillary_count
+        );
+        assert!(row.area_fraction > 0.0 && row.mean_probability > 0.5);
+    }
+}
