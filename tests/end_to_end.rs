@@ -480,3 +480,79 @@ fn output_to_s3_lands_on_a_real_s3_server_and_reads_back() {
     assert_eq!(view["frames_per_patient"]["p-s3"], 10);
     assert_eq!(view["windows_per_patient"]["p-s3"], 1);
 }
+
+#[test]
+fn two_processes_on_loopback_write_the_same_rows_and_files_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = [
+        "--preset", "skin", "--width", "320", "--height", "240", "--frames", "10", "--fps", "10",
+    ];
+    let (a, _) = synth(d, "a", &[&small[..], &["--seed", "4"]].concat());
+    let (b, _) = synth(d, "b", &[&small[..], &["--seed", "5"]].concat());
+    let streams = |out: &Path| write_config(d, out, &[("a", "p1", &a, 2.2), ("b", "p1", &b, 2.2)]);
+
+    let single = d.join("single");
+    let run = capflow(&["run", "--config", streams(&single).to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+
+    let cluster = d.join("cluster");
+    let config = streams(&cluster);
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let hostfile = d.join("hosts.txt");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    // The two processes must run at the same time: spawn both, then wait.
+    let mut procs: Vec<_> = (0..2)
+        .map(|p| {
+            Command::new(CAPFLOW)
+                .args([
+                    "run",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "-n",
+                    "2",
+                    "-p",
+                    &p.to_string(),
+                    "-h",
+                ])
+                .arg(&hostfile)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in procs.drain(..) {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(sorted_tables(&single), sorted_tables(&cluster));
+}
+
+#[test]
+fn readme_documents_every_output_column() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    for table in capflow_sinks::Table::ALL {
+        for (name, ty, _) in capflow_sinks::schema::columns(table) {
+            let row = format!("| `{name}` | {ty} |");
+            assert!(
+                readme.contains(&row),
+                "README lacks the {table} column row {row}"
+            );
+        }
+    }
+}
