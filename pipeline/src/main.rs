@@ -184,9 +184,10 @@ fn print_summary(config: &Config, outcome: &RunOutcome) {
                 "  {:<12} {:>7} {:>7} {:>14} {:>14} {:>16}",
                 "patient", "windows", "frames", "capillaries", "area fraction", "density /mm²"
             );
-            for (patient, (n, frames, count, area, density)) in patient_summary(&windows) {
+            for (patient, p) in patient_summary(&windows) {
                 println!(
-                    "  {patient:<12} {n:>7} {frames:>7} {count:>14.1} {area:>14.4} {density:>16.1}"
+                    "  {patient:<12} {:>7} {:>7} {:>14.1} {:>14.4} {:>16.1}",
+                    p.windows, p.frames, p.capillary_count, p.area_fraction, p.density_per_mm2
                 );
             }
         }

@@ -147,7 +147,7 @@ impl RunOutcome {
     }
 }
 
-struct Context {
+struct RunContext {
     config: Config,
     model: Model,
     env: Environment,
@@ -179,8 +179,9 @@ pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome>
         .with_context(|| format!("opening output {}", config.output.location))?;
     let url = output.url.clone();
     let writer = TableWriter::new(output, runtime.handle().clone());
+    // The card's channels (green, luma) are both cut from RGB; a luma-only path is a later optimisation.
     let pixel_format = PixelFormat::Rgb8;
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(RunContext {
         config: config.clone(),
         model,
         env,
@@ -247,7 +248,7 @@ struct Running {
     outcome: StreamOutcome,
 }
 
-fn worker_main(worker: &mut timely::worker::Worker, ctx: &Context) -> WorkerReport {
+fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerReport {
     let (index, peers) = (worker.index(), worker.peers());
     let config = &ctx.config;
     let length_ms = config.windows.length_ms();
@@ -411,25 +412,90 @@ fn open_stream(stream: &StreamConfig, options: &SourceOptions) -> Result<Source,
     Source::open(&stream.source, Arc::new(info), &options).map_err(|e| e.to_string())
 }
 
-/// Per-patient summary of a run, read back from the `windows` table.
-pub fn patient_summary(
-    windows: &[WindowAggregate],
-) -> BTreeMap<String, (usize, u64, f64, f64, f64)> {
-    let mut out: BTreeMap<String, (usize, u64, f64, f64, f64)> = BTreeMap::new();
+/// One patient's numbers over a whole run: frame-weighted means of the window means.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PatientSummary {
+    /// Windows written.
+    pub windows: usize,
+    /// Frames over all windows and streams.
+    pub frames: u64,
+    /// Mean capillaries per frame.
+    pub capillary_count: f64,
+    /// Mean area fraction.
+    pub area_fraction: f64,
+    /// Mean capillaries per mm².
+    pub density_per_mm2: f64,
+}
+
+/// Per-patient summary of a run, from the rows of the `windows` table.
+pub fn patient_summary(windows: &[WindowAggregate]) -> BTreeMap<String, PatientSummary> {
+    let mut out: BTreeMap<String, PatientSummary> = BTreeMap::new();
     for w in windows {
         let e = out.entry(w.patient_id.clone()).or_default();
-        e.0 += 1;
-        e.1 += w.n_frames;
         let n = w.n_frames as f64;
-        e.2 += w.capillary_count.mean * n;
-        e.3 += w.area_fraction.mean * n;
-        e.4 += w.density_per_mm2.mean * n;
+        e.windows += 1;
+        e.frames += w.n_frames;
+        e.capillary_count += w.capillary_count.mean * n;
+        e.area_fraction += w.area_fraction.mean * n;
+        e.density_per_mm2 += w.density_per_mm2.mean * n;
     }
     for e in out.values_mut() {
-        let n = (e.1 as f64).max(1.0);
-        e.2 /= n;
-        e.3 /= n;
-        e.4 /= n;
+        let n = (e.frames as f64).max(1.0);
+        e.capillary_count /= n;
+        e.area_fraction /= n;
+        e.density_per_mm2 /= n;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use capflow_operators::records::Stats;
+
+    use super::*;
+
+    #[test]
+    fn patient_summary_weights_windows_by_frames() {
+        let window = |frames: u64, count: f64| WindowAggregate {
+            patient_id: "p".into(),
+            window_start_ms: 0,
+            window_end_ms: 1000,
+            n_frames: frames,
+            n_streams: 1,
+            capillary_count: Stats {
+                mean: count,
+                ..Default::default()
+            },
+            area_fraction: Stats::default(),
+            density_per_mm2: Stats::default(),
+            mean_probability: Stats::default(),
+        };
+        let summary = patient_summary(&[window(1, 10.0), window(3, 30.0)]);
+        let p = &summary["p"];
+        assert_eq!((p.windows, p.frames), (2, 4));
+        assert_eq!(p.capillary_count, 25.0);
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_and_default_to_local_ports() {
+        assert!(ClusterArgs {
+            process: 2,
+            processes: 2,
+            ..Default::default()
+        }
+        .timely_config()
+        .is_err());
+        let config = ClusterArgs {
+            processes: 2,
+            ..Default::default()
+        }
+        .timely_config()
+        .unwrap();
+        match config.communication {
+            CommunicationConfig::Cluster { addresses, .. } => {
+                assert_eq!(addresses, ["localhost:2101", "localhost:2102"])
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
