@@ -138,7 +138,9 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn print_summary(config: &Config, outcome: &RunOutcome) {
+/// Prints what this process did; with one process, also the per-patient numbers read back from the table (in a
+/// cluster other processes may still be writing, so each prints only its own part).
+fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
     println!(
         "capflow: {} stream(s) on this process",
         outcome.streams.len()
@@ -168,6 +170,9 @@ fn print_summary(config: &Config, outcome: &RunOutcome) {
         window_parts.len(),
         outcome.output
     );
+    if !read_back {
+        return;
+    }
     // Read the committed windows back so the summary shows what a reader of the table would see.
     let read = (|| -> anyhow::Result<_> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -224,7 +229,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 hostfile: args.hostfile.clone(),
             };
             let outcome = run(&config, &cluster)?;
-            print_summary(&config, &outcome);
+            print_summary(&config, &outcome, cluster.processes == 1);
             if outcome.failed() {
                 eprintln!(
                     "capflow: some inputs failed (see above); the output of the others is complete"
