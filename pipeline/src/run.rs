@@ -233,12 +233,16 @@ fn write_part<R>(
         batch(&part.rows).and_then(|b| writer.write_part(table, &part.patient_id, &part.name, &b));
     let mut log = log.borrow_mut();
     match result {
-        Ok(path) => log
-            .parts
-            .push((table.name().to_owned(), path.to_string(), rows)),
-        Err(e) => log
-            .errors
-            .push(format!("writing {} part {}: {e}", table.name(), part.name)),
+        Ok(path) => {
+            tracing::debug!(table = table.name(), part = %part.name, rows, "part written");
+            log.parts
+                .push((table.name().to_owned(), path.to_string(), rows))
+        }
+        Err(e) => {
+            tracing::error!(table = table.name(), part = %part.name, error = %e, "writing a part failed");
+            log.errors
+                .push(format!("writing {} part {}: {e}", table.name(), part.name))
+        }
     }
 }
 
@@ -337,15 +341,21 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             error: None,
         };
         match open_stream(stream, &options) {
-            Ok(source) => running.push(Running {
-                source,
-                head: None,
-                outcome,
-            }),
-            Err(e) => finished.push(StreamOutcome {
-                error: Some(e),
-                ..outcome
-            }),
+            Ok(source) => {
+                tracing::info!(stream = %stream.id, worker = index, "stream opened");
+                running.push(Running {
+                    source,
+                    head: None,
+                    outcome,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(stream = %stream.id, error = %e, "stream could not be opened");
+                finished.push(StreamOutcome {
+                    error: Some(e),
+                    ..outcome
+                })
+            }
         }
     }
 
@@ -359,7 +369,10 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             match r.source.next_frame() {
                 Ok(Some(frame)) => r.head = Some(frame),
                 Ok(None) => {}
-                Err(e) => r.outcome.error = Some(e.to_string()),
+                Err(e) => {
+                    tracing::warn!(stream = %r.outcome.stream_id, frames = r.outcome.frames, error = %e, "stream failed");
+                    r.outcome.error = Some(e.to_string());
+                }
             }
         }
         let next = running
