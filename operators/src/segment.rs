@@ -48,8 +48,9 @@ pub fn frame_metrics(
 ) -> FrameMetrics {
     // Measure only the valid (unpadded) region.
     let (vw, vh) = (input.valid_width, input.valid_height);
-    let valid: Vec<f32> = if vw == input.width && vh == input.height {
-        prob.to_vec()
+    // Unpadded maps (the common case) are measured in place; only padded ones are cropped into a copy.
+    let valid: std::borrow::Cow<'_, [f32]> = if vw == input.width && vh == input.height {
+        std::borrow::Cow::Borrowed(prob)
     } else {
         prob.chunks_exact(input.width)
             .take(vh)
