@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use capflow_synth::{write_clip, ClipWritten, Outputs, SynthSpec};
+use capflow_synth::{write_clip, write_dataset, ClipWritten, FrameTruth, Look, Outputs, SynthSpec};
 
 /// Options of `capflow synth` (all optional over the preset).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct SynthArgs {
-    /// Look and size: skin, sublingual or sublingual-hd.
+    /// Look and size: skin, sublingual, sublingual-hd or nailfold.
     #[arg(long, default_value = "skin")]
     pub preset: String,
     /// A TOML or JSON spec file (overrides the preset).
@@ -56,6 +56,16 @@ pub struct SynthArgs {
     /// Skip the MP4.
     #[arg(long)]
     pub no_mp4: bool,
+    /// Dataset mode: write COUNT randomised stills to DIR/images/, their masks to DIR/masks/
+    /// and DIR/index.csv instead of a clip (uses --seed, --count and --looks only).
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
+    /// Dataset mode: number of images.
+    #[arg(long, default_value_t = 100)]
+    pub count: u32,
+    /// Dataset mode: comma-separated looks to cycle through (skin, sublingual, nailfold).
+    #[arg(long, default_value = "skin,sublingual,nailfold")]
+    pub looks: String,
 }
 
 impl SynthArgs {
@@ -119,8 +129,53 @@ impl SynthArgs {
         Ok(spec)
     }
 
-    /// Renders and writes the clip.
+    /// The looks named by `--looks` (empty: every look).
+    pub fn looks(&self) -> anyhow::Result<Vec<Look>> {
+        self.looks
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|name| {
+                Look::parse(name).with_context(|| {
+                    format!(
+                        "--looks: unknown look {name:?}; choose from skin, sublingual, nailfold"
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Dataset mode: writes the randomised stills. The result lists one truth per image
+    /// (`frame_index` = image number), no vessels and no MP4; `dir` is the dataset folder.
+    pub fn run_dataset(&self, dir: &std::path::Path) -> anyhow::Result<ClipWritten> {
+        let looks = self.looks()?;
+        let seed = self.seed.unwrap_or(1);
+        let items = write_dataset(dir, self.count, seed, &looks)
+            .with_context(|| format!("writing dataset to {}", dir.display()))?;
+        Ok(ClipWritten {
+            mp4: None,
+            dir: dir.to_path_buf(),
+            frames: items.len() as u32,
+            truth: items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| FrameTruth {
+                    frame_index: i as u32,
+                    pts_ns: 0,
+                    capillary_count: item.capillary_count,
+                    area_fraction: item.area_fraction,
+                    centerline_length_um: 0.0,
+                })
+                .collect(),
+            vessels: Vec::new(),
+        })
+    }
+
+    /// Renders and writes the clip (or, with `--dataset`, the dataset).
     pub fn run(&self) -> anyhow::Result<ClipWritten> {
+        if let Some(dir) = &self.dataset {
+            return self.run_dataset(dir);
+        }
         let spec = self.spec()?;
         let outputs = Outputs {
             mp4: !self.no_mp4,

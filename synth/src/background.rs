@@ -10,6 +10,7 @@ pub fn channel_absorption(look: Look) -> [f32; 3] {
     match look {
         Look::Skin => [0.40, 1.0, 0.62],
         Look::Sublingual => [1.0, 1.0, 1.0],
+        Look::Nailfold => [0.22, 1.0, 0.75],
     }
 }
 
@@ -31,13 +32,23 @@ pub fn render_background(
     let k = channel_absorption(spec.look);
     let mut out = vec![0.0f32; width * height * 3];
     match spec.look {
-        Look::Skin => {
-            let g = rng.range(130.0, 138.0) as f32;
-            let colour = [
-                g + rng.range(0.5, 3.0) as f32,
-                g,
-                g - rng.range(0.0, 2.5) as f32,
-            ];
+        Look::Skin | Look::Nailfold => {
+            let colour = if spec.look == Look::Skin {
+                let g = rng.range(130.0, 138.0) as f32;
+                [
+                    g + rng.range(0.5, 3.0) as f32,
+                    g,
+                    g - rng.range(0.0, 2.5) as f32,
+                ]
+            } else {
+                // Pale pink/yellowish nailfold skin under oil.
+                let g = rng.range(165.0, 195.0) as f32;
+                [
+                    (g + rng.range(30.0, 50.0) as f32).min(250.0),
+                    g,
+                    g - rng.range(5.0, 30.0) as f32,
+                ]
+            };
             let vignette = rng.range(0.10, 0.16) as f32;
             let gradient = rng.range(0.02, 0.06) as f32;
             let blotch = Fbm::new(seed(1), 4, 0.55, 450.0 / um, 450.0 / um, 0.0);
@@ -101,13 +112,13 @@ pub fn render_background(
 const GRID: usize = 4;
 
 /// Two smooth fields sampled every [`GRID`] pixels and bilinearly interpolated.
-struct SmoothGrid {
+pub(crate) struct SmoothGrid {
     gw: usize,
     values: Vec<[f32; 2]>,
 }
 
 impl SmoothGrid {
-    fn new(width: usize, height: usize, f: impl Fn(f32, f32) -> [f32; 2]) -> Self {
+    pub(crate) fn new(width: usize, height: usize, f: impl Fn(f32, f32) -> [f32; 2]) -> Self {
         let gw = width / GRID + 2;
         let gh = height / GRID + 2;
         let mut values = Vec::with_capacity(gw * gh);
@@ -120,7 +131,7 @@ impl SmoothGrid {
     }
 
     #[inline]
-    fn at(&self, x: usize, y: usize) -> [f32; 2] {
+    pub(crate) fn at(&self, x: usize, y: usize) -> [f32; 2] {
         let (gx, gy) = (x / GRID, y / GRID);
         let tx = (x % GRID) as f32 / GRID as f32;
         let ty = (y % GRID) as f32 / GRID as f32;

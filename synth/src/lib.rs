@@ -40,13 +40,16 @@
 //! # Ok::<(), capflow_synth::SynthError>(())
 //! ```
 
+mod artefacts;
 mod background;
 mod clip;
+mod dataset;
 mod encode;
 mod error;
 mod flow;
 mod noise;
 mod png_out;
+mod randomize;
 mod raster;
 mod render;
 mod rng;
@@ -55,9 +58,13 @@ mod spec;
 mod truth;
 
 pub use clip::{frames_csv, vessels_csv, write_clip, ClipWritten, Outputs};
+pub use dataset::{
+    dataset_item_seed, render_still, write_dataset, DatasetItem, DATASET_CSV_HEADER,
+};
 pub use encode::{gst_init, Mp4Writer, X264_QUANTIZER};
 pub use error::SynthError;
 pub use png_out::{write_gray_png, write_rgb_png};
+pub use randomize::randomized;
 pub use render::{RenderedFrame, Renderer};
-pub use spec::{Look, SynthSpec};
+pub use spec::{Artefacts, Look, SynthSpec};
 pub use truth::{count_components, FrameTruth, VesselTruth, MIN_COMPONENT_PIXELS};

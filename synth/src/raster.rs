@@ -1,7 +1,7 @@
 //! Rasterises the scene geometry once per clip: lumen mask, per-pixel dominant vessel with
 //! arclength and cross-section position, and the background darkening of halos/ghosts.
 
-use crate::scene::{Halo, Scene};
+use crate::scene::{polyline_length, Halo, Scene};
 
 /// Sentinel for "no vessel here".
 pub const NO_VESSEL: u32 = u32::MAX;
@@ -183,12 +183,14 @@ pub fn rasterise(scene: &Scene, blur_sigma_px: f64, um_per_px: f64) -> Raster {
     }
     for v in &scene.vessels {
         let sigma = (sigma * sigma + v.depth_blur_px * v.depth_blur_px).sqrt();
-        let edge_margin = v.radius_px + 3.0 * sigma + 1.0;
-        let points = decimate(&v.points, (v.radius_px / 4.0).max(0.5));
+        let r_max = v.max_radius_px();
+        let edge_margin = r_max + 3.0 * sigma + 1.0;
+        let points = decimate(&v.points, (v.radius_px.min(v.radius_end_px) / 4.0).max(0.5));
         let Some(local) = local_field(&points, edge_margin, w, h) else {
             continue;
         };
-        let radius = v.radius_px as f32;
+        let uniform = v.radius_px == v.radius_end_px;
+        let inv_len = 1.0 / polyline_length(&points).max(1e-9);
         for ly in 0..local.h {
             for lx in 0..local.w {
                 let li = ly * local.w + lx;
@@ -197,10 +199,20 @@ pub fn rasterise(scene: &Scene, blur_sigma_px: f64, um_per_px: f64) -> Raster {
                     continue;
                 }
                 let gi = (local.y0 + ly) * w + local.x0 + lx;
-                if d <= radius {
+                let radius = if uniform {
+                    v.radius_px
+                } else {
+                    v.radius_at(local.s[li] as f64 * inv_len)
+                };
+                let inside = if uniform {
+                    d <= v.radius_px as f32
+                } else {
+                    d as f64 <= radius
+                };
+                if inside {
                     r.mask[gi] = 255;
                 }
-                let a = (v.absorbance * tube_profile(d as f64, v.radius_px, sigma)) as f32;
+                let a = (v.absorbance * tube_profile(d as f64, radius, sigma)) as f32;
                 if a > 1e-3 && a > r.absorbance[gi] {
                     r.absorbance[gi] = a;
                     r.vessel[gi] = v.id;

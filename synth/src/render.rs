@@ -2,6 +2,7 @@
 //! lumen mask) is prepared once in [`Renderer::new`]; each frame then only crops the drifted
 //! field, moves the red-cell texture of perfused vessels and adds sensor noise.
 
+use crate::artefacts::ArtefactLayer;
 use crate::background::{channel_absorption, render_background};
 use crate::flow::CellTexture;
 use crate::noise::GaussTable;
@@ -44,6 +45,45 @@ struct FieldTruth {
     length_um: f64,
 }
 
+/// Adds sensor noise to one row of linear values and rounds it to 8 bits.
+struct Quantiser<'a> {
+    gauss: &'a GaussTable,
+    seed: u64,
+    frame_index: u32,
+    grey: bool,
+    noisy: bool,
+}
+
+impl Quantiser<'_> {
+    fn row(&self, y: usize, row: &[f32], out: &mut [u8]) {
+        if !self.noisy {
+            for (o, v) in out.iter_mut().zip(row.iter()) {
+                *o = (v + 0.5).clamp(0.0, 255.0) as u8;
+            }
+            return;
+        }
+        let mut rng = Rng::derive(self.seed, &[NOISE_TAG, self.frame_index as u64, y as u64]);
+        if self.grey {
+            for (x_chunk, o_chunk) in row.chunks(15).zip(out.chunks_mut(15)) {
+                let mut bits = rng.next_u64();
+                for (px, opx) in x_chunk.chunks(3).zip(o_chunk.chunks_mut(3)) {
+                    let v = (px[1] + self.gauss.get(bits) + 0.5).clamp(0.0, 255.0) as u8;
+                    bits >>= 12;
+                    opx.fill(v);
+                }
+            }
+        } else {
+            for (x_chunk, o_chunk) in row.chunks(5).zip(out.chunks_mut(5)) {
+                let mut bits = rng.next_u64();
+                for (v, o) in x_chunk.iter().zip(o_chunk.iter_mut()) {
+                    *o = (v + self.gauss.get(bits) + 0.5).clamp(0.0, 255.0) as u8;
+                    bits >>= 12;
+                }
+            }
+        }
+    }
+}
+
 /// Renders the frames of one clip. Deterministic: the same spec gives the same bytes.
 #[derive(Debug)]
 pub struct Renderer {
@@ -65,6 +105,7 @@ pub struct Renderer {
     labeller: Labeller,
     cache: Option<FieldTruth>,
     row: Vec<f32>,
+    artefacts: Option<ArtefactLayer>,
 }
 
 const NOISE_TAG: u64 = 0x004E_015E;
@@ -88,6 +129,7 @@ impl Renderer {
         // Skin loops are seen through epidermis: cells blur together; sublingual cells are crisp.
         let plasma = |radius_um: f64| match spec.look {
             Look::Skin => 0.8,
+            Look::Nailfold => 0.55,
             Look::Sublingual if radius_um > 8.0 => 0.7,
             Look::Sublingual => 0.45,
         };
@@ -95,7 +137,7 @@ impl Renderer {
             .vessels
             .iter()
             .map(|v| {
-                let r_um = v.radius_px * um;
+                let r_um = v.max_radius_px() * um;
                 CellTexture::new(&mut tex_rng, v.length_px() * um, r_um, plasma(r_um))
             })
             .collect();
@@ -139,7 +181,7 @@ impl Renderer {
                 kind: v.kind.as_str().to_string(),
                 perfused: v.perfused,
                 length_um: v.length_px() * um,
-                diameter_um: 2.0 * v.radius_px * um,
+                diameter_um: 2.0 * v.mean_radius_px() * um,
                 velocity_um_s: v.velocity_um_s,
             })
             .collect();
@@ -177,6 +219,7 @@ impl Renderer {
             labeller: Labeller::default(),
             cache: None,
             row: vec![0.0; spec.width as usize * 3],
+            artefacts: ArtefactLayer::new(spec),
         })
     }
 
@@ -215,10 +258,16 @@ impl Renderer {
             .zip(&self.textures)
             .map(|(v, tex)| (v.velocity_um_s * t_s).rem_euclid(tex.period_um() as f64) as f32)
             .collect();
-        let grey = self.spec.look == Look::Sublingual;
-        let noisy = self.spec.noise_sigma > 0.0;
         let mut rgb = vec![0u8; w * h * 3];
         let k = self.absorption;
+        let mut frame = self.artefacts.as_ref().map(|_| vec![0.0f32; w * h * 3]);
+        let quant = Quantiser {
+            gauss: &self.gauss,
+            seed: self.spec.seed,
+            frame_index,
+            grey: self.spec.look == Look::Sublingual,
+            noisy: self.spec.noise_sigma > 0.0,
+        };
         for y in 0..h {
             let sy = fy + y;
             let row_start = sy * self.scene_w + fx;
@@ -239,31 +288,16 @@ impl Renderer {
                     row[x * 3 + c] *= (-k[c] * a).exp();
                 }
             }
-            let out = &mut rgb[y * w * 3..(y + 1) * w * 3];
-            if !noisy {
-                for (o, v) in out.iter_mut().zip(row.iter()) {
-                    *o = (v + 0.5).clamp(0.0, 255.0) as u8;
-                }
-                continue;
+            match frame.as_mut() {
+                Some(f) => f[y * w * 3..(y + 1) * w * 3].copy_from_slice(row),
+                None => quant.row(y, row, &mut rgb[y * w * 3..(y + 1) * w * 3]),
             }
-            let mut rng = Rng::derive(self.spec.seed, &[NOISE_TAG, frame_index as u64, y as u64]);
-            if grey {
-                for (x_chunk, o_chunk) in row.chunks(15).zip(out.chunks_mut(15)) {
-                    let mut bits = rng.next_u64();
-                    for (px, opx) in x_chunk.chunks(3).zip(o_chunk.chunks_mut(3)) {
-                        let v = (px[1] + self.gauss.get(bits) + 0.5).clamp(0.0, 255.0) as u8;
-                        bits >>= 12;
-                        opx.fill(v);
-                    }
-                }
-            } else {
-                for (x_chunk, o_chunk) in row.chunks(5).zip(out.chunks_mut(5)) {
-                    let mut bits = rng.next_u64();
-                    for (v, o) in x_chunk.iter().zip(o_chunk.iter_mut()) {
-                        *o = (v + self.gauss.get(bits) + 0.5).clamp(0.0, 255.0) as u8;
-                        bits >>= 12;
-                    }
-                }
+        }
+        if let (Some(mut f), Some(layer)) = (frame, self.artefacts.as_ref()) {
+            layer.apply(&mut f);
+            for y in 0..h {
+                let span = y * w * 3..(y + 1) * w * 3;
+                quant.row(y, &f[span.clone()], &mut rgb[span]);
             }
         }
         let pts_ns = self.spec.pts_ns(frame_index);

@@ -52,8 +52,12 @@ pub struct Vessel {
     pub kind: VesselKind,
     /// Centre line in scene pixels, densely sampled.
     pub points: Vec<[f64; 2]>,
-    /// Lumen radius in pixels.
+    /// Lumen radius in pixels at the start of the centre line.
     pub radius_px: f64,
+    /// Lumen radius in pixels at the end of the centre line (equal to `radius_px` for a
+    /// uniform tube; nailfold loops go from the thinner arterial to the wider venous limb).
+    /// The radius changes smoothly around the middle of the centre line.
+    pub radius_end_px: f64,
     /// Whether red cells flow.
     pub perfused: bool,
     /// Red-cell speed along the centre line (µm/s), 0 when not perfused.
@@ -67,6 +71,23 @@ pub struct Vessel {
 }
 
 impl Vessel {
+    /// Largest lumen radius in pixels.
+    pub fn max_radius_px(&self) -> f64 {
+        self.radius_px.max(self.radius_end_px)
+    }
+
+    /// Mean lumen radius in pixels.
+    pub fn mean_radius_px(&self) -> f64 {
+        0.5 * (self.radius_px + self.radius_end_px)
+    }
+
+    /// Lumen radius at fraction `t` (0..1) of the centre line.
+    pub fn radius_at(&self, t: f64) -> f64 {
+        let u = ((t - 0.35) / 0.3).clamp(0.0, 1.0);
+        let smooth = u * u * (3.0 - 2.0 * u);
+        self.radius_px + (self.radius_end_px - self.radius_px) * smooth
+    }
+
     /// Centre-line length in pixels.
     pub fn length_px(&self) -> f64 {
         polyline_length(&self.points)
@@ -111,7 +132,11 @@ pub fn build_scene(spec: &SynthSpec, width: usize, height: usize) -> Scene {
     let (mut vessels, ghosts) = match spec.look {
         Look::Skin => skin_vessels(spec, width, height, count, &mut rng),
         Look::Sublingual => sublingual_vessels(spec, width, height, count, &mut rng),
+        Look::Nailfold => nailfold_vessels(spec, width, height, count, &mut rng),
     };
+    for v in &mut vessels {
+        v.absorbance *= spec.contrast;
+    }
     assign_flow(spec, &mut vessels, &mut rng);
     Scene {
         width,
@@ -305,6 +330,7 @@ fn skin_vessels(
             kind,
             points,
             radius_px: r_px,
+            radius_end_px: r_px,
             perfused: false,
             velocity_um_s: 0.0,
             absorbance: -(1.0f64 - contrast).ln(),
@@ -411,6 +437,7 @@ fn sublingual_vessels(
             kind: VesselKind::Venule,
             points: densify(&pts, step_px),
             radius_px: r_um / um,
+            radius_end_px: r_um / um,
             perfused: false,
             velocity_um_s: 0.0,
             absorbance: -(1.0 - rng.range(0.45, 0.62f64)).ln(),
@@ -469,6 +496,7 @@ fn sublingual_vessels(
             kind: VesselKind::Capillary,
             points: densify(&pts, step_px),
             radius_px: r_um / um,
+            radius_end_px: r_um / um,
             perfused: false,
             velocity_um_s: 0.0,
             absorbance: -(1.0f64 - contrast).ln(),
@@ -502,6 +530,149 @@ fn sublingual_vessels(
             halo: Halo {
                 radius_px: rng.range(25.0, 60.0) / um,
                 strength: rng.range(0.05, 0.12),
+            },
+        });
+    }
+    (vessels, ghosts)
+}
+
+/// One nailfold hairpin loop in a local µm frame: the arterial limb starts at the base
+/// (y = 0, x < 0), rises to the apex at y = -length and the venous limb comes back down.
+/// Returns the centre line and the (arterial, venous) radii in µm.
+fn nailfold_loop(rng: &mut Rng) -> (Vec<[f64; 2]>, f64, f64) {
+    let r_art = rng.range(3.0, 5.0);
+    let r_ven = (r_art + rng.range(1.0, 3.0)).min(7.5);
+    let length = rng.range(150.0, 400.0);
+    let sep = r_art + r_ven + rng.range(4.0, 30.0);
+    // Some loops are tortuous ("bushy"): larger, faster wiggles of both limbs.
+    let tortuous = rng.chance(0.25);
+    let (amp, waves) = if tortuous {
+        (rng.range(4.0, 12.0), rng.range(2.0, 5.0))
+    } else {
+        (rng.range(0.0, 3.0), rng.range(0.5, 1.5))
+    };
+    let lean = rng.range(-0.08, 0.08);
+    let apex_widen = if rng.chance(0.3) {
+        rng.range(1.0, 1.6)
+    } else {
+        1.0
+    };
+    let venous_len = length * rng.range(0.92, 1.0);
+    let (pa, pv) = (rng.range(0.0, 6.3), rng.range(0.0, 6.3));
+    // Wiggles fade out towards the apex so the limbs meet the U-turn smoothly.
+    let wiggle = |t: f64, phase: f64| {
+        amp * (phase + t * waves * std::f64::consts::TAU).sin() * ((1.0 - t) / 0.15).min(1.0)
+    };
+    let mut pts = Vec::new();
+    let n_limb = 48;
+    for k in 0..=n_limb {
+        let t = k as f64 / n_limb as f64;
+        let y = -length * t;
+        pts.push([-sep / 2.0 + wiggle(t, pa) - lean * y, y]);
+    }
+    let n_arc = 20;
+    let half = sep / 2.0 * apex_widen;
+    for k in 1..n_arc {
+        let a = std::f64::consts::PI * (1.0 - k as f64 / n_arc as f64);
+        pts.push([
+            half * a.cos() + lean * length,
+            -length - half * a.sin() * 1.1,
+        ]);
+    }
+    for k in 0..=n_limb {
+        let t = 1.0 - k as f64 / n_limb as f64;
+        let y = -length + venous_len * (1.0 - t);
+        pts.push([sep / 2.0 + wiggle(t, pv) - lean * y, y]);
+    }
+    (pts, r_art, r_ven)
+}
+
+fn nailfold_vessels(
+    spec: &SynthSpec,
+    width: usize,
+    height: usize,
+    count: usize,
+    rng: &mut Rng,
+) -> (Vec<Vessel>, Vec<Ghost>) {
+    let um = spec.um_per_px;
+    let (w, h) = (width as f64, height as f64);
+    let mut vessels: Vec<Vessel> = Vec::new();
+    // Rows of loops: the first row's apexes face the nail edge at the top of the field.
+    let max_rows = 1 + rng.below(3) as usize;
+    let mut apex_y = rng.range(0.08, 0.3) * h;
+    for _ in 0..max_rows {
+        if vessels.len() >= count || apex_y > h * 0.85 {
+            break;
+        }
+        let row_tilt = rng.range(-0.08, 0.08);
+        let mut x = rng.range(-60.0, 40.0) / um;
+        let mut deepest: f64 = 0.0;
+        while x < w + 60.0 / um && vessels.len() < count {
+            let (local, r_art, r_ven) = nailfold_loop(rng);
+            let angle = rng.range(-0.08, 0.08);
+            // Local y = -length is the apex; anchor the apex on the row line.
+            let length = local.iter().map(|p| -p[1]).fold(0.0, f64::max);
+            let flip = rng.chance(0.5);
+            let local: Vec<[f64; 2]> = local
+                .iter()
+                .map(|p| [if flip { -p[0] } else { p[0] }, p[1] + length])
+                .collect();
+            let at = [
+                x,
+                apex_y + row_tilt * (x - w / 2.0) + rng.range(-15.0, 15.0) / um,
+            ];
+            let placed = place(&local, angle, um, at);
+            deepest = deepest.max(length);
+            let contrast = rng.range(0.30, 0.55);
+            vessels.push(Vessel {
+                id: vessels.len() as u32,
+                kind: VesselKind::Loop,
+                points: densify(&placed, 0.5),
+                radius_px: r_art / um,
+                radius_end_px: r_ven / um,
+                perfused: false,
+                velocity_um_s: 0.0,
+                absorbance: -(1.0f64 - contrast).ln(),
+                halo: Some(Halo {
+                    radius_px: rng.range(10.0, 25.0) / um,
+                    strength: rng.range(0.03, 0.08),
+                }),
+                depth_blur_px: rng.range(0.0, 3.0) / um,
+            });
+            x += rng.range(80.0, 120.0) / um;
+        }
+        apex_y += (deepest + rng.range(60.0, 160.0)) / um;
+    }
+    // Deeper subpapillary plexus: faint, blurred, background only.
+    let n_ghosts = 4 + rng.below(6) as usize;
+    let mut ghosts = Vec::with_capacity(n_ghosts);
+    for _ in 0..n_ghosts {
+        let walk = Walk {
+            step_um: 4.0,
+            curvature_sigma: 0.006,
+            correlation_um: 120.0,
+        };
+        let start = [rng.range(0.0, w), rng.range(h * 0.3, h)];
+        let flip = if rng.chance(0.5) {
+            0.0
+        } else {
+            std::f64::consts::PI
+        };
+        let heading = rng.range(-0.4, 0.4) + flip;
+        let length = rng.range(300.0, 1200.0);
+        let pts = walk.run(
+            rng,
+            start,
+            heading,
+            length,
+            um,
+            [-50.0, -50.0, w + 50.0, h + 50.0],
+        );
+        ghosts.push(Ghost {
+            points: densify(&pts, 2.0),
+            halo: Halo {
+                radius_px: rng.range(15.0, 40.0) / um,
+                strength: rng.range(0.04, 0.10),
             },
         });
     }

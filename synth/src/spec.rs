@@ -13,6 +13,9 @@ pub enum Look {
     Skin,
     /// Sublingual SDF/IDF: grayscale-looking, dark capillary networks plus larger venules.
     Sublingual,
+    /// Nailfold capillaroscopy: rows of pink/red hairpin loops seen lengthwise, apex towards
+    /// the nail edge (top of the frame), on a pale pinkish/yellowish background.
+    Nailfold,
 }
 
 impl Look {
@@ -21,7 +24,117 @@ impl Look {
         match self {
             Look::Skin => "skin",
             Look::Sublingual => "sublingual",
+            Look::Nailfold => "nailfold",
         }
+    }
+
+    /// Every look, in a fixed order.
+    pub fn all() -> [Look; 3] {
+        [Look::Skin, Look::Sublingual, Look::Nailfold]
+    }
+
+    /// Parses a look name (`"skin"`, `"sublingual"`, `"nailfold"`).
+    pub fn parse(name: &str) -> Option<Look> {
+        Look::all().into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+/// Imaging artefacts drawn on top of the rendered tissue. They never change the mask: the
+/// lumen mask stays exactly the vessels, even where a hair, bubble or glare covers one.
+/// Hairs are semi-transparent where they cross the field (opacity 0.55-0.9), so vessels under
+/// them remain faintly visible. The default is "no artefacts".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Artefacts {
+    /// Number of hairs (dark brown/black, 30-120 µm wide, long, slightly curved, soft-edged).
+    pub hairs: u32,
+    /// Number of air bubbles (circles 50-400 µm across with a dark rim and a brighter centre).
+    pub bubbles: u32,
+    /// Number of specular glare spots/streaks (saturated, near-white).
+    pub glare: u32,
+    /// Extra radial darkening towards the corners (0 = none, 0.6 = corners at ~40 %).
+    pub vignetting: f64,
+    /// Strength of low-frequency multiplicative illumination unevenness (0 = none, 0.5 =
+    /// brightness varies by about ±50 %).
+    pub uneven_illumination: f64,
+    /// Maximum extra Gaussian blur (pixels) of spatially varying defocus (0 = none).
+    pub defocus_px: f64,
+    /// Length in pixels of a directional (motion) blur of the whole frame (0 = none).
+    pub motion_blur_px: f64,
+    /// Direction of the motion blur in degrees (0 = along x).
+    pub motion_blur_angle_deg: f64,
+    /// Per-channel gains (R, G, B) applied to the whole frame: colour tint / white balance.
+    pub tint: [f64; 3],
+}
+
+impl Default for Artefacts {
+    fn default() -> Self {
+        Artefacts {
+            hairs: 0,
+            bubbles: 0,
+            glare: 0,
+            vignetting: 0.0,
+            uneven_illumination: 0.0,
+            defocus_px: 0.0,
+            motion_blur_px: 0.0,
+            motion_blur_angle_deg: 0.0,
+            tint: [1.0, 1.0, 1.0],
+        }
+    }
+}
+
+impl Artefacts {
+    /// True when no artefact is drawn at all.
+    pub fn is_none(&self) -> bool {
+        *self == Artefacts::default()
+    }
+
+    fn validate(&self) -> Result<(), SynthError> {
+        let bad =
+            |field: &'static str, message: String| Err(SynthError::InvalidSpec { field, message });
+        for (name, v) in [
+            ("artefacts.hairs", self.hairs),
+            ("artefacts.bubbles", self.bubbles),
+            ("artefacts.glare", self.glare),
+        ] {
+            if v > 200 {
+                return bad(name, format!("{name} must be <= 200 (got {v})"));
+            }
+        }
+        for (name, v, hi) in [
+            ("artefacts.vignetting", self.vignetting, 1.0),
+            (
+                "artefacts.uneven_illumination",
+                self.uneven_illumination,
+                1.0,
+            ),
+            ("artefacts.defocus_px", self.defocus_px, 16.0),
+            ("artefacts.motion_blur_px", self.motion_blur_px, 64.0),
+        ] {
+            if !(v.is_finite() && (0.0..=hi).contains(&v)) {
+                return bad(name, format!("{name} must be within 0..={hi} (got {v})"));
+            }
+        }
+        if !self.motion_blur_angle_deg.is_finite() {
+            return bad(
+                "artefacts.motion_blur_angle_deg",
+                "artefacts.motion_blur_angle_deg must be finite".to_string(),
+            );
+        }
+        if !self
+            .tint
+            .iter()
+            .all(|g| g.is_finite() && (0.2..=3.0).contains(g))
+        {
+            return bad(
+                "artefacts.tint",
+                format!(
+                    "artefacts.tint gains must be within 0.2..=3 (got {:?})",
+                    self.tint
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -56,6 +169,10 @@ pub struct SynthSpec {
     pub noise_sigma: f64,
     /// Standard deviation of the optical blur in pixels.
     pub blur_sigma_px: f64,
+    /// Multiplier of the vessels' contrast (absorbance), 1 = the look's usual contrast.
+    pub contrast: f64,
+    /// Imaging artefacts on top of the tissue (never in the mask); default none.
+    pub artefacts: Artefacts,
 }
 
 impl Default for SynthSpec {
@@ -74,15 +191,18 @@ impl Default for SynthSpec {
             drift_px_per_frame: [0.25, 0.1],
             noise_sigma: 2.0,
             blur_sigma_px: 1.6,
+            contrast: 1.0,
+            artefacts: Artefacts::default(),
         }
     }
 }
 
-const PRESET_NAMES: &[&str] = &["skin", "sublingual", "sublingual-hd"];
+const PRESET_NAMES: &[&str] = &["skin", "sublingual", "sublingual-hd", "nailfold"];
 
 impl SynthSpec {
     /// A named preset: `"skin"` (1920x1080 RGB, 2.2 µm/px, 25 fps), `"sublingual"` (640x480
-    /// grayscale-looking, 1.5 µm/px, 25 fps) or `"sublingual-hd"` (1280x960, 0.75 µm/px, 25 fps).
+    /// grayscale-looking, 1.5 µm/px, 25 fps), `"sublingual-hd"` (1280x960, 0.75 µm/px, 25 fps)
+    /// or `"nailfold"` (1024x768 RGB, 1.2 µm/px, 25 fps).
     pub fn preset(name: &str) -> Option<SynthSpec> {
         match name {
             "skin" => Some(SynthSpec::default()),
@@ -99,6 +219,22 @@ impl SynthSpec {
                 drift_px_per_frame: [0.1, 0.05],
                 noise_sigma: 3.0,
                 blur_sigma_px: 0.9,
+                ..SynthSpec::default()
+            }),
+            "nailfold" => Some(SynthSpec {
+                look: Look::Nailfold,
+                width: 1024,
+                height: 768,
+                um_per_px: 1.2,
+                fps: 25,
+                frames: 50,
+                seed: 1,
+                capillaries: 40,
+                perfused_fraction: 0.9,
+                drift_px_per_frame: [0.15, 0.05],
+                noise_sigma: 2.0,
+                blur_sigma_px: 1.2,
+                ..SynthSpec::default()
             }),
             "sublingual-hd" => Some(SynthSpec {
                 width: 1280,
@@ -228,7 +364,13 @@ impl SynthSpec {
                 ),
             );
         }
-        Ok(())
+        if !(self.contrast.is_finite() && (0.1..=4.0).contains(&self.contrast)) {
+            return bad(
+                "contrast",
+                format!("contrast must be within 0.1..=4 (got {})", self.contrast),
+            );
+        }
+        self.artefacts.validate()
     }
 
     /// Extra scene size `[x, y]` (pixels) needed so that every frame's field lies inside it.
