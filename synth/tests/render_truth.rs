@@ -6,6 +6,7 @@ fn small(look: Look) -> SynthSpec {
     let base = match look {
         Look::Skin => SynthSpec::default(),
         Look::Sublingual => SynthSpec::preset("sublingual").unwrap(),
+        Look::Nailfold => SynthSpec::preset("nailfold").unwrap(),
     };
     SynthSpec {
         width: 320,
@@ -14,6 +15,7 @@ fn small(look: Look) -> SynthSpec {
         capillaries: match look {
             Look::Skin => 14,
             Look::Sublingual => 10,
+            Look::Nailfold => 10,
         },
         ..base
     }
@@ -21,7 +23,7 @@ fn small(look: Look) -> SynthSpec {
 
 #[test]
 fn same_seed_same_bytes_other_seed_other_bytes() {
-    for look in [Look::Skin, Look::Sublingual] {
+    for look in Look::all() {
         let spec = small(look);
         let mut a = Renderer::new(&spec).unwrap();
         let mut b = Renderer::new(&spec).unwrap();
@@ -48,7 +50,7 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
 
 #[test]
 fn truth_matches_the_mask() {
-    for look in [Look::Skin, Look::Sublingual] {
+    for look in Look::all() {
         let spec = SynthSpec {
             drift_px_per_frame: [1.5, -0.7],
             ..small(look)
