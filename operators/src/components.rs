@@ -15,6 +15,33 @@ pub struct Component {
 ///
 /// Iterative flood fill with an explicit stack: no recursion depth limits on large vessels.
 pub fn components(mask: &[bool], prob: &[f32], width: usize, height: usize) -> Vec<Component> {
+    flood(mask, prob, width, height, |_, _| {})
+}
+
+/// Like [`components`], and also returns a label per pixel: 0 for background, `k + 1` for the pixels of the
+/// `k`-th returned component (so a subset of components can be turned back into a mask).
+pub fn label_components(
+    mask: &[bool],
+    prob: &[f32],
+    width: usize,
+    height: usize,
+) -> (Vec<u32>, Vec<Component>) {
+    let mut labels = vec![0u32; mask.len()];
+    let comps = flood(mask, prob, width, height, |pixel, comp| {
+        labels[pixel] = comp as u32 + 1;
+    });
+    (labels, comps)
+}
+
+/// The flood fill behind [`components`] and [`label_components`]; `visit(pixel, component index)` sees every
+/// foreground pixel once.
+fn flood(
+    mask: &[bool],
+    prob: &[f32],
+    width: usize,
+    height: usize,
+    mut visit: impl FnMut(usize, usize),
+) -> Vec<Component> {
     let mut seen = vec![false; mask.len()];
     let mut stack = Vec::new();
     let mut out = Vec::new();
@@ -31,6 +58,7 @@ pub fn components(mask: &[bool], prob: &[f32], width: usize, height: usize) -> V
         };
         while let Some(i) = stack.pop() {
             let (x, y) = (i % width, i / width);
+            visit(i, out.len());
             comp.area_px += 1;
             comp.prob_sum += prob[i] as f64;
             comp.bbox = [
@@ -80,6 +108,19 @@ mod tests {
         let diag = comps.iter().find(|c| c.area_px == 3).unwrap();
         assert_eq!(diag.bbox, [0, 0, 2, 2]);
         assert!((diag.prob_sum - 1.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn labels_match_the_components() {
+        let (mask, w, h) = parse(&["#...#", ".#..#", "..#..", ".....", "##..."]);
+        let prob = vec![0.5; w * h];
+        let (labels, comps) = label_components(&mask, &prob, w, h);
+        assert_eq!(comps, components(&mask, &prob, w, h));
+        for (k, c) in comps.iter().enumerate() {
+            let n = labels.iter().filter(|&&l| l == k as u32 + 1).count();
+            assert_eq!(n, c.area_px);
+        }
+        assert!(labels.iter().zip(&mask).all(|(&l, &m)| (l > 0) == m));
     }
 
     #[test]

@@ -13,6 +13,15 @@ pub struct MetricParams {
     pub max_area_um2: f64,
 }
 
+impl MetricParams {
+    /// Whether a component of `area_px` pixels of size `um_per_px` counts as a capillary: its area in µm² lies
+    /// within `min_area_um2..=max_area_um2`. The one rule used for counting, in the pipeline and in evaluation.
+    pub fn counts(&self, area_px: usize, um_per_px: f64) -> bool {
+        let area = area_px as f64 * (um_per_px * um_per_px);
+        area >= self.min_area_um2 && area <= self.max_area_um2
+    }
+}
+
 /// Measures of one frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FrameMeasures {
@@ -37,13 +46,9 @@ pub fn capillaries(
     params: &MetricParams,
 ) -> Vec<Component> {
     let mask: Vec<bool> = prob.iter().map(|&p| p > params.threshold).collect();
-    let px_area = um_per_px * um_per_px;
     components(&mask, prob, width, height)
         .into_iter()
-        .filter(|c| {
-            let area = c.area_px as f64 * px_area;
-            area >= params.min_area_um2 && area <= params.max_area_um2
-        })
+        .filter(|c| params.counts(c.area_px, um_per_px))
         .collect()
 }
 

@@ -1,0 +1,162 @@
+//! Model output back at a frame's native resolution: crop the valid region of the probability map, resize it
+//! bilinearly to the frame's size, threshold it and keep the components that count as capillaries — the
+//! pipeline's counting rule ([`MetricParams::counts`]) applied at the frame's own pixel size. Used to score a
+//! model against truth masks drawn on the original images.
+
+use crate::components::{label_components, Component};
+use crate::metrics::MetricParams;
+use crate::preprocess::ModelInput;
+
+/// Bilinear resize of an `f32` plane to `out_w × out_h` with pixel centres aligned (edge pixels are clamped), so a
+/// map resized to the model's working size and back lands on the same pixels.
+pub fn resize_bilinear_f32(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+) -> Vec<f32> {
+    assert_eq!(src.len(), w * h, "plane size");
+    if out_w == w && out_h == h {
+        return src.to_vec();
+    }
+    let sx = w as f32 / out_w as f32;
+    let sy = h as f32 / out_h as f32;
+    let mut out = Vec::with_capacity(out_w * out_h);
+    for oy in 0..out_h {
+        let fy = ((oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
+        let y0 = fy as usize;
+        let y1 = (y0 + 1).min(h - 1);
+        let ty = fy - y0 as f32;
+        for ox in 0..out_w {
+            let fx = ((ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
+            let x0 = fx as usize;
+            let x1 = (x0 + 1).min(w - 1);
+            let tx = fx - x0 as f32;
+            let top = src[y0 * w + x0] * (1.0 - tx) + src[y0 * w + x1] * tx;
+            let bottom = src[y1 * w + x0] * (1.0 - tx) + src[y1 * w + x1] * tx;
+            out.push(top * (1.0 - ty) + bottom * ty);
+        }
+    }
+    out
+}
+
+/// The probability map of a model `input` (`input.height × input.width`, as the model returned it) cropped to
+/// its valid region and resized to the native `width × height` of the frame it was made from.
+pub fn native_probability(
+    prob: &[f32],
+    input: &ModelInput,
+    width: usize,
+    height: usize,
+) -> Vec<f32> {
+    let (vw, vh) = (input.valid_width, input.valid_height);
+    let valid: Vec<f32> = prob
+        .chunks_exact(input.width)
+        .take(vh)
+        .flat_map(|row| row[..vw].iter().copied())
+        .collect();
+    resize_bilinear_f32(&valid, vw, vh, width, height)
+}
+
+/// Keeps the 8-connected components of `mask` that count as capillaries at pixel size `um_per_px`
+/// ([`MetricParams::counts`]); returns the mask of the kept pixels and the kept components (their `prob_sum`
+/// sums `prob`).
+pub fn keep_capillaries(
+    mask: &[bool],
+    prob: &[f32],
+    width: usize,
+    height: usize,
+    um_per_px: f64,
+    params: &MetricParams,
+) -> (Vec<bool>, Vec<Component>) {
+    let (labels, comps) = label_components(mask, prob, width, height);
+    let keep: Vec<bool> = comps
+        .iter()
+        .map(|c| params.counts(c.area_px, um_per_px))
+        .collect();
+    let kept_mask = labels
+        .iter()
+        .map(|&l| l > 0 && keep[l as usize - 1])
+        .collect();
+    let kept = comps
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, &k)| k)
+        .map(|(c, _)| c)
+        .collect();
+    (kept_mask, kept)
+}
+
+/// The capillary mask and components of a native-resolution probability map: threshold at `params.threshold`
+/// (strictly above), then [`keep_capillaries`].
+pub fn capillary_mask(
+    prob: &[f32],
+    width: usize,
+    height: usize,
+    um_per_px: f64,
+    params: &MetricParams,
+) -> (Vec<bool>, Vec<Component>) {
+    let mask: Vec<bool> = prob.iter().map(|&p| p > params.threshold).collect();
+    keep_capillaries(&mask, prob, width, height, um_per_px, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::capillaries;
+
+    const PARAMS: MetricParams = MetricParams {
+        threshold: 0.5,
+        min_area_um2: 4.0,
+        max_area_um2: 40.0,
+    };
+
+    #[test]
+    fn resize_round_trips_constants_and_doubles_blocks() {
+        assert_eq!(resize_bilinear_f32(&[0.3; 6], 3, 2, 7, 5), vec![0.3; 35]);
+        // A 2x1 map [0, 1] doubled to 4x1 interpolates between the pixel centres.
+        let out = resize_bilinear_f32(&[0.0, 1.0], 2, 1, 4, 1);
+        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn native_probability_crops_padding_then_resizes() {
+        // 3x2 padded map whose valid region is the top-left 2x1.
+        let input = ModelInput {
+            data: vec![],
+            height: 2,
+            width: 3,
+            valid_height: 1,
+            valid_width: 2,
+            um_per_px: 1.0,
+        };
+        let prob = [0.0, 1.0, 9.0, 9.0, 9.0, 9.0];
+        assert_eq!(
+            native_probability(&prob, &input, 4, 2),
+            vec![0.0, 0.25, 0.75, 1.0, 0.0, 0.25, 0.75, 1.0]
+        );
+    }
+
+    #[test]
+    fn keeps_the_components_the_pipeline_counts() {
+        let (w, h) = (10, 10);
+        let mut prob = vec![0.1f32; w * h];
+        for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+            prob[y * w + x] = 0.9;
+        }
+        prob[5] = 0.9;
+        for y in 3..10 {
+            for x in 3..10 {
+                prob[y * w + x] = 0.7;
+            }
+        }
+        for um in [1.0, 2.0] {
+            let (mask, kept) = capillary_mask(&prob, w, h, um, &PARAMS);
+            assert_eq!(kept, capillaries(&prob, w, h, um, &PARAMS));
+            let kept_px: usize = kept.iter().map(|c| c.area_px).sum();
+            assert_eq!(mask.iter().filter(|&&m| m).count(), kept_px);
+        }
+        let (mask, _) = capillary_mask(&prob, w, h, 1.0, &PARAMS);
+        assert!(mask[0] && !mask[5] && !mask[9 * w + 9]);
+    }
+}
