@@ -48,7 +48,7 @@ pub fn randomized(look: Look, seed: u64) -> SynthSpec {
     };
     let capillaries = ((per_mm2 * field_mm2).round() as u32).clamp(3, 3000);
     let blur_sigma_px = match look {
-        Look::Skin => rng.range(0.8, 3.0),
+        Look::Skin => rng.range(1.2, 3.5),
         Look::Sublingual => rng.range(0.5, 2.0),
         Look::Nailfold => rng.range(0.6, 2.5),
     };
@@ -93,10 +93,12 @@ pub fn randomized(look: Look, seed: u64) -> SynthSpec {
         a.motion_blur_angle_deg = rng.range(0.0, 180.0);
     }
     if look != Look::Sublingual && rng.chance(0.7) {
+        // Mild white-balance / exposure jitter (stronger tints look unlike any device).
+        let exposure = rng.range(0.85, 1.2);
         a.tint = [
-            rng.range(0.88, 1.12),
-            rng.range(0.88, 1.12),
-            rng.range(0.85, 1.15),
+            exposure * rng.range(0.96, 1.08),
+            exposure * rng.range(0.95, 1.04),
+            exposure * rng.range(0.90, 1.02),
         ];
     }
     SynthSpec {

@@ -1,0 +1,46 @@
+//! Times `render_still` for a few sizes: `cargo run --release -p capflow-synth --example still_timing`.
+
+use std::time::Instant;
+
+use capflow_synth::{randomized, render_still, Artefacts, Look, SynthSpec};
+
+fn main() {
+    let mut heavy = randomized(Look::Skin, 3);
+    heavy.width = 1920;
+    heavy.height = 1080;
+    heavy.artefacts = Artefacts {
+        hairs: 4,
+        bubbles: 3,
+        glare: 3,
+        vignetting: 0.4,
+        uneven_illumination: 0.3,
+        defocus_px: 4.0,
+        motion_blur_px: 6.0,
+        motion_blur_angle_deg: 20.0,
+        tint: [1.0, 0.98, 0.95],
+    };
+    let cases = [
+        ("skin preset 1920x1080", SynthSpec::preset("skin").unwrap()),
+        ("skin randomized+all artefacts 1920x1080", heavy),
+        (
+            "sublingual preset 640x480",
+            SynthSpec::preset("sublingual").unwrap(),
+        ),
+        (
+            "nailfold preset 1024x768",
+            SynthSpec::preset("nailfold").unwrap(),
+        ),
+    ];
+    for (name, spec) in cases {
+        let _ = render_still(&spec).unwrap();
+        let n = 5;
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(render_still(&spec).unwrap());
+        }
+        println!(
+            "{name}: {:.1} ms per still",
+            start.elapsed().as_secs_f64() * 1000.0 / n as f64
+        );
+    }
+}
