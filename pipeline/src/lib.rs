@@ -18,6 +18,8 @@
 
 pub mod bench;
 pub mod config;
+pub mod eval;
+pub mod imageio;
 pub mod model;
 pub mod run;
 pub mod synth_cmd;

@@ -30,6 +30,8 @@ enum Command {
     },
     /// Measure decode-only, inference-only and end-to-end throughput on a generated 1080p clip.
     Bench(capflow::bench::BenchArgs),
+    /// Score a model against truth masks (an image folder, or a generated held-out set) and write a report.
+    Eval(capflow::eval::EvalArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -276,6 +278,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => {
             capflow::bench::bench(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(args) => {
+            let report = capflow::eval::eval(&args)?;
+            capflow::eval::print_summary(&report, &args.report);
             Ok(ExitCode::SUCCESS)
         }
     }
