@@ -115,8 +115,8 @@ impl ArtefactLayer {
             for x in 0..w {
                 let g = grid.at(x, y)[0];
                 let i = (y * w + x) * 3;
-                for c in 0..3 {
-                    self.mul[i + c] *= g * tint[c];
+                for (m, t) in self.mul[i..i + 3].iter_mut().zip(tint) {
+                    *m *= g * t;
                 }
             }
         }
@@ -125,9 +125,14 @@ impl ArtefactLayer {
     /// Alpha-blends colour `col` with opacity `alpha` at pixel index `i`.
     #[inline]
     fn blend(&mut self, i: usize, alpha: f32, col: [f32; 3]) {
-        for c in 0..3 {
-            self.mul[i * 3 + c] *= 1.0 - alpha;
-            self.add[i * 3 + c] = self.add[i * 3 + c] * (1.0 - alpha) + alpha * col[c];
+        let span = i * 3..i * 3 + 3;
+        for ((m, a), c) in self.mul[span.clone()]
+            .iter_mut()
+            .zip(&mut self.add[span])
+            .zip(col)
+        {
+            *m *= 1.0 - alpha;
+            *a = *a * (1.0 - alpha) + alpha * c;
         }
     }
 
@@ -341,21 +346,37 @@ pub(crate) fn box_blur_gaussian(img: &mut [f32], w: usize, h: usize, sigma: f64)
     if r == 0 {
         return;
     }
-    let mut line = vec![0.0f32; w.max(h) * 3];
+    let mut line = vec![0.0f32; w * 3];
+    let row_len = w * 3;
+    let norm = 1.0 / (2 * r + 1) as f32;
+    let mut acc = vec![0.0f32; row_len];
     for _ in 0..3 {
         for y in 0..h {
-            let row = &mut img[y * w * 3..(y + 1) * w * 3];
+            let row = &mut img[y * row_len..(y + 1) * row_len];
             box_line(row, w, 3, r, &mut line);
         }
-        // Vertical: gather columns.
-        let mut col = vec![0.0f32; h * 3];
-        for x in 0..w {
-            for y in 0..h {
-                col[y * 3..y * 3 + 3].copy_from_slice(&img[(y * w + x) * 3..(y * w + x) * 3 + 3]);
+        // Vertical: a running sum of whole rows (cache friendly), reading from a copy.
+        let src = img.to_vec();
+        let src_row = |y: isize| {
+            let y = y.clamp(0, h as isize - 1) as usize;
+            &src[y * row_len..(y + 1) * row_len]
+        };
+        acc.fill(0.0);
+        for k in -(r as isize)..=r as isize {
+            for (a, v) in acc.iter_mut().zip(src_row(k)) {
+                *a += v;
             }
-            box_line(&mut col, h, 3, r, &mut line);
-            for y in 0..h {
-                img[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&col[y * 3..y * 3 + 3]);
+        }
+        for y in 0..h {
+            for (o, a) in img[y * row_len..(y + 1) * row_len].iter_mut().zip(&acc) {
+                *o = a * norm;
+            }
+            let (add, sub) = (
+                src_row(y as isize + r as isize + 1),
+                src_row(y as isize - r as isize),
+            );
+            for ((a, p), m) in acc.iter_mut().zip(add).zip(sub) {
+                *a += p - m;
             }
         }
     }

@@ -104,9 +104,17 @@ pub fn render_background(
             }
         }
     }
-    gaussian_blur_rgb(&mut out, width, height, spec.blur_sigma_px);
+    if spec.blur_sigma_px >= BOX_BLUR_FROM {
+        crate::artefacts::box_blur_gaussian(&mut out, width, height, spec.blur_sigma_px);
+    } else {
+        gaussian_blur_rgb(&mut out, width, height, spec.blur_sigma_px);
+    }
     out
 }
+
+/// From this blur sigma on, the background is blurred by three box passes (cost independent
+/// of sigma) instead of an exact Gaussian.
+const BOX_BLUR_FROM: f64 = 2.0;
 
 /// Grid spacing (pixels) of the smooth background fields.
 const GRID: usize = 4;
@@ -168,12 +176,24 @@ pub fn gaussian_blur_rgb(img: &mut [f32], width: usize, height: usize, sigma: f6
     for y in 0..height {
         let row = &mut img[y * width * 3..(y + 1) * width * 3];
         line[..width * 3].copy_from_slice(row);
+        let r = radius as usize;
         for x in 0..width {
             let mut acc = [0.0f32; 3];
-            for (j, kv) in kernel.iter().enumerate() {
-                let sx = (x as isize + j as isize - radius).clamp(0, width as isize - 1) as usize;
-                for c in 0..3 {
-                    acc[c] += kv * line[sx * 3 + c];
+            if x >= r && x + r < width {
+                // Interior: no clamping (same sums in the same order as below).
+                let window = &line[(x - r) * 3..(x + r + 1) * 3];
+                for (kv, px) in kernel.iter().zip(window.chunks_exact(3)) {
+                    acc[0] += kv * px[0];
+                    acc[1] += kv * px[1];
+                    acc[2] += kv * px[2];
+                }
+            } else {
+                for (j, kv) in kernel.iter().enumerate() {
+                    let sx =
+                        (x as isize + j as isize - radius).clamp(0, width as isize - 1) as usize;
+                    for c in 0..3 {
+                        acc[c] += kv * line[sx * 3 + c];
+                    }
                 }
             }
             row[x * 3..x * 3 + 3].copy_from_slice(&acc);

@@ -24,7 +24,7 @@ pub fn render_still(spec: &SynthSpec) -> Result<RenderedFrame, SynthError> {
 
 /// The seed of dataset item `index` for dataset seed `seed`.
 pub fn dataset_item_seed(seed: u64, index: u32) -> u64 {
-    mix(&[seed, 0xDA7A_5E7, index as u64])
+    mix(&[seed, 0x0DA7_A5E7, index as u64])
 }
 
 /// One image of a dataset (one row of `index.csv`).
