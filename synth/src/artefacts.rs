@@ -150,7 +150,7 @@ impl ArtefactLayer {
         let start = [rng.range(-0.1 * w, 1.1 * w), rng.range(-0.1 * h, 1.1 * h)];
         let mut heading = rng.range(0.0, std::f64::consts::TAU);
         let curve = rng.range(-1.0, 1.0) / len;
-        let step = 4.0;
+        let step = 12.0;
         let mut pts = vec![start];
         let mut p = start;
         let mut s = 0.0;
@@ -382,17 +382,34 @@ pub(crate) fn box_blur_gaussian(img: &mut [f32], w: usize, h: usize, sigma: f64)
     }
 }
 
-/// Running-mean box filter of radius `r` over `n` pixels of `ch` interleaved channels.
+/// Running-mean box filter of radius `r` over `n` pixels of `ch` interleaved channels
+/// (edges clamped).
 fn box_line(data: &mut [f32], n: usize, ch: usize, r: usize, scratch: &mut [f32]) {
     scratch[..n * ch].copy_from_slice(&data[..n * ch]);
     let src = &scratch[..n * ch];
     let norm = 1.0 / (2 * r + 1) as f32;
-    let at = |i: isize, c: usize| src[(i.clamp(0, n as isize - 1) as usize) * ch + c];
-    for c in 0..ch {
-        let mut acc: f32 = (-(r as isize)..=r as isize).map(|i| at(i, c)).sum();
-        for i in 0..n {
-            data[i * ch + c] = acc * norm;
-            acc += at(i as isize + r as isize + 1, c) - at(i as isize - r as isize, c);
+    let clamp = |i: isize| i.clamp(0, n as isize - 1) as usize * ch;
+    let mut acc = [0.0f32; 4];
+    let acc = &mut acc[..ch];
+    for i in -(r as isize)..=r as isize {
+        let p = clamp(i);
+        for (c, a) in acc.iter_mut().enumerate() {
+            *a += src[p + c];
+        }
+    }
+    for i in 0..n {
+        let (add, sub) = if i + r + 1 < n && i >= r {
+            ((i + r + 1) * ch, (i - r) * ch)
+        } else {
+            (
+                clamp(i as isize + r as isize + 1),
+                clamp(i as isize - r as isize),
+            )
+        };
+        let out = &mut data[i * ch..(i + 1) * ch];
+        for c in 0..ch {
+            out[c] = acc[c] * norm;
+            acc[c] += src[add + c] - src[sub + c];
         }
     }
 }
