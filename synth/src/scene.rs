@@ -565,13 +565,15 @@ fn nailfold_loop(rng: &mut Rng) -> (Vec<[f64; 2]>, f64, f64) {
     };
     let mut pts = Vec::new();
     let n_limb = 48;
+    let half = sep / 2.0 * apex_widen;
+    // A dilated apex: the limbs flare smoothly into the wider U-turn.
+    let flare = |t: f64| (half - sep / 2.0) * ((t - 0.75) / 0.25).clamp(0.0, 1.0).powi(2);
     for k in 0..=n_limb {
         let t = k as f64 / n_limb as f64;
         let y = -length * t;
-        pts.push([-sep / 2.0 + wiggle(t, pa) - lean * y, y]);
+        pts.push([-sep / 2.0 - flare(t) + wiggle(t, pa) - lean * y, y]);
     }
     let n_arc = 20;
-    let half = sep / 2.0 * apex_widen;
     for k in 1..n_arc {
         let a = std::f64::consts::PI * (1.0 - k as f64 / n_arc as f64);
         pts.push([
@@ -582,7 +584,7 @@ fn nailfold_loop(rng: &mut Rng) -> (Vec<[f64; 2]>, f64, f64) {
     for k in 0..=n_limb {
         let t = 1.0 - k as f64 / n_limb as f64;
         let y = -length + venous_len * (1.0 - t);
-        pts.push([sep / 2.0 + wiggle(t, pv) - lean * y, y]);
+        pts.push([sep / 2.0 + flare(t) + wiggle(t, pv) - lean * y, y]);
     }
     (pts, r_art, r_ven)
 }
