@@ -67,10 +67,12 @@ pub fn render_background(
                 let pink = (0.04 * (tint.sample(xf, yf) + 0.1)).max(0.0);
                 [light, pink]
             });
+            let mut fine_row = vec![0.0f32; width];
             for y in 0..height {
+                fine.sample_row(y as f32, &mut fine_row);
                 for x in 0..width {
                     let [light, pink] = grid.at(x, y);
-                    let light = light * (1.0 + 0.035 * fine.sample(x as f32, y as f32));
+                    let light = light * (1.0 + 0.035 * fine_row[x]);
                     let a = pink + extra_absorbance[y * width + x];
                     let i = (y * width + x) * 3;
                     for c in 0..3 {
@@ -93,10 +95,12 @@ pub fn render_background(
                     * (1.0 + 0.16 * blotch.sample(xf, yf));
                 [light, 0.0]
             });
+            let mut fine_row = vec![0.0f32; width];
             for y in 0..height {
+                fine.sample_row(y as f32, &mut fine_row);
                 for x in 0..width {
                     let [light, _] = grid.at(x, y);
-                    let light = light * (1.0 + 0.06 * fine.sample(x as f32, y as f32));
+                    let light = light * (1.0 + 0.06 * fine_row[x]);
                     let v = grey * light * (-extra_absorbance[y * width + x]).exp();
                     let i = (y * width + x) * 3;
                     out[i..i + 3].fill(v);
