@@ -50,8 +50,18 @@ pub struct InputSpec {
     pub mean: f32,
     /// Divided after subtracting the mean.
     pub std: f32,
-    /// Pixel size the model was made for; frames are resized to it.
+    /// Pixel size the model was made for; frames are resized to it (or into `um_per_px_range`).
     pub um_per_px: f64,
+    /// Pixel sizes the model was trained on, `[finest, coarsest]` µm per pixel. When present, frames
+    /// already within it keep their pixel size and others are resized to the nearest end, instead of
+    /// always resizing to `um_per_px`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub um_per_px_range: Option<[f64; 2]>,
+    /// Largest working frame in megapixels: larger frames are downscaled further (never coarser than
+    /// the range allows). Bounds the cost per frame, which grows with its pixel count; overridable in
+    /// the run config (`model.max_megapixels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_megapixels: Option<f64>,
     /// Smallest height/width the model handles.
     pub min_size: u32,
     /// Height and width are padded up to a multiple of this.
@@ -66,6 +76,9 @@ pub enum Channel {
     Green,
     /// Luma (BT.601) of RGB frames; the frame itself when grayscale.
     Luma,
+    /// How much redder than green a pixel is, `clamp(2(R-G)/(R+G+1), 0, 1)` × 255; 0 for grayscale
+    /// frames. Tells a red capillary from an equally dark hair or shadow.
+    Redness,
 }
 
 /// Output tensor contract of a model card.
@@ -125,6 +138,16 @@ impl ModelCard {
         }
         if self.input.um_per_px.is_nan() || self.input.um_per_px <= 0.0 {
             problems.push("input.um_per_px must be > 0".to_owned());
+        }
+        if let Some([lo, hi]) = self.input.um_per_px_range {
+            if !(lo > 0.0 && hi >= lo) {
+                problems.push("input.um_per_px_range must be [finest, coarsest] with 0 < finest <= coarsest".to_owned());
+            }
+        }
+        if let Some(mp) = self.input.max_megapixels {
+            if mp.is_nan() || mp <= 0.0 {
+                problems.push("input.max_megapixels must be > 0".to_owned());
+            }
         }
         if self.input.std == 0.0 {
             problems.push("input.std must not be 0".to_owned());

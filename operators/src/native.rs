@@ -1,45 +1,11 @@
 //! Model output back at a frame's native resolution: crop the valid region of the probability map, resize it
-//! bilinearly to the frame's size, threshold it and keep the components that count as capillaries — the
+//! (linear interpolation when enlarging, as in preprocessing) to the frame's size, threshold it and keep the components that count as capillaries — the
 //! pipeline's counting rule ([`MetricParams::counts`]) applied at the frame's own pixel size. Used to score a
 //! model against truth masks drawn on the original images.
 
 use crate::components::{label_components, Component};
 use crate::metrics::MetricParams;
-use crate::preprocess::ModelInput;
-
-/// Bilinear resize of an `f32` plane to `out_w × out_h` with pixel centres aligned (edge pixels are clamped), so a
-/// map resized to the model's working size and back lands on the same pixels.
-pub fn resize_bilinear_f32(
-    src: &[f32],
-    w: usize,
-    h: usize,
-    out_w: usize,
-    out_h: usize,
-) -> Vec<f32> {
-    assert_eq!(src.len(), w * h, "plane size");
-    if out_w == w && out_h == h {
-        return src.to_vec();
-    }
-    let sx = w as f32 / out_w as f32;
-    let sy = h as f32 / out_h as f32;
-    let mut out = Vec::with_capacity(out_w * out_h);
-    for oy in 0..out_h {
-        let fy = ((oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
-        let y0 = fy as usize;
-        let y1 = (y0 + 1).min(h - 1);
-        let ty = fy - y0 as f32;
-        for ox in 0..out_w {
-            let fx = ((ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
-            let x0 = fx as usize;
-            let x1 = (x0 + 1).min(w - 1);
-            let tx = fx - x0 as f32;
-            let top = src[y0 * w + x0] * (1.0 - tx) + src[y0 * w + x1] * tx;
-            let bottom = src[y1 * w + x0] * (1.0 - tx) + src[y1 * w + x1] * tx;
-            out.push(top * (1.0 - ty) + bottom * ty);
-        }
-    }
-    out
-}
+use crate::preprocess::{resize, ModelInput};
 
 /// The probability map of a model `input` (`input.height × input.width`, as the model returned it) cropped to
 /// its valid region and resized to the native `width × height` of the frame it was made from.
@@ -55,7 +21,7 @@ pub fn native_probability(
         .take(vh)
         .flat_map(|row| row[..vw].iter().copied())
         .collect();
-    resize_bilinear_f32(&valid, vw, vh, width, height)
+    resize(&valid, vw, vh, width, height)
 }
 
 /// Keeps the 8-connected components of `mask` that count as capillaries at pixel size `um_per_px`
@@ -113,9 +79,10 @@ mod tests {
 
     #[test]
     fn resize_round_trips_constants_and_doubles_blocks() {
-        assert_eq!(resize_bilinear_f32(&[0.3; 6], 3, 2, 7, 5), vec![0.3; 35]);
+        let out = resize(&[0.3; 6], 3, 2, 7, 5);
+        assert!(out.iter().all(|v| (v - 0.3).abs() < 1e-6), "{out:?}");
         // A 2x1 map [0, 1] doubled to 4x1 interpolates between the pixel centres.
-        let out = resize_bilinear_f32(&[0.0, 1.0], 2, 1, 4, 1);
+        let out = resize(&[0.0, 1.0], 2, 1, 4, 1);
         assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
     }
 

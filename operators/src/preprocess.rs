@@ -23,47 +23,112 @@ pub struct ModelInput {
     pub um_per_px: f64,
 }
 
-/// Extracts one 8-bit channel plane from a frame.
-pub fn channel_plane(data: &[u8], format: PixelFormat, channel: Channel) -> Vec<u8> {
+/// Extracts one channel plane (values 0..=255) from a frame.
+pub fn channel_plane(data: &[u8], format: PixelFormat, channel: Channel) -> Vec<f32> {
     match (format, channel) {
-        (PixelFormat::Gray8, _) => data.to_vec(),
-        (PixelFormat::Rgb8, Channel::Green) => data.chunks_exact(3).map(|p| p[1]).collect(),
+        (PixelFormat::Gray8, Channel::Redness) => vec![0.0; data.len()],
+        (PixelFormat::Gray8, _) => data.iter().map(|&v| v as f32).collect(),
+        (PixelFormat::Rgb8, Channel::Green) => data.chunks_exact(3).map(|p| p[1] as f32).collect(),
         (PixelFormat::Rgb8, Channel::Luma) => data
             .chunks_exact(3)
-            .map(|p| ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32 + 128) >> 8) as u8)
+            .map(|p| ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32 + 128) >> 8) as f32)
+            .collect(),
+        (PixelFormat::Rgb8, Channel::Redness) => data
+            .chunks_exact(3)
+            .map(|p| {
+                let (r, g) = (p[0] as f32, p[1] as f32);
+                (2.0 * (r - g) / (r + g + 1.0)).clamp(0.0, 1.0) * 255.0
+            })
             .collect(),
     }
 }
 
-/// Bilinear resize of an 8-bit plane to `out_w × out_h` (pixel centres aligned), into `f32`.
-pub fn resize_bilinear(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<f32> {
+/// Source taps and weights of one output pixel along one axis.
+struct Taps {
+    first: usize,
+    weights: Vec<f32>,
+}
+
+/// Triangle-filter coefficients for resizing `n_in` samples to `n_out` (the scheme of Pillow's
+/// `BILINEAR`): plain linear interpolation when enlarging, a filter widened by the scale when
+/// shrinking, so that a downscaled frame averages every source pixel instead of aliasing. Training
+/// (`models/train/`) resizes with Pillow, so the model sees the same pixels here.
+fn taps(n_in: usize, n_out: usize) -> Vec<Taps> {
+    let scale = n_in as f64 / n_out as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale;
+    (0..n_out)
+        .map(|o| {
+            let center = (o as f64 + 0.5) * scale;
+            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
+            let hi = ((center + support + 0.5).floor() as usize).min(n_in);
+            let mut weights: Vec<f64> = (lo..hi)
+                .map(|i| (1.0 - ((i as f64 - center + 0.5) / filter_scale).abs()).max(0.0))
+                .collect();
+            let sum: f64 = weights.iter().sum();
+            if sum > 0.0 {
+                weights.iter_mut().for_each(|w| *w /= sum);
+            }
+            Taps {
+                first: lo,
+                weights: weights.into_iter().map(|w| w as f32).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Resizes a `w × h` plane to `out_w × out_h` with a separable triangle filter (see [`taps`]).
+pub fn resize(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<f32> {
     if out_w == w && out_h == h {
-        return src.iter().map(|&v| v as f32).collect();
+        return src.to_vec();
     }
-    let sx = w as f32 / out_w as f32;
-    let sy = h as f32 / out_h as f32;
-    let mut out = Vec::with_capacity(out_w * out_h);
-    for oy in 0..out_h {
-        let fy = ((oy as f32 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f32);
-        let y0 = fy as usize;
-        let y1 = (y0 + 1).min(h - 1);
-        let ty = fy - y0 as f32;
-        for ox in 0..out_w {
-            let fx = ((ox as f32 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f32);
-            let x0 = fx as usize;
-            let x1 = (x0 + 1).min(w - 1);
-            let tx = fx - x0 as f32;
-            let top = src[y0 * w + x0] as f32 * (1.0 - tx) + src[y0 * w + x1] as f32 * tx;
-            let bottom = src[y1 * w + x0] as f32 * (1.0 - tx) + src[y1 * w + x1] as f32 * tx;
-            out.push(top * (1.0 - ty) + bottom * ty);
+    let (tx, ty) = (taps(w, out_w), taps(h, out_h));
+    // Horizontal pass first: fewer rows to filter vertically afterwards when shrinking.
+    let mut rows = Vec::with_capacity(out_w * h);
+    for y in 0..h {
+        let row = &src[y * w..][..w];
+        rows.extend(tx.iter().map(|t| {
+            row[t.first..][..t.weights.len()]
+                .iter()
+                .zip(&t.weights)
+                .map(|(v, k)| v * k)
+                .sum::<f32>()
+        }));
+    }
+    let mut out = vec![0.0f32; out_w * out_h];
+    for (oy, t) in ty.iter().enumerate() {
+        let dst = &mut out[oy * out_w..][..out_w];
+        for (k, &weight) in t.weights.iter().enumerate() {
+            let row = &rows[(t.first + k) * out_w..][..out_w];
+            dst.iter_mut().zip(row).for_each(|(d, v)| *d += weight * v);
         }
     }
     out
 }
 
-/// Size after resizing a `w × h` frame of `um_per_px` to the model's pixel size (unchanged within 5 %).
+/// Pixel size (µm) a `w × h` frame of `um_per_px` is segmented at: the card's `um_per_px`, or with a
+/// `um_per_px_range` the frame's own size clamped into it; then coarser if the frame would exceed
+/// `max_megapixels`, but never coarser than the range's end.
+pub fn working_um_per_px(w: usize, h: usize, um_per_px: f64, spec: &InputSpec) -> f64 {
+    let mut working = match spec.um_per_px_range {
+        Some([finest, coarsest]) => um_per_px.clamp(finest, coarsest),
+        None => spec.um_per_px,
+    };
+    if let Some(max) = spec.max_megapixels {
+        let megapixels = (w * h) as f64 * (um_per_px / working).powi(2) / 1e6;
+        if megapixels > max {
+            working *= (megapixels / max).sqrt();
+            if let Some([_, coarsest]) = spec.um_per_px_range {
+                working = working.min(coarsest.max(um_per_px));
+            }
+        }
+    }
+    working
+}
+
+/// Size after resizing a `w × h` frame of `um_per_px` to its working pixel size (unchanged within 5 %).
 pub fn model_size(w: usize, h: usize, um_per_px: f64, spec: &InputSpec) -> (usize, usize) {
-    let factor = um_per_px / spec.um_per_px;
+    let factor = um_per_px / working_um_per_px(w, h, um_per_px, spec);
     if (factor - 1.0).abs() < 0.05 {
         return (w, h);
     }
@@ -73,28 +138,46 @@ pub fn model_size(w: usize, h: usize, um_per_px: f64, spec: &InputSpec) -> (usiz
 
 /// Builds the model input of a frame.
 pub fn preprocess(frame: &Frame, spec: &InputSpec) -> ModelInput {
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let (out_w, out_h) = model_size(w, h, frame.stream.um_per_px, spec);
+    preprocess_pixels(
+        &frame.data,
+        frame.format,
+        frame.width as usize,
+        frame.height as usize,
+        frame.stream.um_per_px,
+        spec,
+    )
+}
+
+/// [`preprocess`] over a plain pixel buffer (`w × h`, `format`) of pixel size `um_per_px`.
+pub fn preprocess_pixels(
+    data: &[u8],
+    format: PixelFormat,
+    w: usize,
+    h: usize,
+    um_per_px: f64,
+    spec: &InputSpec,
+) -> ModelInput {
+    let (out_w, out_h) = model_size(w, h, um_per_px, spec);
     let multiple = spec.pad_multiple.max(1) as usize;
     let min = spec.min_size as usize;
     let pad_w = out_w.max(min).div_ceil(multiple) * multiple;
     let pad_h = out_h.max(min).div_ceil(multiple) * multiple;
-    let mut data = Vec::with_capacity(spec.channels.len() * pad_w * pad_h);
+    let mut out = Vec::with_capacity(spec.channels.len() * pad_w * pad_h);
     for &channel in &spec.channels {
-        let plane = channel_plane(&frame.data, frame.format, channel);
-        let resized = resize_bilinear(&plane, w, h, out_w, out_h);
+        let plane = channel_plane(data, format, channel);
+        let resized = resize(&plane, w, h, out_w, out_h);
         // Padding repeats the edge so the background estimate near the border stays sane.
         for y in 0..pad_h {
             let row = &resized[y.min(out_h - 1) * out_w..][..out_w];
-            data.extend(row.iter().map(|&v| (v * spec.scale - spec.mean) / spec.std));
-            let last = *data.last().unwrap_or(&0.0);
-            data.extend(std::iter::repeat_n(last, pad_w - out_w));
+            out.extend(row.iter().map(|&v| (v * spec.scale - spec.mean) / spec.std));
+            let last = *out.last().unwrap_or(&0.0);
+            out.extend(std::iter::repeat_n(last, pad_w - out_w));
         }
     }
     // The exact pixel size after rounding the resized width.
-    let um_per_px = frame.stream.um_per_px * w as f64 / out_w as f64;
+    let um_per_px = um_per_px * w as f64 / out_w as f64;
     ModelInput {
-        data,
+        data: out,
         height: pad_h,
         width: pad_w,
         valid_height: out_h,
@@ -120,6 +203,8 @@ mod tests {
             mean: 0.0,
             std: 1.0,
             um_per_px,
+            um_per_px_range: None,
+            max_megapixels: None,
             min_size: 1,
             pad_multiple,
         }
@@ -141,25 +226,42 @@ mod tests {
     fn picks_green_from_rgb_and_luma_from_gray() {
         assert_eq!(
             channel_plane(&[10, 20, 30, 40, 50, 60], PixelFormat::Rgb8, Channel::Green),
-            [20, 50]
+            [20.0, 50.0]
         );
         assert_eq!(
             channel_plane(&[7, 8], PixelFormat::Gray8, Channel::Green),
-            [7, 8]
+            [7.0, 8.0]
         );
         assert_eq!(
             channel_plane(&[100, 100, 100], PixelFormat::Rgb8, Channel::Luma),
-            [100]
+            [100.0]
+        );
+        // Red skin-coloured pixel, a dark hair, a grey pixel; grayscale frames have no redness.
+        let red = channel_plane(
+            &[200, 100, 120, 60, 55, 50, 90, 90, 90],
+            PixelFormat::Rgb8,
+            Channel::Redness,
+        );
+        assert!((red[0] - 255.0 * 200.0 / 301.0).abs() < 1e-3, "{red:?}");
+        assert!(red[1] < 0.1 * 255.0 && red[2] == 0.0, "{red:?}");
+        assert_eq!(
+            channel_plane(&[7, 8], PixelFormat::Gray8, Channel::Redness),
+            [0.0, 0.0]
         );
     }
 
     #[test]
     fn resize_keeps_constant_images_constant_and_halves_size() {
-        let out = resize_bilinear(&[50; 16], 4, 4, 2, 2);
-        assert_eq!(out, vec![50.0; 4]);
-        let ramp: Vec<u8> = (0..4).flat_map(|_| [0, 100, 200, 255]).collect();
-        let out = resize_bilinear(&ramp, 4, 4, 2, 4);
+        let out = resize(&[50.0; 16], 4, 4, 2, 2);
+        assert!(out.iter().all(|v| (v - 50.0).abs() < 1e-4), "{out:?}");
+        let ramp: Vec<f32> = (0..4).flat_map(|_| [0.0, 100.0, 200.0, 255.0]).collect();
+        let out = resize(&ramp, 4, 4, 2, 4);
         assert!(out[0] > 0.0 && out[1] < 255.0 && out[1] > out[0]);
+        // Halving uses a triangle filter twice as wide: Pillow's BILINEAR gives 71.42857 and 209.28572 here.
+        assert!((out[0] - 71.42857).abs() < 1e-3 && (out[1] - 209.28572).abs() < 1e-3, "{out:?}");
+        // Enlarging interpolates linearly between pixel centres.
+        let up = resize(&[0.0, 100.0], 2, 1, 4, 1);
+        assert!((up[1] - 25.0).abs() < 1e-4 && (up[2] - 75.0).abs() < 1e-4, "{up:?}");
     }
 
     #[test]
@@ -191,5 +293,24 @@ mod tests {
         let input = preprocess(&f, &spec(2.2, 1));
         assert_eq!((input.valid_width, input.valid_height), (4, 3));
         assert!((input.um_per_px - 2.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn working_pixel_size_follows_range_and_megapixel_cap() {
+        let mut s = spec(3.0, 16);
+        s.um_per_px_range = Some([1.5, 4.5]);
+        s.max_megapixels = Some(0.6);
+        // Inside the range and small: kept as is.
+        assert_eq!(working_um_per_px(640, 480, 1.5, &s), 1.5);
+        // Finer than the range: brought to its finest end.
+        assert_eq!(working_um_per_px(1280, 960, 0.75, &s), 1.5);
+        // 1080p at 2.2 µm/px is 2.07 MP: coarsened to 0.6 MP.
+        let w = working_um_per_px(1920, 1080, 2.2, &s);
+        let mp = 1920.0 * 1080.0 * (2.2 / w).powi(2) / 1e6;
+        assert!((mp - 0.6).abs() < 1e-6, "{w} {mp}");
+        // ...but never beyond the coarse end of the range.
+        assert_eq!(working_um_per_px(8000, 8000, 2.2, &s), 4.5);
+        // Without a range the card's pixel size is used.
+        assert_eq!(working_um_per_px(640, 480, 1.1, &spec(2.2, 1)), 2.2);
     }
 }
