@@ -6,7 +6,7 @@ export CAPFLOW_PYTHON ?= $(ROOT)/.venv/bin/python
 export CAPFLOW_S3S_FS ?= $(ROOT)/.deps/s3s/bin/s3s-fs
 CAPFLOW := $(ROOT)/target/release/capflow
 
-.PHONY: setup setup-s3 build run test bench lint model samples clean
+.PHONY: setup setup-s3 build run test bench lint model model-classical samples clean
 
 setup:            ## system packages, ONNX Runtime library, Python readers (only what is missing)
 	@tools/setup.sh
@@ -31,7 +31,10 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-model: setup      ## rebuild the classical detector's ONNX graph from its script
+model: setup      ## retrain the learned model from a seed on the CPU (about an hour; not part of test)
+	models/train/make-model.sh
+
+model-classical: setup  ## rebuild the classical detector's ONNX graph from its script
 	$(CAPFLOW_PYTHON) models/build_classical.py
 
 samples: build    ## regenerate the bundled demo clips (deterministic)

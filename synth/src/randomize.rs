@@ -10,7 +10,7 @@ use crate::spec::{Artefacts, Look, SynthSpec};
 ///
 /// Ranges: skin 640x480..1920x1080 at 1.8-3.0 µm/px, sublingual 640x480, 720x576 or 1280x960
 /// at 0.7-2.0 µm/px, nailfold 800x600..1280x1024 at 0.9-2.0 µm/px; vessel density, contrast
-/// (0.6-1.5), perfused fraction (0.3-1), blur, noise (1-8 grey levels) and every artefact
+/// (0.6-1.5; skin 0.45-1.4), skin vessel size (x0.9-2.4), perfused fraction (0.3-1), blur, noise (1-8 grey levels) and every artefact
 /// (each may be absent) vary too.
 pub fn randomized(look: Look, seed: u64) -> SynthSpec {
     let mut rng = Rng::derive(seed, &[0x2A4D, look as u64]);
@@ -46,14 +46,25 @@ pub fn randomized(look: Look, seed: u64) -> SynthSpec {
         // Loops are placed in rows; this is only a budget (rows end at the frame edge).
         Look::Nailfold => rng.range(10.0, 60.0),
     };
+    // Skin vessels from small sharp dots to the large blurred loops of the HDMIA frames (fewer
+    // of them when larger, as in those frames).
+    let vessel_scale = match look {
+        Look::Skin => rng.range(0.9, 2.4),
+        _ => 1.0,
+    };
+    let per_mm2 = per_mm2 / vessel_scale.powf(1.5);
     let capillaries = ((per_mm2 * field_mm2).round() as u32).clamp(3, 3000);
     let blur_sigma_px = match look {
-        Look::Skin => rng.range(1.2, 3.5),
+        Look::Skin => rng.range(1.2, 4.5),
         Look::Sublingual => rng.range(0.5, 2.0),
         Look::Nailfold => rng.range(0.6, 2.5),
     };
     let noise_sigma = rng.range(1.0, 8.0);
-    let contrast = rng.range(0.6, 1.5);
+    // Real skin loops are often faint: skin reaches lower contrasts than the other looks.
+    let contrast = match look {
+        Look::Skin => rng.range(0.45, 1.4),
+        _ => rng.range(0.6, 1.5),
+    };
     let perfused_fraction = rng.range(0.3, 1.0);
     let drift_px_per_frame = [rng.range(-0.3, 0.3), rng.range(-0.3, 0.3)];
 
@@ -115,6 +126,7 @@ pub fn randomized(look: Look, seed: u64) -> SynthSpec {
         noise_sigma,
         blur_sigma_px,
         contrast,
+        vessel_scale,
         artefacts: a,
     }
 }

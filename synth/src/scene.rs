@@ -281,8 +281,16 @@ fn skin_vessels(
     let step = 0.5;
     let mut placed: Vec<([f64; 2], f64)> = Vec::new();
     let mut vessels = Vec::with_capacity(count);
+    let k = spec.vessel_scale;
     for _ in 0..count {
         let (kind, local, r_um) = skin_shape(rng);
+        let (local, r_um) = (
+            local
+                .iter()
+                .map(|p| [p[0] * k, p[1] * k])
+                .collect::<Vec<_>>(),
+            r_um * k,
+        );
         let angle = rng.range(0.0, std::f64::consts::TAU);
         let shape = place(&local, angle, um, [0.0, 0.0]);
         let r_px = r_um / um;
@@ -321,10 +329,10 @@ fn skin_vessels(
         );
         let contrast = rng.range(0.24, 0.40);
         let halo = Halo {
-            radius_px: rng.range(20.0, 45.0) / um,
+            radius_px: rng.range(20.0, 45.0) * k / um,
             strength: rng.range(0.07, 0.16),
         };
-        let depth_blur_px = rng.range(3.0, 8.0) / um;
+        let depth_blur_px = rng.range(3.0, 8.0) * k / um;
         vessels.push(Vessel {
             id: vessels.len() as u32,
             kind,

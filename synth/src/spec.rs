@@ -171,6 +171,9 @@ pub struct SynthSpec {
     pub blur_sigma_px: f64,
     /// Multiplier of the vessels' contrast (absorbance), 1 = the look's usual contrast.
     pub contrast: f64,
+    /// Multiplier of skin vessel sizes (lumen width, loop length, halo), 1 = the look's usual sizes.
+    /// Real skin frames range from small sharp dots to large blurred loop clusters.
+    pub vessel_scale: f64,
     /// Imaging artefacts on top of the tissue (never in the mask); default none.
     pub artefacts: Artefacts,
 }
@@ -192,6 +195,7 @@ impl Default for SynthSpec {
             noise_sigma: 2.0,
             blur_sigma_px: 1.6,
             contrast: 1.0,
+            vessel_scale: 1.0,
             artefacts: Artefacts::default(),
         }
     }
@@ -368,6 +372,15 @@ impl SynthSpec {
             return bad(
                 "contrast",
                 format!("contrast must be within 0.1..=4 (got {})", self.contrast),
+            );
+        }
+        if !(self.vessel_scale.is_finite() && (0.25..=4.0).contains(&self.vessel_scale)) {
+            return bad(
+                "vessel_scale",
+                format!(
+                    "vessel_scale must be within 0.25..=4 (got {})",
+                    self.vessel_scale
+                ),
             );
         }
         self.artefacts.validate()
