@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SEED="${SEED:-1}"
-TRAIN_COUNT="${TRAIN_COUNT:-1200}"
+TRAIN_COUNT="${TRAIN_COUNT:-1600}"
 VAL_COUNT="${VAL_COUNT:-60}"
-STEPS="${STEPS:-8000}"
+STEPS="${STEPS:-16000}"
 DATA="${DATA:-.model-data}"
 VENV=.venv-train
 
@@ -33,5 +33,5 @@ echo "== training ($STEPS steps) =="
 
 echo "== held-out evaluation (capflow eval --synth, seeds from 1000000) =="
 cargo build --release --locked -p capflow --bin capflow
-"$CAPFLOW" eval --model models/capillary-seg-v1.toml --synth --report "$DATA/report"
+"$CAPFLOW" eval --model models/capillary-seg-v1.toml --synth --count 150 --report "$DATA/report"
 echo "report: $DATA/report/report.md"

@@ -23,7 +23,7 @@ def conv(cin, cout, stride=1, dilation=1):
 
 
 class CapillaryNet(nn.Module):
-    def __init__(self, c=(8, 16, 24, 32)):
+    def __init__(self, c=(8, 16, 48, 96)):
         super().__init__()
         c1, c2, c3, c4 = c
         # Stride 2 from the first layer: no convolution runs at full resolution.

@@ -4,7 +4,7 @@ Reproducible: the same data, seed, step count, thread count and torch version gi
 weights (deterministic algorithms, one data-loading thread, no wall-clock stopping).
 
     python models/train/train.py --data .model-data/train --val .model-data/val \
-        --out models/capillary-seg-v1.onnx --steps 8000
+        --out models/capillary-seg-v1.onnx --steps 16000
 """
 
 import argparse
@@ -116,12 +116,12 @@ def main():
     ap.add_argument("--val")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--steps", type=int, default=16000)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--crop", type=int, default=224)
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--channels", default="8,16,32,64")
+    ap.add_argument("--channels", default="8,16,48,96")
     ap.add_argument("--log", help="write training curve and validation scores as JSON here")
     args = ap.parse_args()
 

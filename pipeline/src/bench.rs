@@ -32,6 +32,55 @@ pub struct BenchArgs {
     /// Inference batch size.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// ONNX Runtime threads for the per-model speed table (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Inference speed of one model on one kind of frame, all cores, measured after a warm-up.
+#[derive(Clone, Debug, serde::Serialize)]
+struct ModelSpeed {
+    model: String,
+    frame: &'static str,
+    working_size: String,
+    batch: usize,
+    threads: usize,
+    preprocess_ms: f64,
+    inference_fps: f64,
+}
+
+/// Times `preprocess` and the model on `frame` for about `seconds` (at least 5 batches).
+fn model_speed(
+    env: &ort::environment::Environment,
+    card: &str,
+    frame: &capflow_ingest::Frame,
+    label: &'static str,
+    threads: usize,
+    batch: usize,
+    seconds: f64,
+) -> anyhow::Result<ModelSpeed> {
+    let model = load_model(card)?;
+    let mut segmenter = Segmenter::new(env, &model, threads)?;
+    let start = Instant::now();
+    let input = preprocess(frame, &model.card.input);
+    let preprocess_ms = start.elapsed().as_secs_f64() * 1e3;
+    let refs = vec![&input; batch];
+    segmenter.run(&refs)?; // warm-up
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while rounds < 5 || start.elapsed().as_secs_f64() < seconds {
+        std::hint::black_box(segmenter.run(&refs)?);
+        rounds += 1;
+    }
+    Ok(ModelSpeed {
+        model: model.card.name.clone(),
+        frame: label,
+        working_size: format!("{}x{}", input.valid_width, input.valid_height),
+        batch,
+        threads,
+        preprocess_ms,
+        inference_fps: fps(rounds * batch as u64, start.elapsed()),
+    })
 }
 
 fn fps(frames: u64, elapsed: Duration) -> f64 {
@@ -153,6 +202,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let decode_fps = fps(decoded, decode_time);
     let infer_fps = fps((rounds * batch) as u64, infer_time);
     let e2e_fps = fps(decoded, e2e_time);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let speeds = model_table(&env, &frame, threads)?;
     let bound = decode_fps.min(infer_fps);
     println!(
         "capflow bench — {} frames of 1920x1080 H.264 (generated in {:.1} s)",
@@ -188,10 +241,83 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "end_to_end_fps": e2e_fps, "workers": args.workers,
         "ratio_end_to_end_to_bound": e2e_fps / bound,
         "peak_rss_mib": peak_kb as f64 / 1024.0,
+        "models": speeds,
     });
+    println!(
+        "  model inference alone ({threads} threads; frames resized to each model's working size):"
+    );
+    println!(
+        "    {:<24} {:<26} {:>10} {:>5} {:>9} {:>10}",
+        "model", "frame", "working", "batch", "prep ms", "frames/s"
+    );
+    for s in &speeds {
+        println!(
+            "    {:<24} {:<26} {:>10} {:>5} {:>9.1} {:>10.1}",
+            s.model, s.frame, s.working_size, s.batch, s.preprocess_ms, s.inference_fps
+        );
+    }
+    if let (Some(learned), Some(old)) = (
+        speeds
+            .iter()
+            .find(|s| s.model == "capillary-seg-v1" && s.batch == 1),
+        speeds
+            .iter()
+            .find(|s| s.model == "capillary-classical-v1" && s.batch == 1),
+    ) {
+        println!(
+            "    learned ÷ classical on 1080p skin: {:.2}; learned vs the replaced system (0.84 s/frame): {:.0}×",
+            learned.inference_fps / old.inference_fps,
+            learned.inference_fps * 0.84
+        );
+    }
     let report = args.out.join("bench.json");
     std::fs::write(&report, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", report.display()))?;
     println!("  (also in {})", report.display());
     Ok(())
+}
+
+/// Per-model inference speed on a 1920x1080 skin frame and a 640x480 sublingual frame, every built-in
+/// model in the same run (so the learned model is compared with the classical one on this machine).
+fn model_table(
+    env: &ort::environment::Environment,
+    skin: &capflow_ingest::Frame,
+    threads: usize,
+) -> anyhow::Result<Vec<ModelSpeed>> {
+    let spec = capflow_synth::SynthSpec::preset("sublingual").context("sublingual preset")?;
+    let still = capflow_synth::render_still(&spec)?;
+    let sublingual = capflow_ingest::Frame {
+        stream: Arc::new(StreamInfo::new(
+            "bench-sl",
+            "bench",
+            "sublingual",
+            spec.um_per_px,
+        )),
+        index: 0,
+        pts_ns: 0,
+        width: spec.width,
+        height: spec.height,
+        format: PixelFormat::Rgb8,
+        data: still.rgb,
+    };
+    let mut rows = Vec::new();
+    for builtin in crate::model::BUILTIN_MODELS {
+        for (frame, label) in [
+            (skin, "skin 1920x1080 @2.2um"),
+            (&sublingual, "sublingual 640x480 @1.5um"),
+        ] {
+            for batch in [1, 4] {
+                rows.push(model_speed(
+                    env,
+                    builtin.name,
+                    frame,
+                    label,
+                    threads,
+                    batch,
+                    3.0,
+                )?);
+            }
+        }
+    }
+    Ok(rows)
 }

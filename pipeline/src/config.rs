@@ -68,6 +68,8 @@ pub struct ModelConfig {
     pub min_area_um2: Option<f64>,
     /// Overrides the card's largest capillary area, µm².
     pub max_area_um2: Option<f64>,
+    /// Overrides the card's largest working frame in megapixels: lower trades fine detail for speed.
+    pub max_megapixels: Option<f64>,
 }
 
 impl Default for ModelConfig {
@@ -80,6 +82,7 @@ impl Default for ModelConfig {
             threshold: None,
             min_area_um2: None,
             max_area_um2: None,
+            max_megapixels: None,
         }
     }
 }
@@ -187,7 +190,8 @@ impl Config {
                 stream.source = base.join(&stream.source).display().to_string();
             }
         }
-        if self.model.card != "builtin" && Path::new(&self.model.card).is_relative() {
+        if !crate::model::is_builtin(&self.model.card) && Path::new(&self.model.card).is_relative()
+        {
             self.model.card = base.join(&self.model.card).display().to_string();
         }
     }
@@ -213,6 +217,11 @@ impl Config {
         if let Some(t) = self.model.threshold {
             if !(0.0..=1.0).contains(&t) {
                 p.push("model.threshold must be within 0..=1".into());
+            }
+        }
+        if let Some(mp) = self.model.max_megapixels {
+            if !(mp.is_finite() && (0.01..=100.0).contains(&mp)) {
+                p.push("model.max_megapixels must be within 0.01..=100".into());
             }
         }
         let w = self.windows.length_s;

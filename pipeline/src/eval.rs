@@ -340,7 +340,7 @@ struct Pair {
     mask: PathBuf,
 }
 
-fn list_images(dir: &Path, what: &str) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn list_images(dir: &Path, what: &str) -> anyhow::Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         bail!(
             "{what} folder {} does not exist or is not a folder; check the --{what} path",
@@ -356,7 +356,7 @@ fn list_images(dir: &Path, what: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn stem(path: &Path) -> String {
+pub(crate) fn stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -394,11 +394,11 @@ fn pair_up(images: &Path, masks: &Path) -> anyhow::Result<Vec<Pair>> {
 
 /// Colours of the overlays.
 const TRUTH_RGB: [u8; 3] = [255, 0, 255];
-const PRED_RGB: [u8; 3] = [0, 255, 0];
-const BOX_RGB: [u8; 3] = [255, 255, 0];
+pub(crate) const PRED_RGB: [u8; 3] = [0, 255, 0];
+pub(crate) const BOX_RGB: [u8; 3] = [255, 255, 0];
 
 /// Paints the outline of `mask` (mask pixels with a 4-neighbour outside it) in `colour`.
-fn draw_contour(rgb: &mut [u8], mask: &[bool], w: usize, h: usize, colour: [u8; 3]) {
+pub(crate) fn draw_contour(rgb: &mut [u8], mask: &[bool], w: usize, h: usize, colour: [u8; 3]) {
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
@@ -421,7 +421,7 @@ fn draw_contour(rgb: &mut [u8], mask: &[bool], w: usize, h: usize, colour: [u8; 
 }
 
 /// Paints a one-pixel rectangle one pixel outside each component's bounding box.
-fn draw_boxes(rgb: &mut [u8], comps: &[Component], w: usize, h: usize, colour: [u8; 3]) {
+pub(crate) fn draw_boxes(rgb: &mut [u8], comps: &[Component], w: usize, h: usize, colour: [u8; 3]) {
     let mut put = |x: usize, y: usize| {
         let i = (y * w + x) * 3;
         rgb[i..i + 3].copy_from_slice(&colour);

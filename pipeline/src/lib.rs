@@ -16,6 +16,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod annotate;
 pub mod bench;
 pub mod config;
 pub mod eval;

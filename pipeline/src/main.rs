@@ -32,6 +32,8 @@ enum Command {
     Bench(capflow::bench::BenchArgs),
     /// Score a model against truth masks (an image folder, or a generated held-out set) and write a report.
     Eval(capflow::eval::EvalArgs),
+    /// Segment unlabelled images and draw the capillaries found (overlays + counts.csv).
+    Annotate(capflow::annotate::AnnotateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -248,10 +250,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 .map(|t| t.capillary_count as f64)
                 .sum::<f64>()
                 / written.truth.len().max(1) as f64;
+            let vessels = if args.dataset.is_some() {
+                String::new()
+            } else {
+                format!("{} vessels, ", written.vessels.len())
+            };
             println!(
-                "wrote {} frames ({} vessels, mean {:.1} capillaries per frame){}, truth in {}",
+                "wrote {} frames ({vessels}mean {:.1} capillaries per frame){}, truth in {}",
                 written.frames,
-                written.vessels.len(),
                 mean_count,
                 written
                     .mp4
@@ -278,6 +284,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => {
             capflow::bench::bench(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Annotate(args) => {
+            let rows = capflow::annotate::annotate(&args)?;
+            for r in &rows {
+                println!(
+                    "{:<32} {:>5} capillaries  area fraction {:.4}",
+                    r.file, r.capillary_count, r.area_fraction
+                );
+            }
+            println!("overlays and counts.csv in {}", args.out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(args) => {

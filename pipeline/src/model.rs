@@ -5,18 +5,71 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use capflow_operators::model::Model;
 
-/// Card of the model compiled into capflow (the classical detector in `models/`).
-pub const BUILTIN_CARD: &str = include_str!("../../models/capillary-classical-v1.toml");
-/// ONNX bytes of the built-in model.
-pub const BUILTIN_ONNX: &[u8] = include_bytes!("../../models/capillary-classical-v1.onnx");
+/// A model compiled into the binary: its card and ONNX bytes from `models/`.
+pub struct BuiltinModel {
+    /// Name accepted by `model.card` and `--model`.
+    pub name: &'static str,
+    /// The card's TOML text.
+    pub card: &'static str,
+    /// The ONNX file's bytes.
+    pub onnx: &'static [u8],
+}
 
-/// Loads `builtin` or a model card path.
+/// The models compiled into capflow; the first is the default (`builtin`).
+pub const BUILTIN_MODELS: &[BuiltinModel] = &[
+    BuiltinModel {
+        name: "capillary-seg-v1",
+        card: include_str!("../../models/capillary-seg-v1.toml"),
+        onnx: include_bytes!("../../models/capillary-seg-v1.onnx"),
+    },
+    BuiltinModel {
+        name: "capillary-classical-v1",
+        card: include_str!("../../models/capillary-classical-v1.toml"),
+        onnx: include_bytes!("../../models/capillary-classical-v1.onnx"),
+    },
+];
+
+/// The built-in model a `model.card` value names, if it names one.
+fn builtin(card: &str) -> Option<&'static BuiltinModel> {
+    let name = match card {
+        "builtin" | "learned" => "capillary-seg-v1",
+        "classical" => "capillary-classical-v1",
+        other => other.strip_prefix("builtin:").unwrap_or(other),
+    };
+    BUILTIN_MODELS.iter().find(|m| m.name == name)
+}
+
+/// Whether `card` names a built-in model rather than a card file.
+pub fn is_builtin(card: &str) -> bool {
+    builtin(card).is_some()
+}
+
+/// Loads a built-in model by name (`builtin` = the default, the learned `capillary-seg-v1`;
+/// `classical` = `capillary-classical-v1`) or a model card path.
 pub fn load_model(card: &str) -> anyhow::Result<Model> {
-    if card == "builtin" {
-        return Model::from_parts(BUILTIN_CARD, BUILTIN_ONNX, "builtin:capillary-classical-v1")
-            .context("the built-in model card is invalid (a build problem)");
+    if let Some(builtin) = builtin(card) {
+        return Model::from_parts(
+            builtin.card,
+            builtin.onnx,
+            &format!("builtin:{}", builtin.name),
+        )
+        .with_context(|| {
+            format!(
+                "the built-in model card {} is invalid (a build problem)",
+                builtin.name
+            )
+        });
     }
-    Model::load(Path::new(card)).with_context(|| format!("loading model card {card}"))
+    Model::load(Path::new(card)).with_context(|| {
+        format!(
+            "loading model card {card} (built-in models: builtin, learned, classical, {})",
+            BUILTIN_MODELS
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 /// The ONNX Runtime library: the configured path, else `ORT_DYLIB_PATH`, else where `make setup` puts it

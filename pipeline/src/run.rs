@@ -257,8 +257,12 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     let config = &ctx.config;
     let length_ms = config.windows.length_ms();
     let card = &ctx.model.card;
+    let mut input = card.input.clone();
+    if let Some(mp) = config.model.max_megapixels {
+        input.max_megapixels = Some(mp);
+    }
     let params = SegmentParams {
-        input: card.input.clone(),
+        input,
         metrics: MetricParams {
             threshold: config.model.threshold.unwrap_or(card.output.threshold),
             min_area_um2: config
