@@ -141,7 +141,10 @@ impl ModelCard {
         }
         if let Some([lo, hi]) = self.input.um_per_px_range {
             if !(lo > 0.0 && hi >= lo) {
-                problems.push("input.um_per_px_range must be [finest, coarsest] with 0 < finest <= coarsest".to_owned());
+                problems.push(
+                    "input.um_per_px_range must be [finest, coarsest] with 0 < finest <= coarsest"
+                        .to_owned(),
+                );
             }
         }
         if let Some(mp) = self.input.max_megapixels {

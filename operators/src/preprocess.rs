@@ -258,10 +258,16 @@ mod tests {
         let out = resize(&ramp, 4, 4, 2, 4);
         assert!(out[0] > 0.0 && out[1] < 255.0 && out[1] > out[0]);
         // Halving uses a triangle filter twice as wide: Pillow's BILINEAR gives 71.42857 and 209.28572 here.
-        assert!((out[0] - 71.42857).abs() < 1e-3 && (out[1] - 209.28572).abs() < 1e-3, "{out:?}");
+        assert!(
+            (out[0] - 71.42857).abs() < 1e-3 && (out[1] - 209.28572).abs() < 1e-3,
+            "{out:?}"
+        );
         // Enlarging interpolates linearly between pixel centres.
         let up = resize(&[0.0, 100.0], 2, 1, 4, 1);
-        assert!((up[1] - 25.0).abs() < 1e-4 && (up[2] - 75.0).abs() < 1e-4, "{up:?}");
+        assert!(
+            (up[1] - 25.0).abs() < 1e-4 && (up[2] - 75.0).abs() < 1e-4,
+            "{up:?}"
+        );
     }
 
     #[test]
