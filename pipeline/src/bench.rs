@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// ONNX Runtime threads for the per-model speed table (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Overrides the learned model's largest working frame in the speed table (megapixels), to measure
+    /// the resolution/speed trade-off.
+    #[arg(long)]
+    pub max_megapixels: Option<f64>,
 }
 
 /// Inference speed of one model on one kind of frame, all cores, measured after a warm-up.
@@ -52,15 +56,14 @@ struct ModelSpeed {
 /// Times `preprocess` and the model on `frame` for about `seconds` (at least 5 batches).
 fn model_speed(
     env: &ort::environment::Environment,
-    card: &str,
+    model: &capflow_operators::model::Model,
     frame: &capflow_ingest::Frame,
     label: &'static str,
     threads: usize,
     batch: usize,
     seconds: f64,
 ) -> anyhow::Result<ModelSpeed> {
-    let model = load_model(card)?;
-    let mut segmenter = Segmenter::new(env, &model, threads)?;
+    let mut segmenter = Segmenter::new(env, model, threads)?;
     let start = Instant::now();
     let input = preprocess(frame, &model.card.input);
     let preprocess_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -205,7 +208,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let speeds = model_table(&env, &frame, threads)?;
+    let speeds = model_table(&env, &frame, threads, args.max_megapixels)?;
     let bound = decode_fps.min(infer_fps);
     println!(
         "capflow bench — {} frames of 1920x1080 H.264 (generated in {:.1} s)",
@@ -283,6 +286,7 @@ fn model_table(
     env: &ort::environment::Environment,
     skin: &capflow_ingest::Frame,
     threads: usize,
+    max_megapixels: Option<f64>,
 ) -> anyhow::Result<Vec<ModelSpeed>> {
     let spec = capflow_synth::SynthSpec::preset("sublingual").context("sublingual preset")?;
     let still = capflow_synth::render_still(&spec)?;
@@ -302,20 +306,16 @@ fn model_table(
     };
     let mut rows = Vec::new();
     for builtin in crate::model::BUILTIN_MODELS {
+        let mut model = load_model(builtin.name)?;
+        if let (Some(mp), Some(_)) = (max_megapixels, model.card.input.max_megapixels) {
+            model.card.input.max_megapixels = Some(mp);
+        }
         for (frame, label) in [
             (skin, "skin 1920x1080 @2.2um"),
             (&sublingual, "sublingual 640x480 @1.5um"),
         ] {
             for batch in [1, 4] {
-                rows.push(model_speed(
-                    env,
-                    builtin.name,
-                    frame,
-                    label,
-                    threads,
-                    batch,
-                    3.0,
-                )?);
+                rows.push(model_speed(env, &model, frame, label, threads, batch, 3.0)?);
             }
         }
     }

@@ -76,6 +76,10 @@ pub struct EvalArgs {
     /// Skip writing overlays (faster on large sets).
     #[arg(long)]
     pub no_overlays: bool,
+    /// Overrides the card's largest working frame (megapixels), as `model.max_megapixels` does for runs:
+    /// scores the resolution/accuracy trade-off.
+    #[arg(long)]
+    pub max_megapixels: Option<f64>,
 }
 
 /// Scores of one image.
@@ -553,7 +557,13 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         }
     }
 
-    let model = load_model(&args.model)?;
+    let mut model = load_model(&args.model)?;
+    if let Some(mp) = args.max_megapixels {
+        if !(mp.is_finite() && mp > 0.0) {
+            bail!("--max-megapixels must be a positive number (got {mp})");
+        }
+        model.card.input.max_megapixels = Some(mp);
+    }
     let env = ort_environment(&ort_library(None)?)?;
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
