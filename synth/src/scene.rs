@@ -731,6 +731,23 @@ mod tests {
     }
 
     #[test]
+    fn vessel_scale_enlarges_skin_vessels() {
+        let base = SynthSpec::default();
+        let big = SynthSpec {
+            vessel_scale: 2.0,
+            ..base.clone()
+        };
+        let (a, b) = (
+            build_scene(&base, 1920, 1080),
+            build_scene(&big, 1920, 1080),
+        );
+        let mean_r =
+            |s: &Scene| s.vessels.iter().map(|v| v.radius_px).sum::<f64>() / s.vessels.len() as f64;
+        let ratio = mean_r(&b) / mean_r(&a);
+        assert!((1.7..=2.3).contains(&ratio), "radius ratio {ratio}");
+    }
+
+    #[test]
     fn sublingual_has_venules_and_capillaries() {
         let spec = SynthSpec::preset("sublingual").unwrap();
         let scene = build_scene(&spec, 640, 480);

@@ -516,6 +516,13 @@ mod tests {
                 },
                 "blur_sigma_px",
             ),
+            (
+                SynthSpec {
+                    vessel_scale: 0.0,
+                    ..ok.clone()
+                },
+                "vessel_scale",
+            ),
         ];
         for (spec, want) in cases {
             let (field, message) = field_of(&spec);
