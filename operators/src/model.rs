@@ -32,6 +32,9 @@ pub struct ModelCard {
     /// Where the model came from.
     #[serde(default)]
     pub provenance: toml::Table,
+    /// Measured accuracy and speed (free-form, e.g. `capflow eval` results per modality).
+    #[serde(default)]
+    pub metrics: toml::Table,
 }
 
 /// Input tensor contract of a model card.

@@ -13,11 +13,11 @@ use capflow_operators::scores::dice;
 use capflow_operators::{ort_environment, Segmenter};
 use capflow_synth::{randomized, render_still, Look};
 
-/// Lowest acceptable mean pixel Dice per look on the frames below (measured values are in the model card;
-/// the floors sit below them so that only a real regression fails).
+/// Lowest acceptable mean pixel Dice per look on the two frames below. v1.0.0 measured 0.889 (skin), 0.842
+/// (sublingual) and 0.899 (nailfold); the floors sit below so that only a real regression fails.
 const DICE_FLOOR: [(Look, f64); 3] = [
-    (Look::Skin, 0.70),
-    (Look::Sublingual, 0.80),
+    (Look::Skin, 0.75),
+    (Look::Sublingual, 0.75),
     (Look::Nailfold, 0.80),
 ];
 
