@@ -77,7 +77,8 @@ fn taps(n_in: usize, n_out: usize) -> Vec<Taps> {
         .collect()
 }
 
-/// Resizes a `w × h` plane to `out_w × out_h` with a separable triangle filter (see [`taps`]).
+/// Resizes a `w × h` plane to `out_w × out_h` with a separable triangle filter: linear interpolation when
+/// enlarging, a filter widened by the scale when shrinking (Pillow's `BILINEAR`, which training uses).
 pub fn resize(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usize) -> Vec<f32> {
     if out_w == w && out_h == h {
         return src.to_vec();
