@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--channels", default="8,16,48,96")
     ap.add_argument("--log", help="write training curve and validation scores as JSON here")
     args = ap.parse_args()
+    if args.steps < 40:
+        ap.error("--steps must be at least 40 (the one-cycle learning-rate schedule needs a warm-up phase)")
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)

@@ -98,3 +98,28 @@ pub fn ort_library(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
         candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_names_resolve_and_the_default_is_the_learned_model() {
+        assert_eq!(load_model("builtin").unwrap().card.name, "capillary-seg-v1");
+        assert_eq!(load_model("learned").unwrap().card.kind, "learned");
+        assert_eq!(
+            load_model("classical").unwrap().card.name,
+            "capillary-classical-v1"
+        );
+        assert_eq!(
+            load_model("builtin:capillary-classical-v1").unwrap().origin,
+            "builtin:capillary-classical-v1"
+        );
+        assert!(is_builtin("capillary-seg-v1") && !is_builtin("models/x.toml"));
+        let err = format!("{:#}", load_model("no/such/card.toml").unwrap_err());
+        assert!(
+            err.contains("no/such/card.toml") && err.contains("classical"),
+            "{err}"
+        );
+    }
+}
