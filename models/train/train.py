@@ -37,6 +37,8 @@ def load_set(folder, limit=None):
         ww, wh = working_size(w, h, float(row["um_per_px"]))
         g, red = channels(rgb)
         planes = [resize(g, ww, wh), resize(red, ww, wh), resize(mask.astype(np.float32) * 255.0, ww, wh)]
+        # Rounded to 8 bits so that 1,600 frames fit in memory; the pipeline keeps the fractions
+        # (at most half a grey level apart, well inside the brightness/noise augmentation).
         stack = np.stack(planes).round().clip(0, 255).astype(np.uint8)
         # A sample of vessel pixels, so that half of the crops can be centred on a vessel (skin frames
         # are ~99 % background: random crops alone rarely show the network a capillary).
