@@ -3,16 +3,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use capflow_ingest::{Frame, StreamInfo};
 use capflow_operators::metrics::MetricParams;
-use capflow_operators::native::{capillary_mask, native_probability};
-use capflow_operators::preprocess::preprocess;
+use capflow_operators::native::capillary_mask;
 use capflow_operators::{ort_environment, Segmenter};
 
-use crate::eval::{draw_boxes, draw_contour, list_images, stem, BOX_RGB, PRED_RGB};
+use crate::eval::{draw_boxes, draw_contour, list_images, segment_image, stem, BOX_RGB, PRED_RGB};
 use crate::imageio::read_image;
 use crate::model::{load_model, ort_library};
 
@@ -73,32 +70,12 @@ pub fn annotate(args: &AnnotateArgs) -> anyhow::Result<Vec<Annotated>> {
         min_area_um2: model.card.postprocess.min_area_um2,
         max_area_um2: model.card.postprocess.max_area_um2,
     };
-    let stream = Arc::new(StreamInfo::new(
-        "annotate",
-        "annotate",
-        "image",
-        args.um_per_px,
-    ));
     let mut rows = Vec::with_capacity(images.len());
     for path in &images {
         let image = read_image(path)?;
         let (w, h) = (image.width as usize, image.height as usize);
-        let frame = Frame {
-            stream: Arc::clone(&stream),
-            index: 0,
-            pts_ns: 0,
-            width: image.width,
-            height: image.height,
-            format: image.format,
-            data: image.data.clone(),
-        };
-        let input = preprocess(&frame, &model.card.input);
-        let prob = segmenter
-            .run(&[&input])
-            .with_context(|| format!("segmenting {}", path.display()))?
-            .pop()
-            .context("the model returned no output")?;
-        let native = native_probability(&prob, &input, w, h);
+        let native = segment_image(&mut segmenter, &model, &image, args.um_per_px, "image")
+            .with_context(|| format!("segmenting {}", path.display()))?;
         let (mask, kept) = capillary_mask(&native, w, h, args.um_per_px, &params);
         let mut rgb = image.to_rgb();
         draw_contour(&mut rgb, &mask, w, h, PRED_RGB);

@@ -446,6 +446,37 @@ pub(crate) fn draw_boxes(rgb: &mut [u8], comps: &[Component], w: usize, h: usize
     }
 }
 
+/// The model's probability map of one still image, at the image's native size: the frame goes through the
+/// pipeline's preprocessing, and the valid region of the output is resized back.
+pub(crate) fn segment_image(
+    segmenter: &mut Segmenter,
+    model: &Model,
+    image: &Image,
+    um_per_px: f64,
+    name: &str,
+) -> anyhow::Result<Vec<f32>> {
+    let frame = Frame {
+        stream: Arc::new(StreamInfo::new("eval", "eval", name, um_per_px)),
+        index: 0,
+        pts_ns: 0,
+        width: image.width,
+        height: image.height,
+        format: image.format,
+        data: image.data.clone(),
+    };
+    let input = preprocess(&frame, &model.card.input);
+    let prob = segmenter
+        .run(&[&input])?
+        .pop()
+        .context("the model returned no output")?;
+    Ok(native_probability(
+        &prob,
+        &input,
+        image.width as usize,
+        image.height as usize,
+    ))
+}
+
 struct Scorer {
     model: Model,
     segmenter: Segmenter,
@@ -462,22 +493,7 @@ impl Scorer {
     ) -> anyhow::Result<(ImageRow, Vec<bool>, Vec<Component>)> {
         let start = Instant::now();
         let (w, h) = (image.width as usize, image.height as usize);
-        let frame = Frame {
-            stream: Arc::new(StreamInfo::new("eval", "eval", name, um_per_px)),
-            index: 0,
-            pts_ns: 0,
-            width: image.width,
-            height: image.height,
-            format: image.format,
-            data: image.data.clone(),
-        };
-        let input = preprocess(&frame, &self.model.card.input);
-        let prob = self
-            .segmenter
-            .run(&[&input])?
-            .pop()
-            .context("the model returned no output")?;
-        let native = native_probability(&prob, &input, w, h);
+        let native = segment_image(&mut self.segmenter, &self.model, image, um_per_px, name)?;
         let (pred, kept) = capillary_mask(&native, w, h, um_per_px, &self.params);
         let ones = vec![1.0f32; w * h];
         let (truth_counted, truth_kept) =
