@@ -78,7 +78,7 @@ fn read_back(
     root: &Path,
 ) -> (
     Vec<capflow_operators::records::FrameMetrics>,
-    Vec<capflow_operators::records::WindowAggregate>,
+    Vec<capflow_operators::records::PatientWindow>,
 ) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -87,8 +87,17 @@ fn read_back(
         .unwrap();
     let output = capflow_sinks::open_output(root.to_str().unwrap(), &Default::default()).unwrap();
     let frames = capflow_sinks::read_frames(&output, runtime.handle()).unwrap();
-    let windows = capflow_sinks::read_windows(&output, runtime.handle()).unwrap();
-    (frames, windows)
+    let patients = capflow_sinks::read_patients(&output, runtime.handle()).unwrap();
+    let sites = capflow_sinks::read_sites(&output, runtime.handle()).unwrap();
+    // Every patient window is built from its site windows.
+    for p in &patients {
+        let n = sites
+            .iter()
+            .filter(|s| s.patient_id == p.patient_id && s.window_start_ms == p.window_start_ms)
+            .count();
+        assert_eq!(n as u32, p.n_sites, "{p:?}");
+    }
+    (frames, patients)
 }
 
 fn python() -> Option<String> {
@@ -166,7 +175,8 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
     assert_eq!(by_stream("skin-a").len(), 20);
     assert_eq!(by_stream("sub-b").len(), 15);
     assert!(out.join("frames/patient_id=patient-a").is_dir());
-    assert!(out.join("windows/patient_id=patient-b").is_dir());
+    assert!(out.join("patients/patient_id=patient-b").is_dir());
+    assert!(out.join("sites/patient_id=patient-b").is_dir());
     // 20 frames at 10 fps starting on a whole second: windows [0 s, 1 s) and [1 s, 2 s) per patient.
     let per_patient = |p: &str| {
         windows
@@ -185,7 +195,7 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
     );
     assert!(windows
         .iter()
-        .all(|w| w.n_streams == 1 && w.window_end_ms - w.window_start_ms == 1000));
+        .all(|w| w.n_sites == 1 && w.window_end_ms - w.window_start_ms == 1000));
 
     // Per-frame accuracy against the generator's ground truth (tolerances: what a usable detector must reach).
     let gt = truth(&skin_truth);
@@ -220,7 +230,8 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
     let view = duckdb_view(&out);
     assert_eq!(view["frames_per_patient"]["patient-a"], 20);
     assert_eq!(view["frames_per_patient"]["patient-b"], 15);
-    assert_eq!(view["windows_per_patient"]["patient-a"], 2);
+    assert_eq!(view["patients_per_patient"]["patient-a"], 2);
+    assert_eq!(view["sites_per_patient"]["patient-a"], 2);
     let duck_frames = view["frames"].as_array().unwrap();
     assert_eq!(duck_frames.len(), frames.len());
     for (duck, rust) in duck_frames
@@ -231,7 +242,7 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
         assert_eq!(duck["event_ms"], rust.event_time_ms);
     }
     for meta in view["file_metadata"].as_array().unwrap() {
-        assert_eq!(meta["capflow.schema_version"], "1", "{meta}");
+        assert_eq!(meta["capflow.schema_version"], "2", "{meta}");
     }
 }
 
@@ -285,7 +296,7 @@ fn two_workers_write_the_same_rows_and_files_as_one() {
     }
     assert_eq!(results[0].0.len(), 36);
     assert!(
-        results[0].1.iter().any(|w| w.contains("n_streams: 2")),
+        results[0].1.iter().any(|w| w.contains("n_sites: 2")),
         "p1's two sites meet in one window"
     );
     assert_eq!(results[0], results[1], "-w 2 differs from -w 1");
@@ -478,7 +489,7 @@ fn output_to_s3_lands_on_a_real_s3_server_and_reads_back() {
     );
     let view = duckdb_view(&on_disk);
     assert_eq!(view["frames_per_patient"]["p-s3"], 10);
-    assert_eq!(view["windows_per_patient"]["p-s3"], 1);
+    assert_eq!(view["patients_per_patient"]["p-s3"], 1);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 """Independent reader for capflow's Parquet output: DuckDB (hive partitions) and pyarrow (file metadata).
 
-Usage: read_tables.py ROOT  → prints one JSON object: per-patient frame/window counts and all frame rows, as DuckDB
+Usage: read_tables.py ROOT  → prints one JSON object: per-patient frame/site/patient-window counts and all frame rows, as DuckDB
 sees them, plus the capflow key-value metadata pyarrow finds in every file. Used by tests/end_to_end.rs.
 """
 import glob
@@ -16,17 +16,19 @@ def main(root: str) -> None:
     con = duckdb.connect()
     out = {}
     frames = os.path.join(root, "frames", "*", "*.parquet")
-    windows = os.path.join(root, "windows", "*", "*.parquet")
+    patients = os.path.join(root, "patients", "*", "*.parquet")
+    sites = os.path.join(root, "sites", "*", "*.parquet")
     out["frames_per_patient"] = dict(
         con.execute(
             f"SELECT patient_id, count(*) FROM read_parquet('{frames}', hive_partitioning = true) GROUP BY 1 ORDER BY 1"
         ).fetchall()
     )
-    out["windows_per_patient"] = dict(
-        con.execute(
-            f"SELECT patient_id, count(*) FROM read_parquet('{windows}', hive_partitioning = true) GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    )
+    for name, glob_ in [("patients", patients), ("sites", sites)]:
+        out[f"{name}_per_patient"] = dict(
+            con.execute(
+                f"SELECT patient_id, count(*) FROM read_parquet('{glob_}', hive_partitioning = true) GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
     rows = con.execute(
         f"""SELECT patient_id, stream_id, frame_index, capillary_count, area_fraction, epoch_ms(event_time) AS event_ms
             FROM read_parquet('{frames}', hive_partitioning = true) ORDER BY stream_id, frame_index"""
@@ -35,11 +37,13 @@ def main(root: str) -> None:
         dict(zip(["patient_id", "stream_id", "frame_index", "capillary_count", "area_fraction", "event_ms"], r))
         for r in rows
     ]
+    columns = ["patient_id", "window_start_ms", "n_frames", "n_sites", "n_valid_sites", "late_frames", "tvd_mm_per_mm2", "ppv_percent", "mfi", "hi"]
     wrows = con.execute(
-        f"""SELECT patient_id, epoch_ms(window_start), n_frames, n_streams, capillary_count_mean
-            FROM read_parquet('{windows}', hive_partitioning = true) ORDER BY 1, 2"""
+        f"""SELECT patient_id, epoch_ms(window_start), n_frames, n_sites, n_valid_sites, late_frames, tvd_mm_per_mm2,
+                   ppv_percent, mfi, hi
+            FROM read_parquet('{patients}', hive_partitioning = true) ORDER BY 1, 2"""
     ).fetchall()
-    out["windows"] = [dict(zip(["patient_id", "window_start_ms", "n_frames", "n_streams", "count_mean"], r)) for r in wrows]
+    out["patients"] = [dict(zip(columns, r)) for r in wrows]
     metadata = []
     for path in sorted(glob.glob(os.path.join(root, "*", "*", "*.parquet"))):
         kv = pq.ParquetFile(path).metadata.metadata or {}

@@ -20,25 +20,35 @@
 //! assert_eq!(m.area_fraction, 0.25);
 //! ```
 
+pub mod analyse_flow;
 pub mod close_windows;
 pub mod components;
+pub mod drift;
 mod error;
+mod exact;
+pub mod flow;
 pub mod metrics;
 pub mod model;
 pub mod native;
 mod ordf64;
 pub mod preprocess;
+pub mod quality;
 pub mod records;
 pub mod scores;
 pub mod segment;
 pub mod segmenter;
+pub mod stabilise;
+pub mod vessels;
 pub mod windows;
 pub mod write_parts;
 
+pub use analyse_flow::AnalyseFlow;
 pub use close_windows::CloseWindows;
 pub use error::OperatorError;
+pub use exact::Exact;
 pub use ordf64::OrdF64;
-pub use segment::{Segment, SegmentParams, SegmentShared};
+pub use segment::{Analysed, Segment, SegmentParams, SegmentShared, SegmentationConfig};
+pub use stabilise::Stabilise;
 pub use segmenter::{ort_environment, Segmenter};
-pub use windows::PatientWindows;
+pub use windows::{PatientWindows, WindowSpec};
 pub use write_parts::{Part, PartKey, WriteParts};

@@ -1,12 +1,13 @@
-//! Plain records that flow out of the per-frame and per-window operators.
+//! Plain records that flow out of the per-frame, per-stream and per-window operators.
 //!
-//! They are the rows of capflow's two tables (`frames`, `windows`) and carry no I/O, so the sink crate can turn them
-//! into Arrow batches and tests can build them by hand.
+//! They are the rows of capflow's three tables (`frames`, `sites`, `patients`) plus the per-stream flow samples that
+//! feed `sites`. They carry no I/O, so the sink crate can turn them into Arrow batches and tests can build them by
+//! hand. Units are in the field names: `_um`, `_mm_per_mm2`, `_percent`, `_ms`, `_px`.
 
 use serde::{Deserialize, Serialize};
 
 /// Metrics of one segmented frame: one row of the `frames` table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FrameMetrics {
     /// Stream (site recording) the frame came from, unique within a run.
     pub stream_id: String,
@@ -26,50 +27,195 @@ pub struct FrameMetrics {
     pub height: u32,
     /// Pixel size of the decoded frame, micrometres per pixel.
     pub um_per_px: f64,
+    /// How the row was segmented: `every_frame`, `every_nth` or `block_mean`.
+    pub segmentation: String,
+    /// Frames behind this row: 1, or N for `every_nth` (frames it stands for) and `block_mean` (frames averaged).
+    pub segmented_frames: u32,
     /// Number of capillaries: connected components of the mask within the configured area range.
     pub capillary_count: u32,
+    /// Capillaries per mm² of analysed field.
+    pub capillary_density_per_mm2: f64,
     /// Capillary pixels divided by analysed pixels (0..1).
     pub area_fraction: f64,
-    /// Capillaries per mm² of analysed field.
-    pub density_per_mm2: f64,
+    /// Total vessel density: centre-line length of all vessels ÷ field area, mm/mm².
+    pub tvd_mm_per_mm2: f64,
+    /// Total vessel density of small vessels (diameter below the configured threshold), mm/mm².
+    pub tvd_small_mm_per_mm2: f64,
+    /// Length-weighted mean vessel diameter, µm (0 when no vessel).
+    pub mean_diameter_um: f64,
     /// Mean model probability over the pixels of counted capillaries (0..1; 0 when none).
     pub mean_probability: f64,
     /// Analysed field area, mm².
     pub field_area_mm2: f64,
+    /// Horizontal displacement of the field content since the stream's first frame, frame pixels.
+    pub drift_x_px: f64,
+    /// Vertical displacement of the field content since the stream's first frame, frame pixels.
+    pub drift_y_px: f64,
+    /// Mean luma/green level, 0..255 (illumination evidence).
+    pub mean_luma: f64,
+    /// Share of saturated pixels (illumination evidence).
+    pub saturated_fraction: f64,
+    /// Share of black pixels (illumination evidence).
+    pub dark_fraction: f64,
+    /// Sharpness measure (focus evidence; see `quality::frame_quality`).
+    pub focus: f64,
 }
 
-/// Summary statistics of one metric over the frames of a window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Arithmetic mean.
-    pub mean: f64,
-    /// Median (mean of the two middle values for even counts).
-    pub median: f64,
-    /// 10th percentile (linear interpolation between closest ranks).
-    pub p10: f64,
-    /// 90th percentile (linear interpolation between closest ranks).
-    pub p90: f64,
-}
-
-/// One patient's aggregate over one tumbling event-time window: one row of the `windows` table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WindowAggregate {
-    /// Patient the window belongs to; the `windows` table is partitioned by it.
+/// Flow measured over one sliding window of consecutive frames of one stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowSample {
+    /// Stream the frames came from.
+    pub stream_id: String,
+    /// Patient of the stream.
     pub patient_id: String,
-    /// Inclusive window start, milliseconds since the Unix epoch.
+    /// Recording site.
+    pub site: String,
+    /// Index of the first frame of the flow window.
+    pub first_frame: u64,
+    /// Index of the last frame of the flow window.
+    pub last_frame: u64,
+    /// Event time of the last frame, ms since the Unix epoch (the sample belongs to the windows containing it).
+    pub event_time_ms: i64,
+    /// Vessel segments analysed.
+    pub n_segments: u32,
+    /// Proportion of perfused vessels: length with sluggish or continuous flow ÷ total length, %.
+    pub ppv_percent: f64,
+    /// Perfused vessel density = TVD × PPV, mm/mm².
+    pub pvd_mm_per_mm2: f64,
+    /// Microvascular flow index, 0..3: predominant flow class per quadrant, averaged over quadrants with vessels.
+    pub mfi: f64,
+    /// Experimental: median red-cell velocity over perfused segments, µm/s (`None` when none could be measured).
+    pub rbc_velocity_um_s: Option<f64>,
+}
+
+/// What flows from the per-stream operators into the windowed aggregates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StreamRecord {
+    /// One segmented frame.
+    Frame(FrameMetrics),
+    /// One flow window.
+    Flow(FlowSample),
+}
+
+impl StreamRecord {
+    /// Event time of the record, ms since the Unix epoch.
+    pub fn event_time_ms(&self) -> i64 {
+        match self {
+            StreamRecord::Frame(f) => f.event_time_ms,
+            StreamRecord::Flow(f) => f.event_time_ms,
+        }
+    }
+
+    /// Patient the record belongs to.
+    pub fn patient_id(&self) -> &str {
+        match self {
+            StreamRecord::Frame(f) => &f.patient_id,
+            StreamRecord::Flow(f) => &f.patient_id,
+        }
+    }
+}
+
+/// One stream (site) over one event-time window: one row of the `sites` table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteWindow {
+    /// Patient the stream belongs to; the `sites` table is partitioned by it.
+    pub patient_id: String,
+    /// Stream id.
+    pub stream_id: String,
+    /// Recording site.
+    pub site: String,
+    /// Inclusive window start, ms since the Unix epoch.
     pub window_start_ms: i64,
-    /// Exclusive window end, milliseconds since the Unix epoch.
+    /// Exclusive window end, ms since the Unix epoch.
     pub window_end_ms: i64,
-    /// Frames that fell into the window, over all of the patient's streams.
+    /// Segmented frames in the window.
     pub n_frames: u64,
-    /// Distinct streams (sites) that contributed frames.
-    pub n_streams: u32,
-    /// Capillary count per frame.
-    pub capillary_count: Stats,
-    /// Area fraction per frame.
-    pub area_fraction: Stats,
-    /// Capillary density per mm² per frame.
-    pub density_per_mm2: Stats,
-    /// Mean capillary probability per frame.
-    pub mean_probability: Stats,
+    /// Time covered by the stream's frames in the window, seconds.
+    pub duration_s: f64,
+    /// Segmentation mode of the frames (`every_frame`, `every_nth`, `block_mean`).
+    pub segmentation: String,
+    /// Mean capillaries per frame.
+    pub capillary_count: f64,
+    /// Mean capillaries per mm².
+    pub capillary_density_per_mm2: f64,
+    /// Mean area fraction.
+    pub area_fraction: f64,
+    /// Mean total vessel density, mm/mm².
+    pub tvd_mm_per_mm2: f64,
+    /// Mean small-vessel density, mm/mm².
+    pub tvd_small_mm_per_mm2: f64,
+    /// Mean vessel diameter, µm.
+    pub mean_diameter_um: f64,
+    /// Flow windows that ended in this window.
+    pub n_flow_windows: u32,
+    /// Mean PPV over the flow windows, % (`None` without a flow window).
+    pub ppv_percent: Option<f64>,
+    /// Mean PVD over the flow windows, mm/mm².
+    pub pvd_mm_per_mm2: Option<f64>,
+    /// Mean MFI over the flow windows, 0..3.
+    pub mfi: Option<f64>,
+    /// Experimental: mean red-cell velocity, µm/s.
+    pub rbc_velocity_um_s: Option<f64>,
+    /// Largest field displacement within the window ÷ field size.
+    pub max_drift_fraction: f64,
+    /// Mean luma, 0..255.
+    pub mean_luma: f64,
+    /// Median focus measure.
+    pub focus: f64,
+    /// MIQS-style illumination score: 0 optimal, 1 acceptable, 10 unacceptable.
+    pub q_illumination: u8,
+    /// Duration score.
+    pub q_duration: u8,
+    /// Focus score.
+    pub q_focus: u8,
+    /// Content score (enough vessels in view).
+    pub q_content: u8,
+    /// Stability score (drift).
+    pub q_stability: u8,
+    /// Sum of the scores.
+    pub quality_score: u32,
+    /// Whether the window is good enough to enter patient aggregates.
+    pub quality_ok: bool,
+}
+
+/// One patient over one event-time window, combined over the sites: one row of the `patients` table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PatientWindow {
+    /// Patient id; the `patients` table is partitioned by it.
+    pub patient_id: String,
+    /// Inclusive window start, ms since the Unix epoch.
+    pub window_start_ms: i64,
+    /// Exclusive window end, ms since the Unix epoch.
+    pub window_end_ms: i64,
+    /// Sites (streams) with frames in the window.
+    pub n_sites: u32,
+    /// Sites whose window passed the quality check; only these enter the means below.
+    pub n_valid_sites: u32,
+    /// Segmented frames over all sites.
+    pub n_frames: u64,
+    /// Frames of this patient that arrived after their own window had closed (beyond the allowed lateness) while
+    /// this window was open; they are logged and counted here, not lost silently.
+    pub late_frames: u64,
+    /// Mean over valid sites of capillaries per frame.
+    pub capillary_count: Option<f64>,
+    /// Mean over valid sites of capillary density, per mm².
+    pub capillary_density_per_mm2: Option<f64>,
+    /// Mean over valid sites of area fraction.
+    pub area_fraction: Option<f64>,
+    /// Mean over valid sites of TVD, mm/mm².
+    pub tvd_mm_per_mm2: Option<f64>,
+    /// Mean over valid sites of small-vessel TVD, mm/mm².
+    pub tvd_small_mm_per_mm2: Option<f64>,
+    /// Mean over valid sites of vessel diameter, µm.
+    pub mean_diameter_um: Option<f64>,
+    /// Mean over valid sites with flow of PPV, %.
+    pub ppv_percent: Option<f64>,
+    /// Mean over valid sites with flow of PVD, mm/mm².
+    pub pvd_mm_per_mm2: Option<f64>,
+    /// Mean over valid sites with flow of MFI, 0..3.
+    pub mfi: Option<f64>,
+    /// Heterogeneity index of site MFI: (max − min) ÷ mean, over valid sites with flow (`None` when the mean is 0).
+    pub hi: Option<f64>,
+    /// Experimental: mean red-cell velocity over valid sites, µm/s.
+    pub rbc_velocity_um_s: Option<f64>,
 }

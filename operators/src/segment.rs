@@ -1,23 +1,96 @@
-//! Frames → per-frame capillary measures: preprocess, batched ONNX inference, post-process.
+//! Stabilised frames → segmented frames: batched ONNX inference at the configured rate, then per-frame measures
+//! (count, area, TVD, diameter) and the vessel map flow analysis samples.
 //!
-//! Frames stay on the worker that decoded them (pipeline channel: raw pixels never cross workers or processes).
-//! They are buffered until a batch is full or event time moves past them, then inferred together; the shared
-//! `pending` counter drops as frames are consumed so the input loop can hold back decoding (timely itself has no
-//! backpressure between operators).
+//! Frames stay on the worker that decoded them (pipeline channel: raw pixels never cross workers or processes). The
+//! segmentation rate is explicit: every frame, every Nth frame, or the mean of each block of N stabilised frames
+//! (less noise and red-cell texture, so faint vessels show, at 1/N of the inference cost); every frame still passes
+//! on to flow analysis, in stream order. Frames are buffered until a batch is full or event time moves past them;
+//! the shared `pending` counter drops as frames are consumed so the input loop can hold back decoding (timely itself
+//! has no backpressure between operators).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
-use capflow_ingest::Frame;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
+use crate::components::label_components;
+use crate::flow::{background_points, FlowMap};
 use crate::metrics::{measure, MetricParams};
 use crate::model::InputSpec;
 use crate::preprocess::{preprocess, ModelInput};
 use crate::records::FrameMetrics;
 use crate::segmenter::Segmenter;
+use crate::stabilise::StableFrame;
+use crate::vessels::{vessel_map, VesselParams};
+
+/// How often frames are segmented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentationMode {
+    /// Every frame: best accuracy, full inference cost.
+    #[default]
+    EveryFrame,
+    /// Frames whose index is a multiple of `n`: 1/n of the cost, each row stands for n frames.
+    EveryNth,
+    /// The mean of each block of `n` stabilised frames: 1/n of the cost, less noise.
+    BlockMean,
+}
+
+/// The `[segmentation]` table of the capflow config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegmentationConfig {
+    /// `every_frame`, `every_nth` or `block_mean`.
+    pub mode: SegmentationMode,
+    /// N for `every_nth` and `block_mean`.
+    pub n: u32,
+}
+
+impl Default for SegmentationConfig {
+    fn default() -> Self {
+        SegmentationConfig {
+            mode: SegmentationMode::EveryFrame,
+            n: 5,
+        }
+    }
+}
+
+impl SegmentationConfig {
+    /// Human-readable problems (empty = valid), each naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        if self.mode != SegmentationMode::EveryFrame && !(1..=1000).contains(&self.n) {
+            vec![format!(
+                "segmentation.n = {} must be between 1 and 1000 for mode {}",
+                self.n,
+                self.label()
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The mode's name as written in the `segmentation` column.
+    pub fn label(&self) -> &'static str {
+        match self.mode {
+            SegmentationMode::EveryFrame => "every_frame",
+            SegmentationMode::EveryNth => "every_nth",
+            SegmentationMode::BlockMean => "block_mean",
+        }
+    }
+
+    /// Frames one row stands for.
+    pub fn frames_per_row(&self) -> u32 {
+        match self.mode {
+            SegmentationMode::EveryFrame => 1,
+            _ => self.n.max(1),
+        }
+    }
+}
 
 /// Everything the segment operator needs besides the session.
 #[derive(Clone, Debug)]
@@ -26,8 +99,12 @@ pub struct SegmentParams {
     pub input: InputSpec,
     /// Post-processing thresholds.
     pub metrics: MetricParams,
+    /// Vessel geometry settings (TVD, diameters).
+    pub vessels: VesselParams,
     /// Frames inferred together (same size only).
     pub batch_size: usize,
+    /// Segmentation rate.
+    pub segmentation: SegmentationConfig,
 }
 
 /// Shared per-worker state between the input loop and the operator.
@@ -39,26 +116,62 @@ pub struct SegmentShared {
     pub errors: Rc<RefCell<Vec<String>>>,
 }
 
-/// Measures one frame from its probability plane.
-pub fn frame_metrics(
-    frame: &Frame,
-    input: &ModelInput,
-    prob: &[f32],
-    params: &MetricParams,
-) -> FrameMetrics {
-    // Measure only the valid (unpadded) region.
+/// A stabilised frame after segmentation: its row and vessel map when it was segmented.
+#[derive(Clone, Debug)]
+pub struct Analysed {
+    /// The frame, its working plane and drift.
+    pub stable: StableFrame,
+    /// The `frames` table row, for segmented frames (the first frame of a block in `block_mean`).
+    pub row: Option<FrameMetrics>,
+    /// The vessels found, for flow analysis (same frames as `row`).
+    pub map: Option<Arc<FlowMap>>,
+}
+
+/// The valid (unpadded) region of a model-sized plane.
+fn valid_region<'a>(input: &ModelInput, prob: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
     let (vw, vh) = (input.valid_width, input.valid_height);
-    // Unpadded maps (the common case) are measured in place; only padded ones are cropped into a copy.
-    let valid: std::borrow::Cow<'_, [f32]> = if vw == input.width && vh == input.height {
+    if vw == input.width && vh == input.height {
         std::borrow::Cow::Borrowed(prob)
     } else {
         prob.chunks_exact(input.width)
             .take(vh)
             .flat_map(|row| row[..vw].iter().copied())
             .collect()
-    };
-    let m = measure(&valid, vw, vh, input.um_per_px, params);
-    FrameMetrics {
+    }
+}
+
+/// Measures one segmented frame (or block, `frames` long, starting at `first`) from its probability plane.
+pub fn frame_metrics(
+    frames: &[StableFrame],
+    input: &ModelInput,
+    prob: &[f32],
+    params: &SegmentParams,
+) -> (FrameMetrics, Arc<FlowMap>) {
+    let first = &frames[0];
+    let frame = &first.frame;
+    let (vw, vh) = (input.valid_width, input.valid_height);
+    let valid = valid_region(input, prob);
+    let m = measure(&valid, vw, vh, input.um_per_px, &params.metrics);
+    // Vessels for TVD: every component above the noise floor, large venules included (no upper area limit).
+    let raw: Vec<bool> = valid.iter().map(|&p| p > params.metrics.threshold).collect();
+    let (labels, comps) = label_components(&raw, &valid, vw, vh);
+    let px_um2 = input.um_per_px * input.um_per_px;
+    let mask: Vec<bool> = labels
+        .iter()
+        .map(|&l| l > 0 && comps[l as usize - 1].area_px as f64 * px_um2 >= params.metrics.min_area_um2)
+        .collect();
+    let vessels = vessel_map(&mask, vw, vh, input.um_per_px, &params.vessels);
+    let v = vessels.measures(&params.vessels);
+    let background = background_points(&raw, vw, vh, 8, 3);
+    let map = Arc::new(FlowMap {
+        vessels,
+        background,
+        shift: [first.shift.dx, first.shift.dy],
+    });
+    let n = frames.len() as f64;
+    let mean = |f: fn(&StableFrame) -> f64| frames.iter().map(f).sum::<f64>() / n;
+    let [drift_x_px, drift_y_px] = first.drift_frame_px();
+    let row = FrameMetrics {
         stream_id: frame.stream.stream_id.clone(),
         patient_id: frame.stream.patient_id.clone(),
         site: frame.stream.site.clone(),
@@ -68,99 +181,259 @@ pub fn frame_metrics(
         width: frame.width,
         height: frame.height,
         um_per_px: frame.stream.um_per_px,
+        segmentation: params.segmentation.label().to_owned(),
+        segmented_frames: params.segmentation.frames_per_row(),
         capillary_count: m.capillary_count,
+        capillary_density_per_mm2: m.density_per_mm2,
         area_fraction: m.area_fraction,
-        density_per_mm2: m.density_per_mm2,
+        tvd_mm_per_mm2: v.tvd_mm_per_mm2,
+        tvd_small_mm_per_mm2: v.tvd_small_mm_per_mm2,
+        mean_diameter_um: v.mean_diameter_um,
         mean_probability: m.mean_probability,
         field_area_mm2: m.field_area_mm2,
+        drift_x_px,
+        drift_y_px,
+        mean_luma: mean(|s| s.quality.mean_luma),
+        saturated_fraction: mean(|s| s.quality.saturated_fraction),
+        dark_fraction: mean(|s| s.quality.dark_fraction),
+        focus: mean(|s| s.quality.focus),
+    };
+    (row, map)
+}
+
+/// The mean of model inputs of one size, each moved by its integer offset so the content lines up with the first.
+///
+/// `offsets[i]` is where frame `i`'s content sits relative to the first frame (its drift minus the first's, in
+/// model pixels); samples that fall outside the valid region are clamped to its edge.
+pub fn block_mean(inputs: &[ModelInput], offsets: &[(isize, isize)]) -> ModelInput {
+    let base = &inputs[0];
+    let (w, h) = (base.width, base.height);
+    let (vw, vh) = (base.valid_width as isize, base.valid_height as isize);
+    let planes = base.data.len() / (w * h).max(1);
+    let mut out = base.clone();
+    out.data.iter_mut().for_each(|v| *v = 0.0);
+    for (input, &(ox, oy)) in inputs.iter().zip(offsets) {
+        for c in 0..planes {
+            let src = &input.data[c * w * h..(c + 1) * w * h];
+            let dst = &mut out.data[c * w * h..(c + 1) * w * h];
+            for y in 0..h as isize {
+                let sy = (y + oy).clamp(0, vh - 1) as usize;
+                for x in 0..w as isize {
+                    let sx = (x + ox).clamp(0, vw - 1) as usize;
+                    dst[y as usize * w + x as usize] += src[sy * w + sx];
+                }
+            }
+        }
+    }
+    let n = inputs.len() as f32;
+    out.data.iter_mut().for_each(|v| *v /= n);
+    out
+}
+
+/// Frames that leave the operator together, in stream order, and what to infer for them.
+struct Unit {
+    cap: Capability<u64>,
+    frames: Vec<StableFrame>,
+    job: Option<ModelInput>,
+}
+
+fn block_unit(
+    cap: Capability<u64>,
+    frames: Vec<StableFrame>,
+    spec: &InputSpec,
+) -> Unit {
+    let inputs: Vec<ModelInput> = frames.iter().map(|s| preprocess(&s.frame, spec)).collect();
+    let same_size = inputs
+        .iter()
+        .all(|i| (i.width, i.height) == (inputs[0].width, inputs[0].height));
+    let job = if same_size {
+        let (x0, y0) = (frames[0].shift.dx, frames[0].shift.dy);
+        let offsets: Vec<(isize, isize)> = frames
+            .iter()
+            .map(|s| ((s.shift.dx - x0).round() as isize, (s.shift.dy - y0).round() as isize))
+            .collect();
+        block_mean(&inputs, &offsets)
+    } else {
+        inputs.into_iter().next().expect("a block has frames")
+    };
+    Unit {
+        cap,
+        frames,
+        job: Some(job),
     }
 }
 
-/// Extension trait: segment a stream of frames.
+/// Extension trait: segment a stream of stabilised frames.
 pub trait Segment<'scope> {
-    /// Segments every frame with `segmenter` and emits its measures at the frame's time.
+    /// Segments frames at the configured rate with `segmenter` and passes every frame on, in order.
     fn segment(
         self,
         segmenter: Segmenter,
         params: SegmentParams,
         shared: SegmentShared,
-    ) -> Stream<'scope, u64, Vec<FrameMetrics>>;
+    ) -> Stream<'scope, u64, Vec<Analysed>>;
 }
 
-impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<Frame>> {
+impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
     fn segment(
         self,
         mut segmenter: Segmenter,
         params: SegmentParams,
         shared: SegmentShared,
-    ) -> Stream<'scope, u64, Vec<FrameMetrics>> {
+    ) -> Stream<'scope, u64, Vec<Analysed>> {
         let batch_size = params.batch_size.max(1);
+        let mode = params.segmentation;
         self.unary_frontier(Pipeline, "Segment", move |_, _| {
-            let mut buffered: Vec<(Capability<u64>, Frame)> = Vec::new();
+            let mut buffered: Vec<Unit> = Vec::new();
+            // Open blocks of `block_mean`, per stream: the capability of their first frame and the frames so far.
+            let mut blocks: HashMap<String, (Capability<u64>, Vec<StableFrame>)> = HashMap::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else {
                         return;
                     };
                     for batch in data {
-                        buffered.extend(batch.drain(..).map(|frame| (cap.clone(), frame)));
+                        for stable in batch.drain(..) {
+                            match mode.mode {
+                                SegmentationMode::EveryFrame => {
+                                    let job = preprocess(&stable.frame, &params.input);
+                                    buffered.push(Unit {
+                                        cap: cap.clone(),
+                                        frames: vec![stable],
+                                        job: Some(job),
+                                    });
+                                }
+                                SegmentationMode::EveryNth => {
+                                    let job = (stable.frame.index % mode.n.max(1) as u64 == 0)
+                                        .then(|| preprocess(&stable.frame, &params.input));
+                                    buffered.push(Unit {
+                                        cap: cap.clone(),
+                                        frames: vec![stable],
+                                        job,
+                                    });
+                                }
+                                SegmentationMode::BlockMean => {
+                                    // Frames held in a block do not count as pending: the block needs them all.
+                                    shared.pending.set(shared.pending.get().saturating_sub(1));
+                                    let id = stable.frame.stream.stream_id.clone();
+                                    let entry = blocks
+                                        .entry(id.clone())
+                                        .or_insert_with(|| (cap.clone(), Vec::new()));
+                                    entry.1.push(stable);
+                                    if entry.1.len() >= mode.n.max(1) as usize {
+                                        let (held, frames) =
+                                            blocks.remove(&id).expect("block just filled");
+                                        shared.pending.set(shared.pending.get() + frames.len());
+                                        buffered.push(block_unit(held, frames, &params.input));
+                                    }
+                                }
+                            }
+                        }
                     }
                 });
+                // At the end of input, partial blocks are segmented as they are (nothing is dropped).
+                if frontier.is_empty() && !blocks.is_empty() {
+                    let mut open: Vec<_> = blocks.drain().collect();
+                    open.sort_by(|a, b| a.0.cmp(&b.0));
+                    for (_, (held, frames)) in open {
+                        shared.pending.set(shared.pending.get() + frames.len());
+                        buffered.push(block_unit(held, frames, &params.input));
+                    }
+                }
                 loop {
-                    let passed = buffered
-                        .first()
-                        .is_some_and(|(cap, _)| !frontier.less_equal(cap.time()));
-                    if buffered.is_empty() || (buffered.len() < batch_size && !passed) {
+                    if buffered.is_empty() {
                         break;
                     }
-                    let take = buffered.len().min(batch_size);
-                    let batch: Vec<(Capability<u64>, Frame)> = buffered.drain(..take).collect();
+                    let jobs = buffered.iter().filter(|u| u.job.is_some()).count();
+                    let take = if buffered[0].job.is_none() {
+                        // Leading frames without inference leave at once, in order.
+                        buffered.iter().take_while(|u| u.job.is_none()).count()
+                    } else if jobs >= batch_size {
+                        let mut seen = 0;
+                        buffered
+                            .iter()
+                            .position(|u| {
+                                seen += usize::from(u.job.is_some());
+                                seen == batch_size
+                            })
+                            .map_or(buffered.len(), |i| i + 1)
+                    } else if !frontier.less_equal(buffered[0].cap.time()) {
+                        buffered
+                            .iter()
+                            .take_while(|u| !frontier.less_equal(u.cap.time()))
+                            .count()
+                    } else {
+                        break;
+                    };
+                    let units: Vec<Unit> = buffered.drain(..take).collect();
+                    let frames: usize = units.iter().map(|u| u.frames.len()).sum();
                     shared
                         .pending
-                        .set(shared.pending.get().saturating_sub(batch.len()));
-                    let inputs: Vec<ModelInput> = batch
-                        .iter()
-                        .map(|(_, f)| preprocess(f, &params.input))
-                        .collect();
-                    // Same-sized inputs are inferred together; a batch mixing sizes runs as one call per size.
-                    let mut done = vec![false; batch.len()];
-                    for i in 0..batch.len() {
-                        if done[i] {
-                            continue;
-                        }
-                        let group: Vec<usize> = (i..batch.len())
-                            .filter(|&j| {
-                                !done[j]
-                                    && inputs[j].width == inputs[i].width
-                                    && inputs[j].height == inputs[i].height
-                            })
-                            .collect();
-                        let refs: Vec<&ModelInput> = group.iter().map(|&j| &inputs[j]).collect();
-                        match segmenter.run(&refs) {
-                            Ok(probs) => {
-                                for (&j, prob) in group.iter().zip(probs) {
-                                    let (cap, frame) = &batch[j];
-                                    let row =
-                                        frame_metrics(frame, &inputs[j], &prob, &params.metrics);
-                                    output.session(cap).give(row);
-                                }
-                            }
-                            Err(error) => {
-                                for &j in &group {
-                                    let frame = &batch[j].1;
-                                    shared.errors.borrow_mut().push(format!(
-                                        "stream {}: frame {}: {error}",
-                                        frame.stream.stream_id, frame.index
-                                    ));
-                                }
-                            }
-                        }
-                        for &j in &group {
-                            done[j] = true;
+                        .set(shared.pending.get().saturating_sub(frames));
+                    let results = infer(&mut segmenter, &units, &params, &shared);
+                    for (unit, result) in units.into_iter().zip(results) {
+                        let mut session = output.session(&unit.cap);
+                        let (mut row, mut map) = match result {
+                            Some((row, map)) => (Some(row), Some(map)),
+                            None => (None, None),
+                        };
+                        for stable in unit.frames {
+                            session.give(Analysed {
+                                stable,
+                                row: row.take(),
+                                map: map.take(),
+                            });
                         }
                     }
                 }
             }
         })
     }
+}
+
+/// Runs the units' jobs, same-sized inputs together, and measures each; `None` for units without a job or whose
+/// inference failed (the failure is recorded in `shared.errors`).
+fn infer(
+    segmenter: &mut Segmenter,
+    units: &[Unit],
+    params: &SegmentParams,
+    shared: &SegmentShared,
+) -> Vec<Option<(FrameMetrics, Arc<FlowMap>)>> {
+    let mut out: Vec<Option<(FrameMetrics, Arc<FlowMap>)>> = vec![None; units.len()];
+    let mut done: Vec<bool> = units.iter().map(|u| u.job.is_none()).collect();
+    for i in 0..units.len() {
+        if done[i] {
+            continue;
+        }
+        let size = |u: &Unit| u.job.as_ref().map(|j| (j.width, j.height));
+        let group: Vec<usize> = (i..units.len())
+            .filter(|&j| !done[j] && size(&units[j]) == size(&units[i]))
+            .collect();
+        let refs: Vec<&ModelInput> = group
+            .iter()
+            .filter_map(|&j| units[j].job.as_ref())
+            .collect();
+        match segmenter.run(&refs) {
+            Ok(probs) => {
+                for (&j, prob) in group.iter().zip(probs) {
+                    let unit = &units[j];
+                    let job = unit.job.as_ref().expect("grouped units have jobs");
+                    out[j] = Some(frame_metrics(&unit.frames, job, &prob, params));
+                }
+            }
+            Err(error) => {
+                for &j in &group {
+                    let frame = &units[j].frames[0].frame;
+                    shared.errors.borrow_mut().push(format!(
+                        "stream {}: frame {}: {error}",
+                        frame.stream.stream_id, frame.index
+                    ));
+                }
+            }
+        }
+        for &j in &group {
+            done[j] = true;
+        }
+    }
+    out
 }

@@ -1,8 +1,16 @@
-//! Per-patient tumbling event-time windows, aggregated with differential dataflow.
+//! Per-site and per-patient event-time windows, tumbling or sliding, aggregated with differential dataflow.
 //!
-//! Each frame's measures become one record keyed by `(patient, window start)`; `reduce` exchanges records by key, so
-//! a patient's streams meet on one worker whichever workers ingested them, and recomputes a window's statistics as
-//! frames arrive. Timely times are event times floored to the window grid, so each window is reduced once per key.
+//! Each stream record (a segmented frame's row or a flow sample) goes into every window that contains its event
+//! time, keyed by `(patient, window start, stream)`. A first `reduce` turns a stream's records into its `sites` row
+//! (means, flow, MIQS-style quality); a second, keyed by `(patient, window start)`, combines the sites of a patient
+//! into its `patients` row, averaging only sites whose quality passed. Both reductions exchange records by key, so a
+//! patient's streams meet on one worker whichever workers decoded them, and both recompute (retracting the old value)
+//! when a record arrives late but within the allowed lateness.
+//!
+//! Timely times are the workers' event-time watermarks. A window closes (see [`crate::CloseWindows`]) when the
+//! watermark passes its end plus the allowed lateness; a frame that arrives after every window it belongs to has
+//! closed is not dropped silently: it is logged and counted in `late_frames` of the patient's windows open at the
+//! time it arrived.
 
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -10,200 +18,402 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::Stream;
 
-use crate::records::{FrameMetrics, Stats};
-use crate::OrdF64;
+use crate::quality::{score, QualityConfig, SiteEvidence};
+use crate::records::{PatientWindow, SiteWindow, StreamRecord};
+use crate::Exact;
 
-/// Key of a window: patient id and window start (ms since the Unix epoch).
-pub type WindowKey = (String, i64);
-
-/// The measures of one frame inside a window, totally ordered for differential.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WindowSample {
-    /// Contributing stream.
-    pub stream_id: String,
-    /// Frame index within the stream.
-    pub frame_index: u64,
-    /// Capillary count.
-    pub capillary_count: u32,
-    /// Area fraction.
-    pub area_fraction: OrdF64,
-    /// Density per mm².
-    pub density_per_mm2: OrdF64,
-    /// Mean capillary probability.
-    pub mean_probability: OrdF64,
+/// Window length, hop and allowed lateness, in milliseconds of event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Window length.
+    pub length_ms: i64,
+    /// Distance between window starts: equal to the length for tumbling windows, shorter for sliding ones.
+    pub hop_ms: i64,
+    /// How long after its end a window still accepts frames.
+    pub lateness_ms: i64,
 }
 
-/// Aggregate of one window (values totally ordered so differential can hold them).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WindowSummary {
-    /// Frames in the window.
-    pub n_frames: u64,
-    /// Distinct contributing streams.
-    pub n_streams: u32,
-    /// Count statistics: mean, median, p10, p90.
-    pub capillary_count: [OrdF64; 4],
-    /// Area-fraction statistics.
-    pub area_fraction: [OrdF64; 4],
-    /// Density statistics.
-    pub density_per_mm2: [OrdF64; 4],
-    /// Mean-probability statistics.
-    pub mean_probability: [OrdF64; 4],
+impl WindowSpec {
+    /// Tumbling windows of `length_ms` without lateness.
+    pub fn tumbling(length_ms: i64) -> Self {
+        WindowSpec {
+            length_ms,
+            hop_ms: length_ms,
+            lateness_ms: 0,
+        }
+    }
+
+    /// Starts of every window containing `event_ms`, ascending; windows align to the Unix epoch.
+    pub fn starts(&self, event_ms: i64) -> Vec<i64> {
+        let hop = self.hop_ms.max(1);
+        let mut start = event_ms.div_euclid(hop) * hop;
+        let mut out = Vec::new();
+        while start > event_ms - self.length_ms {
+            out.push(start);
+            start -= hop;
+        }
+        out.reverse();
+        out
+    }
+
+    /// The watermark (timely time) at which the window starting at `start` closes.
+    pub fn close_time(&self, start: i64) -> u64 {
+        (start + self.length_ms + self.lateness_ms).max(0) as u64
+    }
+
+    /// The grid timely times are floored to: it divides every window start, end and close time.
+    pub fn tick(&self) -> i64 {
+        fn gcd(a: i64, b: i64) -> i64 {
+            if b == 0 {
+                a
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        gcd(
+            gcd(self.length_ms.max(1), self.hop_ms.max(1)),
+            if self.lateness_ms > 0 {
+                self.lateness_ms
+            } else {
+                0
+            },
+        )
+        .max(1)
+    }
 }
 
-/// Window start containing `event_ms` for windows of `length_ms` aligned to the Unix epoch.
+/// Window start containing `event_ms` for tumbling windows of `length_ms` aligned to the Unix epoch.
 pub fn window_start(event_ms: i64, length_ms: i64) -> i64 {
     event_ms.div_euclid(length_ms) * length_ms
 }
 
-/// Mean, median and 10th/90th percentiles (linear interpolation between closest ranks) of `values`.
-pub fn stats(values: &mut [f64]) -> Stats {
-    if values.is_empty() {
-        return Stats::default();
-    }
-    values.sort_by(f64::total_cmp);
-    let quantile = |q: f64| {
-        let pos = q * (values.len() - 1) as f64;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        values[lo] + (values[hi] - values[lo]) * (pos - lo as f64)
-    };
-    Stats {
-        mean: values.iter().sum::<f64>() / values.len() as f64,
-        median: quantile(0.5),
-        p10: quantile(0.1),
-        p90: quantile(0.9),
-    }
-}
+/// Key of a site window: patient, window start, stream.
+pub type SiteKey = (String, i64, String);
+/// Key of a patient window: patient, window start.
+pub type PatientKey = (String, i64);
 
-fn ord4(s: Stats) -> [OrdF64; 4] {
-    [
-        OrdF64(s.mean),
-        OrdF64(s.median),
-        OrdF64(s.p10),
-        OrdF64(s.p90),
-    ]
-}
+/// A stream record inside a window, ordered by identity (stream, kind, frame) so differential can hold it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SiteSample(pub StreamRecord);
 
-/// Stats back from their ordered form.
-pub fn stats_of(v: &[OrdF64; 4]) -> Stats {
-    Stats {
-        mean: v[0].0,
-        median: v[1].0,
-        p10: v[2].0,
-        p90: v[3].0,
-    }
-}
-
-/// Aggregates the samples of one window; multiplicities (`diff`) weight each sample.
-pub fn summarize(samples: &[(&WindowSample, isize)]) -> WindowSummary {
-    let mut columns: [Vec<f64>; 4] = Default::default();
-    let mut streams: Vec<&str> = Vec::new();
-    for (sample, diff) in samples {
-        for _ in 0..(*diff).max(0) {
-            columns[0].push(sample.capillary_count as f64);
-            columns[1].push(sample.area_fraction.0);
-            columns[2].push(sample.density_per_mm2.0);
-            columns[3].push(sample.mean_probability.0);
-        }
-        if *diff > 0 {
-            streams.push(&sample.stream_id);
+impl SiteSample {
+    fn identity(&self) -> (&str, u8, u64) {
+        match &self.0 {
+            StreamRecord::Frame(f) => (&f.stream_id, 0, f.frame_index),
+            StreamRecord::Flow(f) => (&f.stream_id, 1, f.last_frame),
         }
     }
-    streams.sort_unstable();
-    streams.dedup();
-    let [mut count, mut area, mut density, mut prob] = columns;
-    WindowSummary {
-        n_frames: count.len() as u64,
-        n_streams: streams.len() as u32,
-        capillary_count: ord4(stats(&mut count)),
-        area_fraction: ord4(stats(&mut area)),
-        density_per_mm2: ord4(stats(&mut density)),
-        mean_probability: ord4(stats(&mut prob)),
+}
+
+impl PartialEq for SiteSample {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity() == other.identity()
+    }
+}
+impl Eq for SiteSample {}
+impl PartialOrd for SiteSample {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SiteSample {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.identity().cmp(&other.identity())
+    }
+}
+impl std::hash::Hash for SiteSample {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.identity().hash(state);
     }
 }
 
-/// Extension trait: per-patient windows over a stream of frame measures.
-pub trait PatientWindows<'scope> {
-    /// Aggregates frames into tumbling windows of `length_ms` per patient.
-    ///
-    /// The stream's timely times must be event times floored to a grid that divides `length_ms`.
-    fn patient_windows(
-        self,
-        length_ms: i64,
-    ) -> VecCollection<'scope, u64, (WindowKey, WindowSummary), isize>;
+/// What a patient window is built from: its sites' rows and the late frames counted in it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PatientInput {
+    /// One site's row.
+    Site(Exact<SiteWindow>),
+    /// A frame (stream, index) that arrived after its own windows had closed.
+    Late(String, u64),
 }
 
-impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<FrameMetrics>> {
-    fn patient_windows(
-        self,
-        length_ms: i64,
-    ) -> VecCollection<'scope, u64, (WindowKey, WindowSummary), isize> {
-        self.unary(Pipeline, "WindowSamples", move |_, _| {
-            move |input, output| {
-                input.for_each_stamp(|cap, data| {
-                    let Some(cap) = cap.retain_least(output.output_index()) else {
-                        return;
-                    };
-                    let time = *cap.time();
-                    let mut session = output.session(&cap);
-                    for batch in data {
-                        for m in batch.drain(..) {
-                            let key = (m.patient_id, window_start(m.event_time_ms, length_ms));
-                            let sample = WindowSample {
-                                stream_id: m.stream_id,
-                                frame_index: m.frame_index,
-                                capillary_count: m.capillary_count,
-                                area_fraction: OrdF64(m.area_fraction),
-                                density_per_mm2: OrdF64(m.density_per_mm2),
-                                mean_probability: OrdF64(m.mean_probability),
-                            };
-                            session.give(((key, sample), time, 1isize));
-                        }
-                    }
-                });
-            }
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for v in values {
+        sum += v;
+        n += 1;
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// The `sites` row of one stream's records in one window (records of other streams must not be passed).
+pub fn site_window(
+    key: &SiteKey,
+    spec: &WindowSpec,
+    records: &[&StreamRecord],
+    quality: &QualityConfig,
+) -> SiteWindow {
+    let mut frames: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            StreamRecord::Frame(f) => Some(f),
+            StreamRecord::Flow(_) => None,
         })
-        .as_collection()
-        .reduce(|_key, samples, output| output.push((summarize(samples), 1)))
+        .collect();
+    frames.sort_by_key(|f| f.frame_index);
+    let flows: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            StreamRecord::Flow(f) => Some(f),
+            StreamRecord::Frame(_) => None,
+        })
+        .collect();
+    let n = frames.len();
+    let avg = |f: fn(&crate::records::FrameMetrics) -> f64| {
+        mean(frames.iter().map(|r| f(r))).unwrap_or(0.0)
+    };
+    // Time covered: the span of the rows plus one row interval (n rows cover n intervals).
+    let duration_s = match (frames.first(), frames.last()) {
+        (Some(a), Some(b)) if n >= 2 => {
+            let span = b.pts_ns.saturating_sub(a.pts_ns) as f64 / 1e9;
+            span * n as f64 / (n - 1) as f64
+        }
+        _ => 0.0,
+    };
+    let extent = |f: fn(&crate::records::FrameMetrics) -> f64| {
+        let lo = frames.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min);
+        let hi = frames.iter().map(|r| f(r)).fold(f64::NEG_INFINITY, f64::max);
+        if n > 0 {
+            hi - lo
+        } else {
+            0.0
+        }
+    };
+    let max_drift_fraction = frames.first().map_or(0.0, |f| {
+        (extent(|r| r.drift_x_px) / f.width.max(1) as f64)
+            .max(extent(|r| r.drift_y_px) / f.height.max(1) as f64)
+    });
+    let mut focus: Vec<f64> = frames.iter().map(|f| f.focus).collect();
+    focus.sort_by(f64::total_cmp);
+    let focus = match focus.len() {
+        0 => 0.0,
+        m if m % 2 == 1 => focus[m / 2],
+        m => 0.5 * (focus[m / 2 - 1] + focus[m / 2]),
+    };
+    let evidence = SiteEvidence {
+        duration_s,
+        mean_luma: avg(|f| f.mean_luma),
+        saturated_fraction: avg(|f| f.saturated_fraction),
+        dark_fraction: avg(|f| f.dark_fraction),
+        focus,
+        tvd_mm_per_mm2: avg(|f| f.tvd_mm_per_mm2),
+        max_drift_fraction,
+    };
+    let q = score(&evidence, quality);
+    let first = frames.first();
+    SiteWindow {
+        patient_id: key.0.clone(),
+        stream_id: key.2.clone(),
+        site: first
+            .map(|f| f.site.clone())
+            .or_else(|| flows.first().map(|f| f.site.clone()))
+            .unwrap_or_default(),
+        window_start_ms: key.1,
+        window_end_ms: key.1 + spec.length_ms,
+        n_frames: n as u64,
+        duration_s,
+        segmentation: first.map(|f| f.segmentation.clone()).unwrap_or_default(),
+        capillary_count: avg(|f| f.capillary_count as f64),
+        capillary_density_per_mm2: avg(|f| f.capillary_density_per_mm2),
+        area_fraction: avg(|f| f.area_fraction),
+        tvd_mm_per_mm2: evidence.tvd_mm_per_mm2,
+        tvd_small_mm_per_mm2: avg(|f| f.tvd_small_mm_per_mm2),
+        mean_diameter_um: avg(|f| f.mean_diameter_um),
+        n_flow_windows: flows.len() as u32,
+        ppv_percent: mean(flows.iter().map(|f| f.ppv_percent)),
+        pvd_mm_per_mm2: mean(flows.iter().map(|f| f.pvd_mm_per_mm2)),
+        mfi: mean(flows.iter().map(|f| f.mfi)),
+        rbc_velocity_um_s: mean(flows.iter().filter_map(|f| f.rbc_velocity_um_s)),
+        max_drift_fraction,
+        mean_luma: evidence.mean_luma,
+        focus,
+        q_illumination: q.illumination,
+        q_duration: q.duration,
+        q_focus: q.focus,
+        q_content: q.content,
+        q_stability: q.stability,
+        quality_score: q.total,
+        quality_ok: q.quality_ok,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_align_to_the_epoch_also_before_it() {
-        assert_eq!(window_start(1_999, 1_000), 1_000);
-        assert_eq!(window_start(2_000, 1_000), 2_000);
-        assert_eq!(window_start(-1, 1_000), -1_000);
+/// The `patients` row of one patient window from its sites' rows and the count of late frames.
+pub fn patient_window(
+    key: &PatientKey,
+    spec: &WindowSpec,
+    sites: &[&SiteWindow],
+    late_frames: u64,
+) -> PatientWindow {
+    let valid: Vec<&&SiteWindow> = sites.iter().filter(|s| s.quality_ok).collect();
+    let over = |f: fn(&SiteWindow) -> f64| mean(valid.iter().map(|s| f(s)));
+    let over_flow = |f: fn(&SiteWindow) -> Option<f64>| mean(valid.iter().filter_map(|s| f(s)));
+    let mfis: Vec<f64> = valid.iter().filter_map(|s| s.mfi).collect();
+    let hi = mean(mfis.iter().copied()).and_then(|m| {
+        let max = mfis.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let min = mfis.iter().copied().fold(f64::INFINITY, f64::min);
+        (m > 0.0).then(|| (max - min) / m)
+    });
+    PatientWindow {
+        patient_id: key.0.clone(),
+        window_start_ms: key.1,
+        window_end_ms: key.1 + spec.length_ms,
+        n_sites: sites.len() as u32,
+        n_valid_sites: valid.len() as u32,
+        n_frames: sites.iter().map(|s| s.n_frames).sum(),
+        late_frames,
+        capillary_count: over(|s| s.capillary_count),
+        capillary_density_per_mm2: over(|s| s.capillary_density_per_mm2),
+        area_fraction: over(|s| s.area_fraction),
+        tvd_mm_per_mm2: over(|s| s.tvd_mm_per_mm2),
+        tvd_small_mm_per_mm2: over(|s| s.tvd_small_mm_per_mm2),
+        mean_diameter_um: over(|s| s.mean_diameter_um),
+        ppv_percent: over_flow(|s| s.ppv_percent),
+        pvd_mm_per_mm2: over_flow(|s| s.pvd_mm_per_mm2),
+        mfi: mean(mfis.iter().copied()),
+        hi,
+        rbc_velocity_um_s: over_flow(|s| s.rbc_velocity_um_s),
     }
+}
 
-    #[test]
-    fn stats_interpolate_percentiles() {
-        let s = stats(&mut [4.0, 1.0, 3.0, 2.0, 5.0]);
-        assert_eq!(s.mean, 3.0);
-        assert_eq!(s.median, 3.0);
-        assert!((s.p10 - 1.4).abs() < 1e-12);
-        assert!((s.p90 - 4.6).abs() < 1e-12);
-        assert_eq!(stats(&mut []), Stats::default());
-        let s = stats(&mut [1.0, 2.0]);
-        assert_eq!(s.median, 1.5);
-    }
+/// Where one record goes: a site window, or a late-frame mark in a patient window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Routed {
+    Site(SiteKey, SiteSample),
+    Late(PatientKey, PatientInput),
+}
 
-    #[test]
-    fn summarize_counts_frames_and_distinct_streams() {
-        let sample = |stream: &str, count: u32| WindowSample {
-            stream_id: stream.into(),
-            frame_index: 0,
-            capillary_count: count,
-            area_fraction: OrdF64(0.01),
-            density_per_mm2: OrdF64(10.0),
-            mean_probability: OrdF64(0.8),
-        };
-        let (a, b, c) = (sample("a", 10), sample("a", 20), sample("b", 30));
-        let summary = summarize(&[(&a, 1), (&b, 1), (&c, 1)]);
-        assert_eq!(summary.n_frames, 3);
-        assert_eq!(summary.n_streams, 2);
-        assert_eq!(stats_of(&summary.capillary_count).mean, 20.0);
+/// Site rows and patient rows, as differential collections (revised as records arrive).
+pub type SiteCollection<'scope> = VecCollection<'scope, u64, (SiteKey, Exact<SiteWindow>), isize>;
+/// Patient rows, as a differential collection.
+pub type PatientCollection<'scope> =
+    VecCollection<'scope, u64, (PatientKey, Exact<PatientWindow>), isize>;
+
+/// Extension trait: per-site and per-patient windows over a stream of records.
+pub trait PatientWindows<'scope> {
+    /// Aggregates records into the windows of `spec`, scoring site quality with `quality`.
+    ///
+    /// The stream's timely times are watermarks on the grid of [`WindowSpec::tick`].
+    fn patient_windows(
+        self,
+        spec: WindowSpec,
+        quality: QualityConfig,
+    ) -> (SiteCollection<'scope>, PatientCollection<'scope>);
+}
+
+impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
+    fn patient_windows(
+        self,
+        spec: WindowSpec,
+        quality: QualityConfig,
+    ) -> (SiteCollection<'scope>, PatientCollection<'scope>) {
+        let routed = self
+            .unary(Pipeline, "WindowRecords", move |_, _| {
+                move |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        let Some(cap) = cap.retain_least(output.output_index()) else {
+                            return;
+                        };
+                        let time = *cap.time();
+                        let mut session = output.session(&cap);
+                        for batch in data {
+                            for record in batch.drain(..) {
+                                let patient = record.patient_id().to_owned();
+                                let starts = spec.starts(record.event_time_ms());
+                                let missed = starts
+                                    .iter()
+                                    .filter(|&&s| spec.close_time(s) <= time)
+                                    .count();
+                                if missed > 0 {
+                                    if let StreamRecord::Frame(f) = &record {
+                                        tracing::warn!(
+                                            stream = %f.stream_id, frame = f.frame_index,
+                                            event_time_ms = f.event_time_ms, watermark_ms = time,
+                                            "frame arrived after its window closed; counted in late_frames"
+                                        );
+                                        for s in spec.starts(time as i64) {
+                                            let mark = PatientInput::Late(
+                                                f.stream_id.clone(),
+                                                f.frame_index,
+                                            );
+                                            session.give((
+                                                Routed::Late((patient.clone(), s), mark),
+                                                time,
+                                                1isize,
+                                            ));
+                                        }
+                                    } else {
+                                        tracing::warn!(
+                                            stream = ?record, watermark_ms = time,
+                                            "flow sample arrived after its window closed; dropped from that window"
+                                        );
+                                    }
+                                }
+                                let stream = match &record {
+                                    StreamRecord::Frame(f) => f.stream_id.clone(),
+                                    StreamRecord::Flow(f) => f.stream_id.clone(),
+                                };
+                                for s in starts.into_iter().filter(|&s| spec.close_time(s) > time) {
+                                    session.give((
+                                        Routed::Site(
+                                            (patient.clone(), s, stream.clone()),
+                                            SiteSample(record.clone()),
+                                        ),
+                                        time,
+                                        1isize,
+                                    ));
+                                }
+                            }
+                        }
+                    });
+                }
+            })
+            .as_collection();
+        let sites = routed
+            .clone()
+            .flat_map(|r| match r {
+                Routed::Site(k, v) => Some((k, v)),
+                Routed::Late(..) => None,
+            })
+            .reduce(move |key, samples, output| {
+                let records: Vec<&StreamRecord> = samples
+                    .iter()
+                    .filter(|(_, diff)| *diff > 0)
+                    .map(|(s, _)| &s.0)
+                    .collect();
+                output.push((Exact(site_window(key, &spec, &records, &quality)), 1));
+            });
+        let late = routed.flat_map(|r| match r {
+            Routed::Late(k, v) => Some((k, v)),
+            Routed::Site(..) => None,
+        });
+        let patients = sites
+            .clone()
+            .map(|((patient, start, _), site)| ((patient, start), PatientInput::Site(site)))
+            .concat(late)
+            .reduce(move |key, inputs, output| {
+                let mut sites = Vec::new();
+                let mut late = 0u64;
+                for (input, diff) in inputs {
+                    match input {
+                        PatientInput::Site(s) => {
+                            for _ in 0..(*diff).max(0) {
+                                sites.push(&s.0);
+                            }
+                        }
+                        PatientInput::Late(..) => late += (*diff).max(0) as u64,
+                    }
+                }
+                output.push((Exact(patient_window(key, &spec, &sites, late)), 1));
+            });
+        (sites, patients)
     }
 }

@@ -9,8 +9,13 @@ use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
 use capflow_operators::preprocess::preprocess;
 use capflow_operators::records::FrameMetrics;
-use capflow_operators::segment::frame_metrics;
-use capflow_operators::{ort_environment, Segment, SegmentParams, SegmentShared, Segmenter};
+use capflow_operators::segment::{frame_metrics, Analysed, SegmentationMode};
+use capflow_operators::stabilise::Stabiliser;
+use capflow_operators::vessels::VesselParams;
+use capflow_operators::{
+    ort_environment, Segment, SegmentParams, SegmentShared, SegmentationConfig, Segmenter,
+    Stabilise,
+};
 use capflow_synth::{Renderer, SynthSpec};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Inspect;
@@ -60,55 +65,31 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
             min_area_um2: model.card.postprocess.min_area_um2,
             max_area_um2: model.card.postprocess.max_area_um2,
         },
+        vessels: VesselParams::default(),
         batch_size: 2,
+        segmentation: SegmentationConfig::default(),
     };
 
     // Direct calls, one frame at a time.
     let mut segmenter = Segmenter::new(&env, &model, 1).unwrap();
+    let mut stabiliser = Stabiliser::default();
     let direct: Vec<FrameMetrics> = frames
         .iter()
         .map(|f| {
+            let stable = stabiliser.stabilise(f.clone(), &params.input);
             let input = preprocess(f, &params.input);
             let prob = segmenter.run(&[&input]).unwrap().remove(0);
-            frame_metrics(f, &input, &prob, &params.metrics)
+            frame_metrics(&[stable], &input, &prob, &params).0
         })
         .collect();
 
-    // The same frames through the operator, batched by two.
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (sink, frames_in, env_w, model_w, params_w) = (
-        Arc::clone(&seen),
-        frames.clone(),
-        env.clone(),
-        model.clone(),
-        params.clone(),
-    );
-    timely::execute_directly(move |worker| {
-        let shared = SegmentShared::default();
-        let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
-        let segmenter = Segmenter::new(&env_w, &model_w, 1).unwrap();
-        let sink = Arc::clone(&sink);
-        worker.dataflow::<u64, _, _>(|scope| {
-            input
-                .to_stream(scope)
-                .segment(segmenter, params_w, shared.clone())
-                .inspect(move |row: &FrameMetrics| sink.lock().unwrap().push(row.clone()));
-        });
-        for frame in frames_in {
-            input.send(frame);
-            shared.pending.set(shared.pending.get() + 1);
-        }
-        drop(input);
-        while worker.has_dataflows() {
-            worker.step();
-        }
-        assert_eq!(shared.pending.get(), 0, "every frame was consumed");
-        assert!(shared.errors.borrow().is_empty());
-    });
-    let mut via_dataflow = seen.lock().unwrap().clone();
-    via_dataflow.sort_by_key(|r| r.frame_index);
+    // The same frames through the operators, batched by two.
+    let via_dataflow = run_dataflow(&env, &model, &params, &frames);
+    assert_eq!(via_dataflow.len(), frames.len(), "every frame passes on");
+    let mut rows: Vec<FrameMetrics> = via_dataflow.into_iter().filter_map(|a| a.row).collect();
+    rows.sort_by_key(|r| r.frame_index);
     assert_eq!(
-        via_dataflow, direct,
+        rows, direct,
         "batched dataflow results equal one-by-one results"
     );
 
@@ -121,5 +102,70 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
             row.capillary_count
         );
         assert!(row.area_fraction > 0.0 && row.mean_probability > 0.5);
+        assert!(row.tvd_mm_per_mm2 > 0.0 && row.mean_diameter_um > 0.0);
+        assert_eq!((row.segmentation.as_str(), row.segmented_frames), ("every_frame", 1));
     }
+
+    // Every 2nd frame, and the mean of blocks of 2 (the last block holds one frame): rows for frames 0, 2, 4;
+    // every frame still passes on in order.
+    for mode in [SegmentationMode::EveryNth, SegmentationMode::BlockMean] {
+        let params = SegmentParams {
+            segmentation: SegmentationConfig { mode, n: 2 },
+            ..params.clone()
+        };
+        let out = run_dataflow(&env, &model, &params, &frames);
+        let order: Vec<u64> = out.iter().map(|a| a.stable.frame.index).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4], "{mode:?}");
+        let rows: Vec<&FrameMetrics> = out.iter().filter_map(|a| a.row.as_ref()).collect();
+        let indices: Vec<u64> = rows.iter().map(|r| r.frame_index).collect();
+        assert_eq!(indices, [0, 2, 4], "{mode:?}");
+        assert!(rows.iter().all(|r| r.segmented_frames == 2), "{mode:?}");
+        assert_eq!(out.iter().filter(|a| a.map.is_some()).count(), 3);
+        if mode == SegmentationMode::EveryNth {
+            assert_eq!(*rows[1], direct[2], "every_nth segments the frame itself");
+        }
+    }
+}
+
+/// Runs `frames` through stabilise → segment in one worker; returns what leaves, in order.
+fn run_dataflow(
+    env: &ort::environment::Environment,
+    model: &Model,
+    params: &SegmentParams,
+    frames: &[Frame],
+) -> Vec<Analysed> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (sink, frames_in, env_w, model_w, params_w) = (
+        Arc::clone(&seen),
+        frames.to_vec(),
+        env.clone(),
+        model.clone(),
+        params.clone(),
+    );
+    timely::execute_directly(move |worker| {
+        let shared = SegmentShared::default();
+        let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
+        let segmenter = Segmenter::new(&env_w, &model_w, 1).unwrap();
+        let sink = Arc::clone(&sink);
+        worker.dataflow::<u64, _, _>(|scope| {
+            let spec = params_w.input.clone();
+            input
+                .to_stream(scope)
+                .stabilise(spec)
+                .segment(segmenter, params_w, shared.clone())
+                .inspect(move |a: &Analysed| sink.lock().unwrap().push(a.clone()));
+        });
+        for frame in frames_in {
+            input.send(frame);
+            shared.pending.set(shared.pending.get() + 1);
+        }
+        drop(input);
+        while worker.has_dataflows() {
+            worker.step();
+        }
+        assert_eq!(shared.pending.get(), 0, "every frame was consumed");
+        assert!(shared.errors.borrow().is_empty());
+    });
+    let out = seen.lock().unwrap().clone();
+    out
 }

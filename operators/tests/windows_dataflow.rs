@@ -1,102 +1,170 @@
-//! The window operators inside a real timely dataflow, with 1 and 3 workers.
+//! The window operators inside a real timely dataflow, with 1 and 3 workers: per-site rows, per-patient rows across
+//! sites, and frames arriving late (within the allowed lateness, and beyond it).
 
 use std::sync::{Arc, Mutex};
 
-use capflow_operators::records::{FrameMetrics, WindowAggregate};
-use capflow_operators::{CloseWindows, Part, PartKey, PatientWindows, WriteParts};
+use capflow_operators::quality::QualityConfig;
+use capflow_operators::records::{FlowSample, FrameMetrics, PatientWindow, SiteWindow, StreamRecord};
+use capflow_operators::windows::{PatientKey, SiteKey};
+use capflow_operators::{CloseWindows, Exact, PatientWindows, WindowSpec};
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Inspect;
 use timely::dataflow::InputHandle;
 
-fn frame(stream: &str, patient: &str, index: u64, event_ms: i64, count: u32) -> FrameMetrics {
-    FrameMetrics {
+/// A frame of good quality: bright enough, sharp, vessels in view.
+fn frame(stream: &str, index: u64, event_ms: i64, count: u32) -> StreamRecord {
+    StreamRecord::Frame(FrameMetrics {
         stream_id: stream.into(),
-        patient_id: patient.into(),
-        site: "s".into(),
+        patient_id: "p".into(),
+        site: format!("site-{stream}"),
         frame_index: index,
-        pts_ns: 0,
+        pts_ns: event_ms as u64 * 1_000_000,
         event_time_ms: event_ms,
-        width: 10,
-        height: 10,
-        um_per_px: 2.2,
+        width: 640,
+        height: 480,
+        um_per_px: 1.5,
+        segmentation: "every_frame".into(),
+        segmented_frames: 1,
         capillary_count: count,
-        area_fraction: 0.01,
-        density_per_mm2: 1.0,
+        capillary_density_per_mm2: 100.0,
+        area_fraction: 0.1,
+        tvd_mm_per_mm2: 15.0,
+        tvd_small_mm_per_mm2: 12.0,
+        mean_diameter_um: 8.0,
         mean_probability: 0.9,
-        field_area_mm2: 1.0,
-    }
+        field_area_mm2: 0.69,
+        mean_luma: 120.0,
+        focus: 1e6,
+        ..Default::default()
+    })
 }
 
-/// Runs frames of two patients (patient `a` with two streams) through windows of 1 s and returns the parts written.
-fn run(workers: usize) -> Vec<Part<WindowAggregate>> {
-    let parts = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&parts);
+fn flow(stream: &str, last: u64, event_ms: i64, mfi: f64) -> StreamRecord {
+    StreamRecord::Flow(FlowSample {
+        stream_id: stream.into(),
+        patient_id: "p".into(),
+        site: format!("site-{stream}"),
+        first_frame: 0,
+        last_frame: last,
+        event_time_ms: event_ms,
+        n_segments: 10,
+        ppv_percent: 80.0,
+        pvd_mm_per_mm2: 12.0,
+        mfi,
+        rbc_velocity_um_s: None,
+    })
+}
+
+type Rows = (Vec<SiteWindow>, Vec<PatientWindow>);
+
+/// Feeds `steps` of (watermark, records) through 10 s windows with 5 s lateness; returns the final rows, sorted.
+fn run(workers: usize, steps: Vec<(u64, Vec<StreamRecord>)>) -> Rows {
+    let out: Arc<Mutex<Rows>> = Arc::default();
+    let sink = Arc::clone(&out);
+    let spec = WindowSpec {
+        length_ms: 10_000,
+        hop_ms: 10_000,
+        lateness_ms: 5_000,
+    };
     timely::execute(timely::Config::process(workers), move |worker| {
-        let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<FrameMetrics>>> =
+        let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<StreamRecord>>> =
             InputHandle::new();
-        let sink = Arc::clone(&sink);
+        let (s1, s2) = (Arc::clone(&sink), Arc::clone(&sink));
         worker.dataflow::<u64, _, _>(|scope| {
-            input
+            let (sites, patients) = input
                 .to_stream(scope)
-                .patient_windows(1000)
-                .close_windows(1000)
-                .write_parts(
-                    "Write",
-                    |w: &WindowAggregate| PartKey {
-                        patient_id: w.patient_id.clone(),
-                        name: format!("part-{}", w.window_start_ms / 2000),
-                        complete_rows: None,
-                        complete_at: Some((w.window_start_ms / 2000 * 2000 + 2000) as u64),
-                    },
-                    |a, b| a.window_start_ms.cmp(&b.window_start_ms),
-                    move |part| sink.lock().unwrap().push(part),
-                );
+                .patient_windows(spec, QualityConfig::default());
+            sites
+                .close_windows("S", move |k: &SiteKey| spec.close_time(k.1), |_, v: Exact<SiteWindow>| v.0)
+                .inspect(move |row| s1.lock().unwrap().0.push(row.clone()));
+            patients
+                .close_windows("P", move |k: &PatientKey| spec.close_time(k.1), |_, v: Exact<PatientWindow>| v.0)
+                .inspect(move |row| s2.lock().unwrap().1.push(row.clone()));
         });
         if worker.index() == 0 {
-            // Event times in ms; timely times are floored to the 1 s window grid.
-            for (stream, patient, i, t, c) in [
-                ("a1", "a", 0, 100, 10),
-                ("a2", "a", 0, 200, 20),
-                ("a1", "a", 1, 900, 30),
-                ("b1", "b", 0, 950, 5),
-            ] {
-                input.advance_to((t / 1000 * 1000) as u64);
-                input.send(frame(stream, patient, i, t, c));
-            }
-            for (stream, patient, i, t, c) in [("a1", "a", 2, 1500, 40), ("b1", "b", 1, 4100, 7)] {
-                input.advance_to((t / 1000 * 1000) as u64);
-                input.send(frame(stream, patient, i, t, c));
+            for (watermark, records) in steps.clone() {
+                input.advance_to(watermark);
+                for r in records {
+                    input.send(r);
+                }
+                input.flush();
+                worker.step();
             }
         }
     })
     .unwrap();
-    let mut parts = parts.lock().unwrap().clone();
-    parts.sort_by(|a, b| (&a.patient_id, &a.name).cmp(&(&b.patient_id, &b.name)));
-    parts
+    let mut rows = out.lock().unwrap().clone();
+    rows.0.sort_by(|a, b| (a.window_start_ms, &a.stream_id).cmp(&(b.window_start_ms, &b.stream_id)));
+    rows.1.sort_by_key(|p| p.window_start_ms);
+    rows
+}
+
+/// Two sites of one patient, one frame per second for 10 s each, flow samples with MFI 3 and 2.
+fn two_sites() -> Vec<StreamRecord> {
+    let mut records = Vec::new();
+    for i in 0..10u64 {
+        records.push(frame("a", i, i as i64 * 1000, 10));
+        records.push(frame("b", i, i as i64 * 1000 + 100, 20));
+    }
+    records.push(flow("a", 9, 9000, 3.0));
+    records.push(flow("b", 9, 9100, 2.0));
+    records
 }
 
 #[test]
-fn windows_aggregate_per_patient_across_streams_and_close_once() {
-    let parts = run(1);
-    let rows: Vec<&WindowAggregate> = parts.iter().flat_map(|p| &p.rows).collect();
-    assert_eq!(rows.len(), 4, "{rows:#?}");
-    let a0 = rows
-        .iter()
-        .find(|w| w.patient_id == "a" && w.window_start_ms == 0)
-        .unwrap();
-    assert_eq!((a0.n_frames, a0.n_streams), (3, 2));
-    assert_eq!(a0.capillary_count.mean, 20.0);
-    assert_eq!(a0.capillary_count.median, 20.0);
-    let a1 = rows
-        .iter()
-        .find(|w| w.patient_id == "a" && w.window_start_ms == 1000)
-        .unwrap();
-    assert_eq!((a1.n_frames, a1.n_streams, a1.window_end_ms), (1, 1, 2000));
-    // Patient a's two windows share one part; b's windows fall in two parts.
-    assert_eq!(parts.iter().filter(|p| p.patient_id == "a").count(), 1);
-    assert_eq!(parts.iter().filter(|p| p.patient_id == "b").count(), 2);
+fn two_sites_make_one_patient_row_with_their_heterogeneity() {
+    for workers in [1, 3] {
+        let (sites, patients) = run(workers, vec![(0, two_sites())]);
+        assert_eq!(sites.len(), 2, "{sites:#?}");
+        assert!(sites.iter().all(|s| s.quality_ok && s.n_frames == 10), "{sites:#?}");
+        assert_eq!(patients.len(), 1);
+        let p = &patients[0];
+        assert_eq!((p.n_sites, p.n_valid_sites, p.n_frames, p.late_frames), (2, 2, 20, 0));
+        assert_eq!(p.capillary_count, Some(15.0));
+        assert_eq!(p.mfi, Some(2.5));
+        assert!((p.hi.unwrap() - 0.4).abs() < 1e-12, "{p:?}");
+        assert_eq!(p.ppv_percent, Some(80.0));
+    }
 }
 
 #[test]
-fn three_workers_give_the_same_parts_as_one() {
-    assert_eq!(run(1), run(3));
+fn a_frame_within_the_lateness_revises_its_window_and_one_beyond_is_counted() {
+    for workers in [1, 3] {
+        let steps = vec![
+            (0, two_sites()),
+            // The watermark is past the window's end (10 s) but within its lateness (closes at 15 s).
+            (10_000, vec![frame("a", 10, 9_500, 100), frame("a", 11, 10_200, 10)]),
+            // At 20 s the first window has closed: a frame from 8 s is late, counted in the window open now.
+            (20_000, vec![frame("b", 12, 8_000, 50), frame("a", 12, 20_100, 10)]),
+        ];
+        let (sites, patients) = run(workers, steps);
+        let first = &patients[0];
+        assert_eq!(first.window_start_ms, 0);
+        assert_eq!(first.n_frames, 21, "the frame within the lateness is in: {first:?}");
+        let a = sites.iter().find(|s| s.window_start_ms == 0 && s.stream_id == "a").unwrap();
+        assert!((a.capillary_count - 200.0 / 11.0).abs() < 1e-9, "{a:?}");
+        assert_eq!(first.late_frames, 0);
+        let now = patients.iter().find(|p| p.window_start_ms == 20_000).unwrap();
+        assert_eq!(now.late_frames, 1, "{now:?}");
+        assert_eq!(now.n_frames, 1, "the late frame is not counted as a frame of this window");
+        assert_eq!(
+            patients.iter().map(|p| p.late_frames).sum::<u64>(),
+            1,
+            "counted once: {patients:#?}"
+        );
+    }
+}
+
+#[test]
+fn sliding_windows_put_a_frame_in_every_window_that_contains_it() {
+    let spec = WindowSpec {
+        length_ms: 10_000,
+        hop_ms: 5_000,
+        lateness_ms: 0,
+    };
+    assert_eq!(spec.starts(7_000), vec![0, 5_000]);
+    assert_eq!(spec.starts(5_000), vec![0, 5_000]);
+    assert_eq!(spec.starts(-1), vec![-10_000, -5_000]);
+    assert_eq!(spec.tick(), 5_000);
+    assert_eq!(WindowSpec::tumbling(1_000).starts(1_999), vec![1_000]);
 }

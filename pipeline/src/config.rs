@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use capflow_operators::flow::FlowConfig;
+use capflow_operators::quality::QualityConfig;
+use capflow_operators::vessels::VesselParams;
+use capflow_operators::{SegmentationConfig, WindowSpec};
 use capflow_sinks::S3Options;
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +21,16 @@ pub struct Config {
     pub output: OutputConfig,
     /// The segmentation model.
     pub model: ModelConfig,
-    /// Per-patient windows.
+    /// Per-site and per-patient event-time windows.
     pub windows: WindowConfig,
+    /// How often frames are segmented.
+    pub segmentation: SegmentationConfig,
+    /// Vessel geometry (TVD, diameters).
+    pub vessels: VesselConfig,
+    /// Flow analysis (PPV, PVD, MFI).
+    pub flow: FlowConfig,
+    /// Image-quality thresholds (MIQS-style scores).
+    pub quality: QualityConfig,
     /// Decoding and backpressure.
     pub ingest: IngestConfig,
     /// The streams to analyse.
@@ -35,7 +47,7 @@ pub struct OutputConfig {
     pub s3: S3Options,
     /// Rows of the `frames` table per Parquet part, per stream.
     pub frames_per_part: usize,
-    /// Windows of the `windows` table per Parquet part, per patient.
+    /// Windows of the `sites` and `patients` tables per Parquet part, per patient.
     pub windows_per_part: usize,
 }
 
@@ -87,17 +99,26 @@ impl Default for ModelConfig {
     }
 }
 
-/// Tumbling event-time windows per patient.
+/// Event-time windows per site and patient: tumbling by default, sliding when `hop_s` is shorter than `length_s`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WindowConfig {
     /// Window length in seconds (whole milliseconds).
     pub length_s: f64,
+    /// Seconds between window starts; unset = `length_s` (tumbling windows).
+    pub hop_s: Option<f64>,
+    /// How long after its end a window still takes late frames, seconds; later frames are counted in
+    /// `late_frames` and logged.
+    pub allowed_lateness_s: f64,
 }
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { length_s: 10.0 }
+        WindowConfig {
+            length_s: 10.0,
+            hop_s: None,
+            allowed_lateness_s: 0.0,
+        }
     }
 }
 
@@ -105,6 +126,48 @@ impl WindowConfig {
     /// Window length in milliseconds.
     pub fn length_ms(&self) -> i64 {
         (self.length_s * 1000.0).round() as i64
+    }
+
+    /// Length, hop and lateness in milliseconds.
+    pub fn spec(&self) -> WindowSpec {
+        let length_ms = self.length_ms();
+        WindowSpec {
+            length_ms,
+            hop_ms: self
+                .hop_s
+                .map_or(length_ms, |h| (h * 1000.0).round() as i64),
+            lateness_ms: (self.allowed_lateness_s * 1000.0).round() as i64,
+        }
+    }
+}
+
+/// Vessel geometry settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VesselConfig {
+    /// Vessels thinner than this count as small vessels in `tvd_small_mm_per_mm2`, µm (consensus: 20).
+    pub small_diameter_um: f64,
+    /// Centre-line spurs shorter than this are pruned as noise, µm.
+    pub min_branch_um: f64,
+}
+
+impl Default for VesselConfig {
+    fn default() -> Self {
+        let d = VesselParams::default();
+        VesselConfig {
+            small_diameter_um: d.small_diameter_um,
+            min_branch_um: d.min_branch_um,
+        }
+    }
+}
+
+impl VesselConfig {
+    /// The operator parameters.
+    pub fn params(&self) -> VesselParams {
+        VesselParams {
+            small_diameter_um: self.small_diameter_um,
+            min_branch_um: self.min_branch_um,
+        }
     }
 }
 
@@ -228,6 +291,26 @@ impl Config {
         if !(0.001..=86_400.0).contains(&w) {
             p.push("windows.length_s must be within 0.001..=86400 seconds".into());
         }
+        if let Some(h) = self.windows.hop_s {
+            if !(h >= 0.001 && h <= w) {
+                p.push(format!(
+                    "windows.hop_s = {h} must be within 0.001..=windows.length_s ({w}); leave it out for tumbling windows"
+                ));
+            }
+        }
+        let late = self.windows.allowed_lateness_s;
+        if !(0.0..=86_400.0).contains(&late) {
+            p.push("windows.allowed_lateness_s must be within 0..=86400 seconds".into());
+        }
+        if !(self.vessels.small_diameter_um > 0.0 && self.vessels.small_diameter_um < 1000.0) {
+            p.push("vessels.small_diameter_um must be within (0, 1000) µm (consensus: 20)".into());
+        }
+        if !(self.vessels.min_branch_um >= 0.0 && self.vessels.min_branch_um < 1000.0) {
+            p.push("vessels.min_branch_um must be within [0, 1000) µm".into());
+        }
+        p.extend(self.segmentation.problems());
+        p.extend(self.flow.problems());
+        p.extend(self.quality.problems());
         if self.ingest.queue_frames == 0 {
             p.push("ingest.queue_frames must be >= 1".into());
         }

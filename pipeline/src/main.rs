@@ -164,43 +164,54 @@ fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
     for e in &outcome.errors {
         println!("  error: {e}");
     }
-    let (frame_parts, window_parts): (Vec<_>, Vec<_>) =
-        outcome.parts.iter().partition(|p| p.0 == "frames");
+    let rows = |table: &str| -> (usize, usize) {
+        let parts: Vec<_> = outcome.parts.iter().filter(|p| p.0 == table).collect();
+        (parts.iter().map(|p| p.2).sum(), parts.len())
+    };
+    let ((frames, frame_parts), (sites, site_parts), (patients, patient_parts)) =
+        (rows("frames"), rows("sites"), rows("patients"));
     println!(
-        "wrote {} frame rows in {} part(s) and {} window rows in {} part(s) to {}",
-        frame_parts.iter().map(|p| p.2).sum::<usize>(),
-        frame_parts.len(),
-        window_parts.iter().map(|p| p.2).sum::<usize>(),
-        window_parts.len(),
+        "wrote {frames} frame rows ({frame_parts} part(s)), {sites} site rows ({site_parts}) and {patients} patient rows ({patient_parts}) to {}",
         outcome.output
     );
     if !read_back {
         return;
     }
-    // Read the committed windows back so the summary shows what a reader of the table would see.
+    // Read the committed patients table back so the summary shows what a reader of the table would see.
     let read = (|| -> anyhow::Result<_> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
         let output = capflow_sinks::open_output(&config.output.location, &config.output.s3)?;
-        Ok(capflow_sinks::read_windows(&output, runtime.handle())?)
+        Ok(capflow_sinks::read_patients(&output, runtime.handle())?)
     })();
+    let show = |v: Option<f64>, digits: usize| match v {
+        Some(v) => format!("{v:.digits$}"),
+        None => "-".into(),
+    };
     match read {
         Ok(windows) => {
-            println!("per patient ({} s windows):", config.windows.length_s);
+            println!("per patient ({} s windows; means over windows that passed the quality check):", config.windows.length_s);
             println!(
-                "  {:<12} {:>7} {:>7} {:>14} {:>14} {:>16}",
-                "patient", "windows", "frames", "capillaries", "area fraction", "density /mm²"
+                "  {:<12} {:>7} {:>6} {:>7} {:>11} {:>9} {:>11} {:>7} {:>5}",
+                "patient", "windows", "valid", "frames", "capillaries", "area", "TVD mm/mm²", "PPV %", "MFI"
             );
             for (patient, p) in patient_summary(&windows) {
                 println!(
-                    "  {patient:<12} {:>7} {:>7} {:>14.1} {:>14.4} {:>16.1}",
-                    p.windows, p.frames, p.capillary_count, p.area_fraction, p.density_per_mm2
+                    "  {patient:<12} {:>7} {:>6} {:>7} {:>11} {:>9} {:>11} {:>7} {:>5}",
+                    p.windows,
+                    p.valid_windows,
+                    p.frames,
+                    show(p.capillary_count, 1),
+                    show(p.area_fraction, 4),
+                    show(p.tvd_mm_per_mm2, 1),
+                    show(p.ppv_percent, 0),
+                    show(p.mfi, 2)
                 );
             }
         }
-        Err(e) => println!("(could not read the windows table back: {e:#})"),
+        Err(e) => println!("(could not read the patients table back: {e:#})"),
     }
 }
 

@@ -17,15 +17,18 @@ use arrow::record_batch::RecordBatch;
 use capflow_ingest::{Frame, PixelFormat, Source, SourceOptions, StreamInfo};
 use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
-use capflow_operators::records::{FrameMetrics, WindowAggregate};
-use capflow_operators::windows::window_start;
+use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow, StreamRecord};
+use capflow_operators::windows::{window_start, PatientKey, SiteKey};
 use capflow_operators::{
-    ort_environment, CloseWindows, Part, PartKey, PatientWindows, Segment, SegmentParams,
-    SegmentShared, Segmenter, WriteParts,
+    ort_environment, AnalyseFlow, CloseWindows, Exact, Part, PartKey, PatientWindows, Segment,
+    SegmentParams, SegmentShared, Segmenter, Stabilise, WriteParts,
 };
-use capflow_sinks::{frames_batch, open_output, windows_batch, Table, TableWriter};
+use capflow_sinks::{
+    frames_batch, open_output, patients_batch, sites_batch, Table, TableWriter,
+};
 use ort::environment::Environment;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::{CommunicationConfig, WorkerConfig};
@@ -255,14 +258,14 @@ struct Running {
 fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerReport {
     let (index, peers) = (worker.index(), worker.peers());
     let config = &ctx.config;
-    let length_ms = config.windows.length_ms();
+    let spec = config.windows.spec();
     let card = &ctx.model.card;
-    let mut input = card.input.clone();
+    let mut input_spec = card.input.clone();
     if let Some(mp) = config.model.max_megapixels {
-        input.max_megapixels = Some(mp);
+        input_spec.max_megapixels = Some(mp);
     }
     let params = SegmentParams {
-        input,
+        input: input_spec.clone(),
         metrics: MetricParams {
             threshold: config.model.threshold.unwrap_or(card.output.threshold),
             min_area_um2: config
@@ -274,7 +277,9 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 .max_area_um2
                 .unwrap_or(card.postprocess.max_area_um2),
         },
+        vessels: config.vessels.params(),
         batch_size: config.model.batch_size,
+        segmentation: config.segmentation,
     };
     let segmenter = Segmenter::new(&ctx.env, &ctx.model, config.model.intra_threads)
         .expect("the model was checked before the workers started");
@@ -284,46 +289,83 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     let probe = ProbeHandle::new();
 
     let frames_per_part = config.output.frames_per_part;
-    let chunk_ms = length_ms * config.output.windows_per_part as i64;
+    // Row indices step by N in `every_nth`/`block_mean`, so a part spans N times as many frames.
+    let frames_per_chunk = (frames_per_part * config.segmentation.frames_per_row() as usize) as u64;
+    let chunk_ms = spec.hop_ms * config.output.windows_per_part as i64;
+    // A chunk of windows is complete once its last window has closed.
+    let chunk_complete = move |chunk: i64| spec.close_time(chunk + chunk_ms - spec.hop_ms);
     worker.dataflow::<u64, _, _>(|scope| {
-        let metrics = input
+        let records = input
             .to_stream(scope)
-            .segment(segmenter, params, shared.clone());
+            .stabilise(input_spec)
+            .segment(segmenter, params, shared.clone())
+            .analyse_flow(config.flow.clone());
         let (writer, log_frames) = (ctx.writer.clone(), Rc::clone(&log));
-        metrics.clone().write_parts(
-            "WriteFrames",
-            move |row: &FrameMetrics| PartKey {
-                patient_id: row.patient_id.clone(),
-                name: format!(
-                    "part-{}-{:06}",
-                    row.stream_id,
-                    row.frame_index / frames_per_part as u64
-                ),
-                complete_rows: Some(frames_per_part),
-                complete_at: None,
-            },
-            |a, b| a.frame_index.cmp(&b.frame_index),
-            move |part| write_part(&writer, &log_frames, Table::Frames, part, frames_batch),
-        );
-        let windows = metrics
-            .patient_windows(length_ms)
-            .close_windows(length_ms)
-            .probe_with(&probe);
-        let (writer, log_windows) = (ctx.writer.clone(), Rc::clone(&log));
-        windows.write_parts(
-            "WriteWindows",
-            move |row: &WindowAggregate| {
-                let chunk = window_start(row.window_start_ms, chunk_ms);
-                PartKey {
+        records
+            .clone()
+            .flat_map(|r| match r {
+                StreamRecord::Frame(f) => Some(f),
+                StreamRecord::Flow(_) => None,
+            })
+            .write_parts(
+                "WriteFrames",
+                move |row: &FrameMetrics| PartKey {
                     patient_id: row.patient_id.clone(),
-                    name: format!("part-{chunk}"),
-                    complete_rows: None,
-                    complete_at: Some((chunk + chunk_ms).max(0) as u64),
-                }
-            },
-            |a, b| a.window_start_ms.cmp(&b.window_start_ms),
-            move |part| write_part(&writer, &log_windows, Table::Windows, part, windows_batch),
-        );
+                    name: format!(
+                        "part-{}-{:06}",
+                        row.stream_id,
+                        row.frame_index / frames_per_chunk
+                    ),
+                    complete_rows: Some(frames_per_part),
+                    complete_at: None,
+                },
+                |a, b| a.frame_index.cmp(&b.frame_index),
+                move |part| write_part(&writer, &log_frames, Table::Frames, part, frames_batch),
+            );
+        let (sites, patients) = records.patient_windows(spec, config.quality.clone());
+        let (writer, log_sites) = (ctx.writer.clone(), Rc::clone(&log));
+        sites
+            .close_windows(
+                "CloseSites",
+                move |k: &SiteKey| spec.close_time(k.1),
+                |_, v: Exact<SiteWindow>| v.0,
+            )
+            .write_parts(
+                "WriteSites",
+                move |row: &SiteWindow| {
+                    let chunk = window_start(row.window_start_ms, chunk_ms);
+                    PartKey {
+                        patient_id: row.patient_id.clone(),
+                        name: format!("part-{chunk}"),
+                        complete_rows: None,
+                        complete_at: Some(chunk_complete(chunk)),
+                    }
+                },
+                |a, b| (a.window_start_ms, &a.stream_id).cmp(&(b.window_start_ms, &b.stream_id)),
+                move |part| write_part(&writer, &log_sites, Table::Sites, part, sites_batch),
+            );
+        let (writer, log_patients) = (ctx.writer.clone(), Rc::clone(&log));
+        patients
+            .close_windows(
+                "ClosePatients",
+                move |k: &PatientKey| spec.close_time(k.1),
+                |_, v: Exact<PatientWindow>| v.0,
+            )
+            .probe_with(&probe)
+            .write_parts(
+                "WritePatients",
+                move |row: &PatientWindow| {
+                    let chunk = window_start(row.window_start_ms, chunk_ms);
+                    PartKey {
+                        patient_id: row.patient_id.clone(),
+                        name: format!("part-{chunk}"),
+                        complete_rows: None,
+                        complete_at: Some(chunk_complete(chunk)),
+                    }
+                },
+                |a, b| a.window_start_ms.cmp(&b.window_start_ms),
+                move |part| write_part(&writer, &log_patients, Table::Patients, part, patients_batch),
+            );
     });
 
     let options = SourceOptions {
@@ -363,8 +405,8 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         }
     }
 
-    // Merge this worker's streams in event-time order, so the input's time only moves forward.
-    let tick = length_ms.max(1);
+    // Merge this worker's streams in event-time order, so the input's time (the watermark) only moves forward.
+    let tick = spec.tick();
     loop {
         for r in running
             .iter_mut()
@@ -429,68 +471,83 @@ fn open_stream(stream: &StreamConfig, options: &SourceOptions) -> Result<Source,
     Source::open(&stream.source, Arc::new(info), &options).map_err(|e| e.to_string())
 }
 
-/// One patient's numbers over a whole run: frame-weighted means of the window means.
+/// One patient's numbers over a whole run: frame-weighted means of the window values that exist.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PatientSummary {
     /// Windows written.
     pub windows: usize,
-    /// Frames over all windows and streams.
+    /// Windows with at least one site that passed the quality check.
+    pub valid_windows: usize,
+    /// Frames over all windows and sites.
     pub frames: u64,
     /// Mean capillaries per frame.
-    pub capillary_count: f64,
+    pub capillary_count: Option<f64>,
     /// Mean area fraction.
-    pub area_fraction: f64,
-    /// Mean capillaries per mm².
-    pub density_per_mm2: f64,
+    pub area_fraction: Option<f64>,
+    /// Mean total vessel density, mm/mm².
+    pub tvd_mm_per_mm2: Option<f64>,
+    /// Mean proportion of perfused vessels, %.
+    pub ppv_percent: Option<f64>,
+    /// Mean microvascular flow index.
+    pub mfi: Option<f64>,
 }
 
-/// Per-patient summary of a run, from the rows of the `windows` table.
-pub fn patient_summary(windows: &[WindowAggregate]) -> BTreeMap<String, PatientSummary> {
-    let mut out: BTreeMap<String, PatientSummary> = BTreeMap::new();
+/// Per-patient summary of a run, from the rows of the `patients` table.
+pub fn patient_summary(windows: &[PatientWindow]) -> BTreeMap<String, PatientSummary> {
+    #[derive(Default)]
+    struct Acc {
+        summary: PatientSummary,
+        sums: [(f64, f64); 5],
+    }
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     for w in windows {
-        let e = out.entry(w.patient_id.clone()).or_default();
+        let e = acc.entry(w.patient_id.clone()).or_default();
+        e.summary.windows += 1;
+        e.summary.frames += w.n_frames;
+        e.summary.valid_windows += usize::from(w.n_valid_sites > 0);
         let n = w.n_frames as f64;
-        e.windows += 1;
-        e.frames += w.n_frames;
-        e.capillary_count += w.capillary_count.mean * n;
-        e.area_fraction += w.area_fraction.mean * n;
-        e.density_per_mm2 += w.density_per_mm2.mean * n;
+        let values = [w.capillary_count, w.area_fraction, w.tvd_mm_per_mm2, w.ppv_percent, w.mfi];
+        for (sum, value) in e.sums.iter_mut().zip(values) {
+            if let Some(v) = value {
+                sum.0 += v * n;
+                sum.1 += n;
+            }
+        }
     }
-    for e in out.values_mut() {
-        let n = (e.frames as f64).max(1.0);
-        e.capillary_count /= n;
-        e.area_fraction /= n;
-        e.density_per_mm2 /= n;
-    }
-    out
+    acc.into_iter()
+        .map(|(patient, a)| {
+            let mean = |i: usize| (a.sums[i].1 > 0.0).then(|| a.sums[i].0 / a.sums[i].1);
+            let summary = PatientSummary {
+                capillary_count: mean(0),
+                area_fraction: mean(1),
+                tvd_mm_per_mm2: mean(2),
+                ppv_percent: mean(3),
+                mfi: mean(4),
+                ..a.summary
+            };
+            (patient, summary)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use capflow_operators::records::Stats;
-
     use super::*;
 
     #[test]
-    fn patient_summary_weights_windows_by_frames() {
-        let window = |frames: u64, count: f64| WindowAggregate {
+    fn patient_summary_weights_windows_by_frames_and_skips_missing_values() {
+        let window = |frames: u64, count: Option<f64>| PatientWindow {
             patient_id: "p".into(),
-            window_start_ms: 0,
-            window_end_ms: 1000,
             n_frames: frames,
-            n_streams: 1,
-            capillary_count: Stats {
-                mean: count,
-                ..Default::default()
-            },
-            area_fraction: Stats::default(),
-            density_per_mm2: Stats::default(),
-            mean_probability: Stats::default(),
+            n_valid_sites: u32::from(count.is_some()),
+            capillary_count: count,
+            ..Default::default()
         };
-        let summary = patient_summary(&[window(1, 10.0), window(3, 30.0)]);
+        let summary = patient_summary(&[window(1, Some(10.0)), window(3, Some(30.0)), window(5, None)]);
         let p = &summary["p"];
-        assert_eq!((p.windows, p.frames), (2, 4));
-        assert_eq!(p.capillary_count, 25.0);
+        assert_eq!((p.windows, p.valid_windows, p.frames), (3, 2, 9));
+        assert_eq!(p.capillary_count, Some(25.0));
+        assert_eq!(p.mfi, None);
     }
 
     #[test]

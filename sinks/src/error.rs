@@ -68,7 +68,7 @@ pub enum SinkError {
     /// Building or decoding an Arrow batch failed.
     #[error("arrow error for table {table}: {source}")]
     Arrow {
-        /// The table (`frames` or `windows`).
+        /// The table (`frames`, `sites` or `patients`).
         table: &'static str,
         /// The underlying error.
         source: arrow::error::ArrowError,
@@ -77,7 +77,7 @@ pub enum SinkError {
     /// A batch read back does not have the expected shape (missing column, wrong type, nulls).
     #[error("table {table}: column {column:?} in {path}: {reason}")]
     BadColumn {
-        /// The table (`frames` or `windows`).
+        /// The table (`frames`, `sites` or `patients`).
         table: &'static str,
         /// The object the batch came from (or `<batch>` when converting a batch directly).
         path: String,
@@ -90,7 +90,7 @@ pub enum SinkError {
     /// A batch handed to the writer does not have the table's schema.
     #[error("batch for table {table} at {path} does not match the table schema: {reason}")]
     SchemaMismatch {
-        /// The table (`frames` or `windows`).
+        /// The table (`frames`, `sites` or `patients`).
         table: &'static str,
         /// The object path the batch was meant for.
         path: String,
@@ -132,7 +132,7 @@ pub enum SinkError {
     /// A `.parquet` object under a table does not sit at `<table>/patient_id=<value>/<part>.parquet`.
     #[error("unexpected object {path} in table {table}: {reason}")]
     BadLayout {
-        /// The table (`frames` or `windows`).
+        /// The table (`frames`, `sites` or `patients`).
         table: &'static str,
         /// The object path.
         path: String,

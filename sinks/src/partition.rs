@@ -7,7 +7,7 @@
 
 use crate::SinkError;
 
-/// The partition column of both tables.
+/// The partition column of every table.
 pub const PARTITION_COLUMN: &str = "patient_id";
 
 /// Longest partition segment (`patient_id=` plus the escaped id) in bytes: 255, the usual file-name limit

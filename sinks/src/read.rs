@@ -1,14 +1,14 @@
 //! Reading a table back into rows: for the CLI summary and for tests.
 
 use bytes::Bytes;
-use capflow_operators::records::{FrameMetrics, WindowAggregate};
+use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::runtime::Handle;
 
-use crate::schema::{frames_from_batch_at, windows_from_batch_at};
+use crate::schema::{frames_from_batch_at, patients_from_batch_at, sites_from_batch_at};
 use crate::writer::{META_SCHEMA_VERSION, META_TABLE};
 use crate::{partition, Output, SinkError, Table, SCHEMA_VERSION};
 
@@ -77,10 +77,16 @@ pub fn read_frames(output: &Output, handle: &Handle) -> Result<Vec<FrameMetrics>
     block_on(handle, "read_frames", read_frames_async(output))
 }
 
-/// Reads the whole `windows` table, sorted by patient and window start. Blocks on `handle`; returns
-/// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_windows_async`] there).
-pub fn read_windows(output: &Output, handle: &Handle) -> Result<Vec<WindowAggregate>, SinkError> {
-    block_on(handle, "read_windows", read_windows_async(output))
+/// Reads the whole `sites` table, sorted by patient, stream and window. Blocks on `handle`; returns
+/// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_sites_async`] there).
+pub fn read_sites(output: &Output, handle: &Handle) -> Result<Vec<SiteWindow>, SinkError> {
+    block_on(handle, "read_sites", read_sites_async(output))
+}
+
+/// Reads the whole `patients` table, sorted by patient and window. Blocks on `handle`; returns
+/// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_patients_async`] there).
+pub fn read_patients(output: &Output, handle: &Handle) -> Result<Vec<PatientWindow>, SinkError> {
+    block_on(handle, "read_patients", read_patients_async(output))
 }
 
 /// Async variant of [`read_frames`].
@@ -99,10 +105,33 @@ pub async fn read_frames_async(output: &Output) -> Result<Vec<FrameMetrics>, Sin
     Ok(rows)
 }
 
-/// Async variant of [`read_windows`].
-pub async fn read_windows_async(output: &Output) -> Result<Vec<WindowAggregate>, SinkError> {
-    let mut rows = read_table(output, Table::Windows, |batch, part| {
-        windows_from_batch_at(batch, &part.patient_id, part.path.as_ref())
+/// Async variant of [`read_sites`].
+pub async fn read_sites_async(output: &Output) -> Result<Vec<SiteWindow>, SinkError> {
+    let mut rows = read_table(output, Table::Sites, |batch, part| {
+        sites_from_batch_at(batch, &part.patient_id, part.path.as_ref())
+    })
+    .await?;
+    rows.sort_by(|a, b| {
+        (
+            &a.patient_id,
+            &a.stream_id,
+            a.window_start_ms,
+            a.window_end_ms,
+        )
+            .cmp(&(
+                &b.patient_id,
+                &b.stream_id,
+                b.window_start_ms,
+                b.window_end_ms,
+            ))
+    });
+    Ok(rows)
+}
+
+/// Async variant of [`read_patients`].
+pub async fn read_patients_async(output: &Output) -> Result<Vec<PatientWindow>, SinkError> {
+    let mut rows = read_table(output, Table::Patients, |batch, part| {
+        patients_from_batch_at(batch, &part.patient_id, part.path.as_ref())
     })
     .await?;
     rows.sort_by(|a, b| {

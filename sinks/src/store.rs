@@ -65,7 +65,7 @@ impl fmt::Debug for S3Options {
 pub struct Output {
     /// The object store (local file system, S3, or in-memory).
     pub store: Arc<dyn ObjectStore>,
-    /// Prefix inside `store` under which the tables (`frames/`, `windows/`) live. Empty for local folders, whose
+    /// Prefix inside `store` under which the tables (`frames/`, `sites/`, `patients/`) live. Empty for local folders, whose
     /// store is already rooted at the folder.
     pub root: Path,
     /// The location, normalised, for messages (e.g. `file:///data/out/`, `s3://bucket/prefix`). Never holds

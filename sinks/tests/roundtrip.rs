@@ -3,10 +3,10 @@
 mod common;
 
 use capflow_sinks::{
-    frames_batch, open_output, read_frames, read_windows, windows_batch, S3Options, SinkError,
-    Table, TableWriter,
+    frames_batch, open_output, patients_batch, read_frames, read_patients, read_sites, sites_batch,
+    S3Options, SinkError, Table, TableWriter,
 };
-use common::{assert_capflow_metadata, frame, window};
+use common::{assert_capflow_metadata, frame, patient, site};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -47,13 +47,22 @@ fn local_fs_round_trip_writes_hive_paths_with_metadata() {
         path.as_ref(),
         "frames/patient_id=..%2Fetc%2Fpasswd/w0-e0.parquet"
     );
-    let windows = vec![window("P1", 5_000), window("P1", 0)];
+    // Window rows out of order, with and without flow / valid sites (null columns) and both quality verdicts.
+    let sites = vec![
+        site("P1", "s2", 0, true),
+        site("P1", "s1", 5_000, false),
+        site("P1", "s1", 0, true),
+    ];
+    writer
+        .write_part(Table::Sites, "P1", "final", &sites_batch(&sites).unwrap())
+        .unwrap();
+    let patients = vec![patient("P1", 5_000, false), patient("P1", 0, true)];
     writer
         .write_part(
-            Table::Windows,
+            Table::Patients,
             "P1",
             "final",
-            &windows_batch(&windows).unwrap(),
+            &patients_batch(&patients).unwrap(),
         )
         .unwrap();
 
@@ -63,10 +72,12 @@ fn local_fs_round_trip_writes_hive_paths_with_metadata() {
         .join("frames/patient_id=..%2Fetc%2Fpasswd/w0-e0.parquet")
         .is_file());
     assert_capflow_metadata(&file, "frames");
-    assert_capflow_metadata(
-        &out_dir.join("windows/patient_id=P1/final.parquet"),
-        "windows",
-    );
+    for table in ["sites", "patients"] {
+        assert_capflow_metadata(
+            &out_dir.join(format!("{table}/patient_id=P1/final.parquet")),
+            table,
+        );
+    }
     // Nothing escaped the output folder, and no staging files were left behind.
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1);
@@ -85,12 +96,13 @@ fn local_fs_round_trip_writes_hive_paths_with_metadata() {
         ))
     });
     assert_eq!(read_frames(&output, rt.handle()).unwrap(), expected);
-    let mut expected_windows = windows;
-    expected_windows.reverse();
-    assert_eq!(
-        read_windows(&output, rt.handle()).unwrap(),
-        expected_windows
-    );
+    // Sorted by patient, stream and window start.
+    let expected_sites = vec![sites[2].clone(), sites[1].clone(), sites[0].clone()];
+    assert_eq!(read_sites(&output, rt.handle()).unwrap(), expected_sites);
+    let read_back = read_patients(&output, rt.handle()).unwrap();
+    assert_eq!(read_back, vec![patients[1].clone(), patients[0].clone()]);
+    assert_eq!(read_back[1].hi, None);
+    assert_eq!(read_back[0].hi, Some(0.4));
 
     // Reopening the same folder reads the same data.
     let again = open_output(
@@ -119,7 +131,8 @@ fn in_memory_round_trip_under_a_prefix() {
         .write_part(Table::Frames, "π", "part-0", &frames_batch(&rows).unwrap())
         .unwrap();
     assert_eq!(read_frames(&output, rt.handle()).unwrap(), rows);
-    assert!(read_windows(&output, rt.handle()).unwrap().is_empty());
+    assert!(read_sites(&output, rt.handle()).unwrap().is_empty());
+    assert!(read_patients(&output, rt.handle()).unwrap().is_empty());
 }
 
 #[test]
@@ -136,10 +149,12 @@ fn writer_rejects_bad_input_with_typed_errors() {
         writer.write_part(Table::Frames, "", "x", &batch),
         Err(SinkError::InvalidPatientId { .. })
     ));
-    assert!(matches!(
-        writer.write_part(Table::Windows, "p", "x", &batch),
-        Err(SinkError::SchemaMismatch { .. })
-    ));
+    for table in [Table::Sites, Table::Patients] {
+        assert!(matches!(
+            writer.write_part(table, "p", "x", &batch),
+            Err(SinkError::SchemaMismatch { .. })
+        ));
+    }
 }
 
 #[test]
@@ -198,4 +213,39 @@ fn stray_parquet_files_outside_partitions_are_reported() {
     .unwrap();
     let err = read_frames(&output, rt.handle()).unwrap_err();
     assert!(matches!(err, SinkError::BadLayout { .. }), "{err}");
+}
+
+#[test]
+fn files_of_another_schema_version_are_refused() {
+    use object_store::{path::Path, ObjectStoreExt};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+
+    let rt = runtime();
+    let output = open_output("memory://", &S3Options::default()).unwrap();
+    // A version-1 file: the frames table before the sites/patients split, as an older capflow wrote it.
+    let batch = frames_batch(&[frame("P", "s", 0)]).unwrap();
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("capflow.schema_version".into(), "1".to_string()),
+            KeyValue::new("capflow.table".into(), "frames".to_string()),
+        ]))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    rt.block_on(
+        output
+            .store
+            .put(&Path::from("frames/patient_id=P/old.parquet"), bytes.into()),
+    )
+    .unwrap();
+    let err = read_frames(&output, rt.handle()).unwrap_err();
+    assert!(
+        matches!(&err, SinkError::SchemaVersion { found, supported, .. }
+            if found == "1" && *supported == capflow_sinks::SCHEMA_VERSION),
+        "{err}"
+    );
 }

@@ -8,9 +8,10 @@ mod common;
 mod s3_server;
 
 use capflow_sinks::{
-    frames_batch, open_output, read_frames, read_windows, windows_batch, Table, TableWriter,
+    frames_batch, open_output, patients_batch, read_frames, read_patients, read_sites, sites_batch,
+    Table, TableWriter,
 };
-use common::{assert_capflow_metadata, frame, window};
+use common::{assert_capflow_metadata, frame, patient, site};
 use s3_server::{start_server, BUCKET, SECRET_KEY};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -47,13 +48,22 @@ fn s3_round_trip_against_s3s_fs() {
             &frames_batch(&odd).unwrap(),
         )
         .unwrap();
-    let windows = vec![window("P1", 0), window("P1", 5_000)];
-    writer
+    let sites = vec![site("P1", "s1", 0, true), site("P1", "s1", 5_000, false)];
+    let sites_path = writer
         .write_part(
-            Table::Windows,
+            Table::Sites,
             "P1",
             "w0-final",
-            &windows_batch(&windows).unwrap(),
+            &sites_batch(&sites).unwrap(),
+        )
+        .unwrap();
+    let patients = vec![patient("P1", 0, true), patient("P1", 5_000, false)];
+    writer
+        .write_part(
+            Table::Patients,
+            "P1",
+            "w0-final",
+            &patients_batch(&patients).unwrap(),
         )
         .unwrap();
 
@@ -65,11 +75,13 @@ fn s3_round_trip_against_s3s_fs() {
     );
     assert_capflow_metadata(&file, "frames");
     assert!(server.on_disk(odd_path.as_ref()).is_file(), "{odd_path}");
+    assert_capflow_metadata(&server.on_disk(sites_path.as_ref()), "sites");
 
     let mut expected = [odd, p1].concat();
     expected.sort_by(|a, b| a.patient_id.cmp(&b.patient_id));
     assert_eq!(read_frames(&output, rt.handle()).unwrap(), expected);
-    assert_eq!(read_windows(&output, rt.handle()).unwrap(), windows);
+    assert_eq!(read_sites(&output, rt.handle()).unwrap(), sites);
+    assert_eq!(read_patients(&output, rt.handle()).unwrap(), patients);
 }
 
 #[test]
@@ -91,10 +103,12 @@ fn s3_multipart_upload_of_a_large_part() {
         .map(|i| {
             let mut row = frame("P", "s", i);
             row.area_fraction = next();
-            row.density_per_mm2 = next();
+            row.capillary_density_per_mm2 = next();
             row.mean_probability = next();
             row.um_per_px = next();
             row.field_area_mm2 = next();
+            row.tvd_mm_per_mm2 = next();
+            row.focus = next();
             row
         })
         .collect();

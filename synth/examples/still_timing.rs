@@ -27,6 +27,7 @@ fn main() {
         motion_blur_px: 6.0,
         motion_blur_angle_deg: 20.0,
         tint: [1.0, 0.98, 0.95],
+        focus_blur_px: 0.0,
     };
     let cases = [
         ("skin preset 1920x1080", SynthSpec::preset("skin").unwrap()),

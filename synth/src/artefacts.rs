@@ -23,6 +23,8 @@ pub(crate) struct ArtefactLayer {
     defocus: Option<(Vec<f32>, f64)>,
     /// Motion blur `(length px, angle rad)`.
     motion: Option<(f64, f64)>,
+    /// Whole-frame blur sigma (px).
+    focus: Option<f64>,
 }
 
 impl ArtefactLayer {
@@ -40,6 +42,7 @@ impl ArtefactLayer {
             add: vec![0.0; w * h * 3],
             defocus: None,
             motion: None,
+            focus: (a.focus_blur_px >= 0.3).then_some(a.focus_blur_px),
         };
         let mut rng = Rng::derive(spec.seed, &[0xA27E]);
         layer.illumination(spec, a, &mut rng);
@@ -332,6 +335,9 @@ impl ArtefactLayer {
         }
         if let Some((len, angle)) = self.motion {
             motion_blur(frame, w, h, len, angle);
+        }
+        if let Some(sigma) = self.focus {
+            box_blur_gaussian(frame, w, h, sigma);
         }
         for ((v, m), a) in frame.iter_mut().zip(&self.mul).zip(&self.add) {
             *v = *v * m + a;

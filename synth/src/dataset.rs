@@ -213,6 +213,7 @@ mod tests {
             motion_blur_px: 8.0,
             motion_blur_angle_deg: 30.0,
             tint: [1.1, 0.95, 0.9],
+            focus_blur_px: 1.5,
         };
         for look in Look::all() {
             let plain = SynthSpec {

@@ -65,6 +65,9 @@ pub struct Artefacts {
     pub motion_blur_angle_deg: f64,
     /// Per-channel gains (R, G, B) applied to the whole frame: colour tint / white balance.
     pub tint: [f64; 3],
+    /// Gaussian blur (sigma, pixels) of the whole finished frame, moving red cells included: an out-of-focus
+    /// clip for image-quality checks (0 = none; `defocus_px` instead varies across the field).
+    pub focus_blur_px: f64,
 }
 
 impl Default for Artefacts {
@@ -79,6 +82,7 @@ impl Default for Artefacts {
             motion_blur_px: 0.0,
             motion_blur_angle_deg: 0.0,
             tint: [1.0, 1.0, 1.0],
+            focus_blur_px: 0.0,
         }
     }
 }
@@ -109,6 +113,7 @@ impl Artefacts {
                 1.0,
             ),
             ("artefacts.defocus_px", self.defocus_px, 16.0),
+            ("artefacts.focus_blur_px", self.focus_blur_px, 32.0),
             ("artefacts.motion_blur_px", self.motion_blur_px, 64.0),
         ] {
             if !(v.is_finite() && (0.0..=hi).contains(&v)) {

@@ -1,0 +1,618 @@
+//! Blood flow per vessel segment from the temporal signal along its centre line: PPV, PVD, MFI.
+//!
+//! Red cells moving through a perfused vessel make the brightness along its centre line change from frame to frame
+//! far more than sensor noise does; in a vessel without flow the (stuck) cells stay put and only noise remains. Over a
+//! window of stabilised frames each segment's *activity* (mean absolute frame-to-frame change along the centre line)
+//! is compared with the same measure on background points, per sub-window:
+//!
+//! - flow in every sub-window: continuous (3), or sluggish (2) when the measured red-cell speed is low;
+//! - flow in some sub-windows only: intermittent (1);
+//! - no flow: none (0).
+//!
+//! PPV is the length share of sluggish + continuous segments (consensus definition), PVD = TVD × PPV, MFI the mean
+//! over the four field quadrants of each quadrant's predominant class (by length). The red-cell speed is the lag that
+//! best aligns consecutive centre-line profiles (a space-time-diagram slope); it aliases when cells move more than
+//! about half their spacing per frame, so it is reported as experimental.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::vessels::VesselMap;
+
+/// Flow-analysis settings: the `[flow]` table of the capflow config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Run the flow analysis (it costs time on every frame; off gives no PPV/PVD/MFI).
+    pub enabled: bool,
+    /// Frames per flow window (consensus clips are ≥ 5 s; 2 s at 25 fps already separates flow from no flow).
+    pub window_frames: u32,
+    /// Frames between the starts of consecutive (sliding) flow windows.
+    pub hop_frames: u32,
+    /// Sub-windows a flow window is split into to tell intermittent from continuous flow.
+    pub sub_windows: u32,
+    /// A segment flows in a sub-window when its activity exceeds this multiple of the background's.
+    pub flow_ratio: f64,
+    /// Flowing segments slower than this (µm/s) are sluggish rather than continuous.
+    pub sluggish_below_um_s: f64,
+    /// Fastest red-cell speed searched for, µm/s.
+    pub max_velocity_um_s: f64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            enabled: true,
+            window_frames: 50,
+            hop_frames: 25,
+            sub_windows: 4,
+            flow_ratio: 3.0,
+            sluggish_below_um_s: 100.0,
+            max_velocity_um_s: 2000.0,
+        }
+    }
+}
+
+impl FlowConfig {
+    /// Human-readable problems (empty = valid), each naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.window_frames < 4 {
+            out.push(format!(
+                "flow.window_frames = {} is too short: use at least 4 (50 = 2 s at 25 fps)",
+                self.window_frames
+            ));
+        }
+        if self.hop_frames == 0 || self.hop_frames > self.window_frames {
+            out.push(format!(
+                "flow.hop_frames = {} must be between 1 and flow.window_frames ({})",
+                self.hop_frames, self.window_frames
+            ));
+        }
+        if self.sub_windows == 0 || self.sub_windows * 2 > self.window_frames {
+            out.push(format!(
+                "flow.sub_windows = {} must be between 1 and half of flow.window_frames",
+                self.sub_windows
+            ));
+        }
+        if !(self.flow_ratio.is_finite() && self.flow_ratio > 1.0) {
+            out.push(format!(
+                "flow.flow_ratio = {} must be a number above 1 (activity relative to background noise)",
+                self.flow_ratio
+            ));
+        }
+        if !(self.sluggish_below_um_s >= 0.0 && self.max_velocity_um_s > self.sluggish_below_um_s)
+        {
+            out.push(format!(
+                "flow.sluggish_below_um_s ({}) must be >= 0 and below flow.max_velocity_um_s ({})",
+                self.sluggish_below_um_s, self.max_velocity_um_s
+            ));
+        }
+        out
+    }
+}
+
+/// Flow class of a vessel segment, valued as in the MFI score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FlowClass {
+    /// No flow.
+    None = 0,
+    /// Flow in part of the window only.
+    Intermittent = 1,
+    /// Slow flow.
+    Sluggish = 2,
+    /// Normal continuous flow.
+    Continuous = 3,
+}
+
+impl FlowClass {
+    /// Whether the class counts as perfused (PPV, PVD).
+    pub fn perfused(self) -> bool {
+        self >= FlowClass::Sluggish
+    }
+}
+
+/// What one flow window samples: a segmented frame's vessels plus background points, in its working pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowMap {
+    /// Vessel centre lines of the segmented frame.
+    pub vessels: VesselMap,
+    /// Background points (far from any vessel), the noise reference.
+    pub background: Vec<(u32, u32)>,
+    /// Stabilisation shift of the segmented frame, working pixels (see `drift::Shift`).
+    pub shift: [f64; 2],
+}
+
+/// Background points on a grid of `step` pixels, at least `margin` pixels from any mask pixel.
+pub fn background_points(
+    mask: &[bool],
+    width: usize,
+    height: usize,
+    step: usize,
+    margin: usize,
+) -> Vec<(u32, u32)> {
+    let step = step.max(1);
+    let mut out = Vec::new();
+    for y in (margin..height.saturating_sub(margin)).step_by(step) {
+        'point: for x in (margin..width.saturating_sub(margin)).step_by(step) {
+            for yy in y - margin..=y + margin {
+                let row = &mask[yy * width..(yy + 1) * width];
+                if row[x - margin..=x + margin].iter().any(|&m| m) {
+                    continue 'point;
+                }
+            }
+            out.push((x as u32, y as u32));
+        }
+    }
+    out
+}
+
+/// Bilinear sample of `plane` at (`x`, `y`); `NaN` outside.
+fn sample(plane: &[f32], width: usize, height: usize, x: f64, y: f64) -> f32 {
+    if !(x >= 0.0 && y >= 0.0 && x <= (width - 1) as f64 && y <= (height - 1) as f64) {
+        return f32::NAN;
+    }
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(width - 1), (y0 + 1).min(height - 1));
+    let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+    let at = |xx: usize, yy: usize| plane[yy * width + xx];
+    let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
+    let bottom = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
+    top + (bottom - top) * fy
+}
+
+/// Flow of one segment over a window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SegmentFlow {
+    /// Flow class.
+    pub class: FlowClass,
+    /// Activity ÷ background activity, over the whole window.
+    pub activity_ratio: f64,
+    /// Experimental red-cell speed, µm/s (`None` when the segment is too short or shows no flow).
+    pub velocity_um_s: Option<f64>,
+}
+
+/// Flow of one window over all segments.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FlowResult {
+    /// Per segment, in the order of the map.
+    pub segments: Vec<SegmentFlow>,
+    /// Proportion of perfused vessel length, %.
+    pub ppv_percent: f64,
+    /// Perfused vessel density, mm/mm².
+    pub pvd_mm_per_mm2: f64,
+    /// Microvascular flow index, 0..3.
+    pub mfi: f64,
+    /// Experimental: median speed over perfused segments with a speed, µm/s.
+    pub rbc_velocity_um_s: Option<f64>,
+}
+
+/// The samples of one flow window: every frame's values at the map's points.
+#[derive(Clone, Debug)]
+pub struct FlowWindow {
+    map: Arc<FlowMap>,
+    /// Point count per frame: all segment points, then the background points.
+    n_points: usize,
+    values: Vec<f32>,
+    frames: usize,
+    /// Index of the first frame in its stream.
+    pub first_frame: u64,
+}
+
+impl FlowWindow {
+    /// An empty window sampling `map`, starting at stream frame `first_frame`.
+    pub fn new(map: Arc<FlowMap>, first_frame: u64) -> Self {
+        let n_points = map
+            .vessels
+            .segments
+            .iter()
+            .map(|s| s.points.len())
+            .sum::<usize>()
+            + map.background.len();
+        FlowWindow {
+            map,
+            n_points,
+            values: Vec::new(),
+            frames: 0,
+            first_frame,
+        }
+    }
+
+    /// Frames sampled so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Samples one frame's working-resolution luma plane, displaced by `shift` (working pixels) from the stream's
+    /// reference; the map's points are moved by the shift difference so they stay on the same vessels.
+    pub fn push(&mut self, plane: &[f32], width: usize, height: usize, shift: [f64; 2]) {
+        let (dx, dy) = (shift[0] - self.map.shift[0], shift[1] - self.map.shift[1]);
+        let points = self
+            .map
+            .vessels
+            .segments
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .chain(self.map.background.iter());
+        self.values.extend(points.map(|&(x, y)| {
+            sample(plane, width, height, x as f64 + dx, y as f64 + dy)
+        }));
+        self.frames += 1;
+    }
+
+    fn value(&self, frame: usize, point: usize) -> f32 {
+        self.values[frame * self.n_points + point]
+    }
+
+    /// Classifies every segment and summarises the window; `fps` converts frame lags to speeds.
+    pub fn analyse(&self, fps: f64, config: &FlowConfig) -> FlowResult {
+        let frames = self.frames;
+        let segments = &self.map.vessels.segments;
+        let background_start = self.n_points - self.map.background.len();
+        if frames < 2 || segments.is_empty() {
+            return FlowResult::default();
+        }
+        // Global brightness change per frame step, from the background, removed from every difference.
+        let mut global = vec![0.0f64; frames];
+        for (t, g) in global.iter_mut().enumerate().skip(1) {
+            let (mut sum, mut n) = (0.0f64, 0usize);
+            for p in background_start..self.n_points {
+                let d = self.value(t, p) - self.value(t - 1, p);
+                if d.is_finite() {
+                    sum += d as f64;
+                    n += 1;
+                }
+            }
+            *g = if n > 0 { sum / n as f64 } else { 0.0 };
+        }
+        let subs = (config.sub_windows.max(1) as usize).min(frames - 1);
+        // Mean absolute change of points `range` over steps `steps`.
+        let activity = |range: std::ops::Range<usize>, steps: std::ops::Range<usize>| {
+            let (mut sum, mut n) = (0.0f64, 0usize);
+            for t in steps {
+                for p in range.clone() {
+                    let d = (self.value(t, p) - self.value(t - 1, p)) as f64 - global[t];
+                    if d.is_finite() {
+                        sum += d.abs();
+                        n += 1;
+                    }
+                }
+            }
+            (n > 0).then(|| sum / n as f64)
+        };
+        let sub_steps = |k: usize| {
+            let lo = 1 + k * (frames - 1) / subs;
+            let hi = 1 + (k + 1) * (frames - 1) / subs;
+            lo..hi
+        };
+        // Quantisation alone gives ~0.3 grey levels; a floor keeps noiseless input from dividing by zero.
+        let floor = 0.5;
+        let noise_all = activity(background_start..self.n_points, 1..frames)
+            .unwrap_or(floor)
+            .max(floor);
+        let noise_sub: Vec<f64> = (0..subs)
+            .map(|k| {
+                activity(background_start..self.n_points, sub_steps(k))
+                    .unwrap_or(noise_all)
+                    .max(floor)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(segments.len());
+        let mut start = 0;
+        for segment in segments {
+            let range = start..start + segment.points.len();
+            start = range.end;
+            let ratio = activity(range.clone(), 1..frames).unwrap_or(0.0) / noise_all;
+            let flowing = (0..subs)
+                .filter(|&k| {
+                    activity(range.clone(), sub_steps(k)).unwrap_or(0.0) / noise_sub[k]
+                        > config.flow_ratio
+                })
+                .count();
+            let velocity = if flowing > 0 {
+                let spacing = segment.length_um / (segment.points.len().max(2) - 1) as f64;
+                self.speed(range, spacing, fps, config.max_velocity_um_s)
+            } else {
+                None
+            };
+            let class = if flowing == 0 {
+                FlowClass::None
+            } else if flowing < subs {
+                FlowClass::Intermittent
+            } else if velocity.is_some_and(|v| v < config.sluggish_below_um_s) {
+                FlowClass::Sluggish
+            } else {
+                FlowClass::Continuous
+            };
+            out.push(SegmentFlow {
+                class,
+                activity_ratio: ratio,
+                velocity_um_s: velocity,
+            });
+        }
+        summarise(&self.map.vessels, out)
+    }
+
+    /// Red-cell speed along one segment: the lag (in points) that best correlates consecutive profiles.
+    fn speed(
+        &self,
+        range: std::ops::Range<usize>,
+        spacing_um: f64,
+        fps: f64,
+        max_um_s: f64,
+    ) -> Option<f64> {
+        let n = range.len();
+        if n < 8 || spacing_um <= 0.0 || fps <= 0.0 {
+            return None;
+        }
+        let max_lag = ((max_um_s / fps / spacing_um).ceil() as usize).min(n / 3);
+        if max_lag == 0 {
+            return None;
+        }
+        let profile = |t: usize| -> Vec<f64> {
+            let v: Vec<f64> = range.clone().map(|p| self.value(t, p) as f64).collect();
+            let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+            v.into_iter()
+                .map(|x| if x.is_finite() { x - mean } else { 0.0 })
+                .collect()
+        };
+        let mut scores = vec![0.0f64; 2 * max_lag + 1];
+        let mut prev = profile(0);
+        for t in 1..self.frames {
+            let next = profile(t);
+            for (k, score) in scores.iter_mut().enumerate() {
+                let lag = k as isize - max_lag as isize;
+                let (mut s, mut m) = (0.0, 0usize);
+                for (i, &a) in prev.iter().enumerate() {
+                    let j = i as isize + lag;
+                    if j >= 0 && (j as usize) < n {
+                        s += a * next[j as usize];
+                        m += 1;
+                    }
+                }
+                if m > 0 {
+                    *score += s / m as f64;
+                }
+            }
+            prev = next;
+        }
+        let (best, &value) = scores
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))?;
+        (value > 0.0).then(|| (best as f64 - max_lag as f64).abs() * spacing_um * fps)
+    }
+}
+
+/// PPV, PVD and MFI of classified segments.
+pub fn summarise(map: &VesselMap, segments: Vec<SegmentFlow>) -> FlowResult {
+    let total: f64 = map.segments.iter().map(|s| s.length_um).sum();
+    if segments.is_empty() || total <= 0.0 {
+        return FlowResult {
+            segments,
+            ..Default::default()
+        };
+    }
+    let perfused: f64 = map
+        .segments
+        .iter()
+        .zip(&segments)
+        .filter(|(_, f)| f.class.perfused())
+        .map(|(s, _)| s.length_um)
+        .sum();
+    let ppv = 100.0 * perfused / total;
+    let field_mm2 = map.width as f64 * map.height as f64 * map.um_per_px * map.um_per_px / 1e6;
+    let tvd = if field_mm2 > 0.0 {
+        total / 1e3 / field_mm2
+    } else {
+        0.0
+    };
+    // Length of each class per quadrant, by segment midpoint.
+    let mut quadrants = [[0.0f64; 4]; 4];
+    for (s, f) in map.segments.iter().zip(&segments) {
+        let Some(&(x, y)) = s.points.get(s.points.len() / 2) else {
+            continue;
+        };
+        let q = usize::from(2 * x as usize >= map.width) + 2 * usize::from(2 * y as usize >= map.height);
+        quadrants[q][f.class as usize] += s.length_um;
+    }
+    let scored: Vec<f64> = quadrants
+        .iter()
+        .filter(|q| q.iter().sum::<f64>() > 0.0)
+        .map(|q| {
+            // Predominant class; ties go to the better flow.
+            let mut best = 0;
+            for c in 1..4 {
+                if q[c] >= q[best] {
+                    best = c;
+                }
+            }
+            best as f64
+        })
+        .collect();
+    let mfi = scored.iter().sum::<f64>() / scored.len().max(1) as f64;
+    let mut speeds: Vec<f64> = segments
+        .iter()
+        .filter(|f| f.class.perfused())
+        .filter_map(|f| f.velocity_um_s)
+        .collect();
+    speeds.sort_by(f64::total_cmp);
+    let rbc = (!speeds.is_empty()).then(|| {
+        let m = speeds.len() / 2;
+        if speeds.len() % 2 == 1 {
+            speeds[m]
+        } else {
+            0.5 * (speeds[m - 1] + speeds[m])
+        }
+    });
+    FlowResult {
+        segments,
+        ppv_percent: ppv,
+        pvd_mm_per_mm2: tvd * ppv / 100.0,
+        mfi,
+        rbc_velocity_um_s: rbc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vessels::VesselSegment;
+
+    /// A tiny deterministic generator (xorshift), so the tests need no crate.
+    struct Noise(u64);
+    impl Noise {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % 10_000) as f32 / 10_000.0 - 0.5
+        }
+    }
+
+    /// A 64×64 field at 2 µm/px with three horizontal vessels (rows 10, 30, 50), 40 px long each.
+    fn map() -> Arc<FlowMap> {
+        let segment = |y: u32| VesselSegment {
+            points: (10..50).map(|x| (x, y)).collect(),
+            length_um: 80.0,
+            diameter_um: 8.0,
+        };
+        let mut background = Vec::new();
+        for y in (4..64).step_by(8) {
+            for x in (4..64).step_by(8) {
+                if ![10, 30, 50].iter().any(|&v: &i32| (y as i32 - v).abs() < 3) {
+                    background.push((x, y));
+                }
+            }
+        }
+        Arc::new(FlowMap {
+            vessels: VesselMap {
+                width: 64,
+                height: 64,
+                um_per_px: 2.0,
+                segments: vec![segment(10), segment(30), segment(50)],
+            },
+            background,
+            shift: [0.0, 0.0],
+        })
+    }
+
+    /// Frames where the vessel at row 10 carries cells moving 3 px per frame, row 30 has cells moving only during
+    /// the first half, and row 50 holds still cells; sensor noise everywhere.
+    fn frames(n: usize, noise_sigma: f32) -> Vec<Vec<f32>> {
+        let mut rng = Noise(42);
+        let cells: Vec<f32> = (0..400).map(|i| if (i / 4) % 3 == 0 { 60.0 } else { 0.0 }).collect();
+        (0..n)
+            .map(|t| {
+                let mut plane = vec![150.0f32; 64 * 64];
+                for x in 0..64usize {
+                    plane[10 * 64 + x] -= cells[x + 3 * t];
+                    let t30 = t.min(n / 2);
+                    plane[30 * 64 + x] -= cells[x + 3 * t30];
+                    plane[50 * 64 + x] -= cells[x];
+                }
+                for v in plane.iter_mut() {
+                    *v += noise_sigma * 2.0 * rng.next();
+                }
+                plane
+            })
+            .collect()
+    }
+
+    #[test]
+    fn moving_cells_flow_still_cells_do_not_and_a_stop_is_intermittent() {
+        let config = FlowConfig::default();
+        let mut window = FlowWindow::new(map(), 0);
+        for plane in frames(40, 3.0) {
+            window.push(&plane, 64, 64, [0.0, 0.0]);
+        }
+        let result = window.analyse(25.0, &config);
+        let classes: Vec<FlowClass> = result.segments.iter().map(|s| s.class).collect();
+        assert_eq!(
+            classes,
+            [FlowClass::Continuous, FlowClass::Intermittent, FlowClass::None],
+            "{result:?}"
+        );
+        assert!((result.ppv_percent - 100.0 / 3.0).abs() < 1e-9);
+        // 240 µm of vessel in a 128 × 128 µm field: TVD 14.6 mm/mm², a third of it perfused.
+        let tvd = 0.240 / (0.128 * 0.128);
+        assert!((result.pvd_mm_per_mm2 - tvd / 3.0).abs() < 1e-9);
+        // Quadrants: rows 10 (top) and 30 (top, midpoint x = 30 → left) ... midpoints all at x = 30 (left half):
+        // top-left holds rows 10 and 30 (continuous and intermittent, equal length → the better flow), bottom-left
+        // row 50 (none): MFI = (3 + 0) / 2.
+        assert_eq!(result.mfi, 1.5);
+        // 3 px per frame at 2 µm/px and 25 fps: 150 µm/s (the point spacing is taken from the segment length).
+        let v = result.segments[0].velocity_um_s.expect("a speed for the flowing vessel");
+        assert!((v - 150.0).abs() < 0.05 * 150.0, "{v}");
+    }
+
+    #[test]
+    fn drift_is_followed_through_the_shift() {
+        // The same scene moved by (+2, +1) px each frame, with the shifts reported: the classes do not change.
+        let config = FlowConfig::default();
+        let mut window = FlowWindow::new(map(), 0);
+        for (t, plane) in frames(40, 3.0).into_iter().enumerate() {
+            let (dx, dy) = ((t % 3) as isize, (t % 2) as isize);
+            let mut moved = vec![150.0f32; 64 * 64];
+            for y in 0..64isize {
+                for x in 0..64isize {
+                    let (sx, sy) = (x - dx, y - dy);
+                    if (0..64).contains(&sx) && (0..64).contains(&sy) {
+                        moved[(y * 64 + x) as usize] = plane[(sy * 64 + sx) as usize];
+                    }
+                }
+            }
+            window.push(&moved, 64, 64, [dx as f64, dy as f64]);
+        }
+        let classes: Vec<FlowClass> = window
+            .analyse(25.0, &config)
+            .segments
+            .iter()
+            .map(|s| s.class)
+            .collect();
+        assert_eq!(classes[0], FlowClass::Continuous);
+        assert_eq!(classes[2], FlowClass::None);
+    }
+
+    #[test]
+    fn empty_maps_and_bad_configs() {
+        let empty = Arc::new(FlowMap {
+            vessels: VesselMap {
+                width: 8,
+                height: 8,
+                um_per_px: 1.0,
+                segments: Vec::new(),
+            },
+            background: Vec::new(),
+            shift: [0.0, 0.0],
+        });
+        let mut window = FlowWindow::new(empty, 0);
+        window.push(&[0.0; 64], 8, 8, [0.0, 0.0]);
+        window.push(&[0.0; 64], 8, 8, [0.0, 0.0]);
+        assert_eq!(window.analyse(25.0, &FlowConfig::default()), FlowResult::default());
+        let bad = FlowConfig {
+            window_frames: 2,
+            hop_frames: 0,
+            flow_ratio: 0.5,
+            ..Default::default()
+        };
+        let problems = bad.problems();
+        for key in ["flow.window_frames", "flow.hop_frames", "flow.flow_ratio"] {
+            assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:?}");
+        }
+        assert!(FlowConfig::default().problems().is_empty());
+    }
+
+    #[test]
+    fn background_points_keep_away_from_vessels() {
+        let mut mask = vec![false; 32 * 32];
+        for x in 0..32 {
+            mask[16 * 32 + x] = true;
+        }
+        let points = background_points(&mask, 32, 32, 4, 3);
+        assert!(!points.is_empty());
+        assert!(points.iter().all(|&(_, y)| (y as i32 - 16).abs() > 3));
+    }
+}

@@ -1,0 +1,95 @@
+//! Flow analysis on generated clips against the generator's per-vessel ground truth (perfused or not), with the
+//! truth mask standing in for the segmentation so the test measures the flow method alone.
+
+use std::sync::Arc;
+
+use capflow_ingest::{Frame, PixelFormat, StreamInfo};
+use capflow_operators::flow::{background_points, FlowConfig, FlowMap, FlowWindow};
+use capflow_operators::model::ModelCard;
+use capflow_operators::stabilise::Stabiliser;
+use capflow_operators::vessels::{vessel_map, VesselParams};
+use capflow_synth::{Renderer, SynthSpec};
+
+fn card_input() -> capflow_operators::model::InputSpec {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/capillary-seg-v1.toml"
+    ))
+    .unwrap();
+    ModelCard::parse(&text, "capillary-seg-v1.toml").unwrap().input
+}
+
+/// PPV measured over the first `window` frames of `spec`, and the truth (perfused share of vessel length).
+fn ppv(spec: &SynthSpec, window: usize) -> (f64, f64) {
+    let mut renderer = Renderer::new(spec).unwrap();
+    let info = Arc::new(StreamInfo::new("s", "p", "site", spec.um_per_px));
+    let input = card_input();
+    let mut stabiliser = Stabiliser::default();
+    let mut flow: Option<FlowWindow> = None;
+    let (w, h) = (spec.width as usize, spec.height as usize);
+    for i in 0..window as u32 {
+        let rendered = renderer.render(i);
+        let frame = Frame {
+            stream: Arc::clone(&info),
+            index: i as u64,
+            pts_ns: spec.pts_ns(i),
+            width: spec.width,
+            height: spec.height,
+            format: PixelFormat::Rgb8,
+            data: rendered.rgb,
+        };
+        let stable = stabiliser.stabilise(frame, &input);
+        let (lw, lh) = (stable.luma_width, stable.luma_height);
+        if flow.is_none() {
+            // The truth mask, resampled to the working plane (nearest neighbour).
+            let mask: Vec<bool> = (0..lw * lh)
+                .map(|k| {
+                    let (x, y) = (k % lw * w / lw, k / lw * h / lh);
+                    rendered.mask[y * w + x] > 0
+                })
+                .collect();
+            let map = FlowMap {
+                vessels: vessel_map(&mask, lw, lh, stable.luma_um_per_px, &VesselParams::default()),
+                background: background_points(&mask, lw, lh, 8, 3),
+                shift: [stable.shift.dx, stable.shift.dy],
+            };
+            flow = Some(FlowWindow::new(Arc::new(map), 0));
+        }
+        let window = flow.as_mut().unwrap();
+        window.push(&stable.luma, lw, lh, [stable.shift.dx, stable.shift.dy]);
+    }
+    let result = flow
+        .unwrap()
+        .analyse(spec.fps as f64, &FlowConfig::default());
+    let vessels = renderer.vessels();
+    let total: f64 = vessels.iter().map(|v| v.length_um).sum();
+    let perfused: f64 = vessels.iter().filter(|v| v.perfused).map(|v| v.length_um).sum();
+    (result.ppv_percent, 100.0 * perfused / total)
+}
+
+#[test]
+fn perfused_share_matches_the_generator_within_10_points() {
+    let mut cases = Vec::new();
+    for (preset, fraction, seed) in [
+        ("sublingual", 0.85, 3),
+        ("sublingual", 0.5, 4),
+        ("sublingual", 0.2, 5),
+        ("nailfold", 0.6, 6),
+    ] {
+        let spec = SynthSpec {
+            perfused_fraction: fraction,
+            seed,
+            frames: 50,
+            ..SynthSpec::preset(preset).unwrap()
+        };
+        let (measured, truth) = ppv(&spec, 50);
+        eprintln!("{preset} perfused {fraction}: PPV {measured:.1} % vs truth {truth:.1} %");
+        cases.push((preset, measured, truth));
+    }
+    for (preset, measured, truth) in cases {
+        assert!(
+            (measured - truth).abs() <= 10.0,
+            "{preset}: PPV {measured:.1} % vs truth {truth:.1} %"
+        );
+    }
+}
