@@ -70,7 +70,7 @@ impl FlowAnalyser {
             return out;
         };
         let origin = *state.origin.get_or_insert(frame.index);
-        if (frame.index - origin) % self.config.hop_frames.max(1) as u64 == 0 {
+        if (frame.index - origin).checked_rem(self.config.hop_frames.max(1) as u64) == Some(0) {
             state.open.push(Open {
                 window: FlowWindow::new(Arc::clone(map), frame.index),
                 first_pts_ns: frame.pts_ns,
@@ -85,8 +85,10 @@ impl FlowAnalyser {
             );
         }
         let full = self.config.window_frames as usize;
-        let (done, open): (Vec<Open>, Vec<Open>) =
-            state.open.drain(..).partition(|o| o.window.frames() >= full);
+        let (done, open): (Vec<Open>, Vec<Open>) = state
+            .open
+            .drain(..)
+            .partition(|o| o.window.frames() >= full);
         state.open = open;
         for o in done {
             let span_s = frame.pts_ns.saturating_sub(o.first_pts_ns) as f64 / 1e9;

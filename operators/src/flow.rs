@@ -82,8 +82,7 @@ impl FlowConfig {
                 self.flow_ratio
             ));
         }
-        if !(self.sluggish_below_um_s >= 0.0 && self.max_velocity_um_s > self.sluggish_below_um_s)
-        {
+        if !(self.sluggish_below_um_s >= 0.0 && self.max_velocity_um_s > self.sluggish_below_um_s) {
             out.push(format!(
                 "flow.sluggish_below_um_s ({}) must be >= 0 and below flow.max_velocity_um_s ({})",
                 self.sluggish_below_um_s, self.max_velocity_um_s
@@ -162,9 +161,17 @@ fn sample(plane: &[f32], width: usize, height: usize, x: f64, y: f64) -> f32 {
     top + (bottom - top) * fy
 }
 
-/// Flow of one segment over a window.
+/// Longest piece of centre line classified as one unit, µm: a segment of a mesh can run from a perfused vessel into
+/// one without flow, so long segments are split and each piece is judged on its own.
+pub const PIECE_UM: f64 = 40.0;
+
+/// Flow of one piece of a segment (at most about [`PIECE_UM`] long) over a window.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SegmentFlow {
+    /// Length of the piece, µm.
+    pub length_um: f64,
+    /// Middle point of the piece (map pixels), which decides its quadrant.
+    pub midpoint: (u32, u32),
     /// Flow class.
     pub class: FlowClass,
     /// Activity ÷ background activity, over the whole window.
@@ -176,7 +183,7 @@ pub struct SegmentFlow {
 /// Flow of one window over all segments.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FlowResult {
-    /// Per segment, in the order of the map.
+    /// Per piece of segment, in the order of the map.
     pub segments: Vec<SegmentFlow>,
     /// Proportion of perfused vessel length, %.
     pub ppv_percent: f64,
@@ -235,9 +242,9 @@ impl FlowWindow {
             .iter()
             .flat_map(|s| s.points.iter())
             .chain(self.map.background.iter());
-        self.values.extend(points.map(|&(x, y)| {
-            sample(plane, width, height, x as f64 + dx, y as f64 + dy)
-        }));
+        self.values.extend(
+            points.map(|&(x, y)| sample(plane, width, height, x as f64 + dx, y as f64 + dy)),
+        );
         self.frames += 1;
     }
 
@@ -301,35 +308,47 @@ impl FlowWindow {
         let mut out = Vec::with_capacity(segments.len());
         let mut start = 0;
         for segment in segments {
-            let range = start..start + segment.points.len();
-            start = range.end;
-            let ratio = activity(range.clone(), 1..frames).unwrap_or(0.0) / noise_all;
-            let flowing = (0..subs)
-                .filter(|&k| {
-                    activity(range.clone(), sub_steps(k)).unwrap_or(0.0) / noise_sub[k]
-                        > config.flow_ratio
-                })
-                .count();
-            let velocity = if flowing > 0 {
-                let spacing = segment.length_um / (segment.points.len().max(2) - 1) as f64;
-                self.speed(range, spacing, fps, config.max_velocity_um_s)
-            } else {
-                None
-            };
-            let class = if flowing == 0 {
-                FlowClass::None
-            } else if flowing < subs {
-                FlowClass::Intermittent
-            } else if velocity.is_some_and(|v| v < config.sluggish_below_um_s) {
-                FlowClass::Sluggish
-            } else {
-                FlowClass::Continuous
-            };
-            out.push(SegmentFlow {
-                class,
-                activity_ratio: ratio,
-                velocity_um_s: velocity,
-            });
+            let n = segment.points.len();
+            let whole = start..start + n;
+            start = whole.end;
+            let pieces = ((segment.length_um / PIECE_UM).round() as usize).clamp(1, n.max(1));
+            for k in 0..pieces {
+                let range = whole.start + k * n / pieces..whole.start + (k + 1) * n / pieces;
+                if range.is_empty() {
+                    continue;
+                }
+                let length_um = segment.length_um * range.len() as f64 / n as f64;
+                let midpoint = segment.points[(range.start + range.end) / 2 - whole.start];
+                let ratio = activity(range.clone(), 1..frames).unwrap_or(0.0) / noise_all;
+                let flowing = (0..subs)
+                    .filter(|&k| {
+                        activity(range.clone(), sub_steps(k)).unwrap_or(0.0) / noise_sub[k]
+                            > config.flow_ratio
+                    })
+                    .count();
+                let velocity = if flowing > 0 {
+                    let spacing = segment.length_um / (n.max(2) - 1) as f64;
+                    self.speed(range, spacing, fps, config.max_velocity_um_s)
+                } else {
+                    None
+                };
+                let class = if flowing == 0 {
+                    FlowClass::None
+                } else if flowing < subs {
+                    FlowClass::Intermittent
+                } else if velocity.is_some_and(|v| v < config.sluggish_below_um_s) {
+                    FlowClass::Sluggish
+                } else {
+                    FlowClass::Continuous
+                };
+                out.push(SegmentFlow {
+                    length_um,
+                    midpoint,
+                    class,
+                    activity_ratio: ratio,
+                    velocity_um_s: velocity,
+                });
+            }
         }
         summarise(&self.map.vessels, out)
     }
@@ -386,21 +405,19 @@ impl FlowWindow {
     }
 }
 
-/// PPV, PVD and MFI of classified segments.
+/// PPV, PVD and MFI of the classified pieces of `map`'s segments.
 pub fn summarise(map: &VesselMap, segments: Vec<SegmentFlow>) -> FlowResult {
-    let total: f64 = map.segments.iter().map(|s| s.length_um).sum();
+    let total: f64 = segments.iter().map(|s| s.length_um).sum();
     if segments.is_empty() || total <= 0.0 {
         return FlowResult {
             segments,
             ..Default::default()
         };
     }
-    let perfused: f64 = map
-        .segments
+    let perfused: f64 = segments
         .iter()
-        .zip(&segments)
-        .filter(|(_, f)| f.class.perfused())
-        .map(|(s, _)| s.length_um)
+        .filter(|f| f.class.perfused())
+        .map(|f| f.length_um)
         .sum();
     let ppv = 100.0 * perfused / total;
     let field_mm2 = map.width as f64 * map.height as f64 * map.um_per_px * map.um_per_px / 1e6;
@@ -409,14 +426,13 @@ pub fn summarise(map: &VesselMap, segments: Vec<SegmentFlow>) -> FlowResult {
     } else {
         0.0
     };
-    // Length of each class per quadrant, by segment midpoint.
+    // Length of each class per quadrant, by piece midpoint.
     let mut quadrants = [[0.0f64; 4]; 4];
-    for (s, f) in map.segments.iter().zip(&segments) {
-        let Some(&(x, y)) = s.points.get(s.points.len() / 2) else {
-            continue;
-        };
-        let q = usize::from(2 * x as usize >= map.width) + 2 * usize::from(2 * y as usize >= map.height);
-        quadrants[q][f.class as usize] += s.length_um;
+    for f in &segments {
+        let (x, y) = f.midpoint;
+        let q = usize::from(2 * x as usize >= map.width)
+            + 2 * usize::from(2 * y as usize >= map.height);
+        quadrants[q][f.class as usize] += f.length_um;
     }
     let scored: Vec<f64> = quadrants
         .iter()
@@ -503,7 +519,9 @@ mod tests {
     /// the first half, and row 50 holds still cells; sensor noise everywhere.
     fn frames(n: usize, noise_sigma: f32) -> Vec<Vec<f32>> {
         let mut rng = Noise(42);
-        let cells: Vec<f32> = (0..400).map(|i| if (i / 4) % 3 == 0 { 60.0 } else { 0.0 }).collect();
+        let cells: Vec<f32> = (0..400)
+            .map(|i| if (i / 4) % 3 == 0 { 60.0 } else { 0.0 })
+            .collect();
         (0..n)
             .map(|t| {
                 let mut plane = vec![150.0f32; 64 * 64];
@@ -530,21 +548,30 @@ mod tests {
         }
         let result = window.analyse(25.0, &config);
         let classes: Vec<FlowClass> = result.segments.iter().map(|s| s.class).collect();
+        // Each 80 µm vessel is judged in two 40 µm pieces.
         assert_eq!(
             classes,
-            [FlowClass::Continuous, FlowClass::Intermittent, FlowClass::None],
+            [
+                FlowClass::Continuous,
+                FlowClass::Continuous,
+                FlowClass::Intermittent,
+                FlowClass::Intermittent,
+                FlowClass::None,
+                FlowClass::None
+            ],
             "{result:?}"
         );
         assert!((result.ppv_percent - 100.0 / 3.0).abs() < 1e-9);
         // 240 µm of vessel in a 128 × 128 µm field: TVD 14.6 mm/mm², a third of it perfused.
         let tvd = 0.240 / (0.128 * 0.128);
         assert!((result.pvd_mm_per_mm2 - tvd / 3.0).abs() < 1e-9);
-        // Quadrants: rows 10 (top) and 30 (top, midpoint x = 30 → left) ... midpoints all at x = 30 (left half):
-        // top-left holds rows 10 and 30 (continuous and intermittent, equal length → the better flow), bottom-left
-        // row 50 (none): MFI = (3 + 0) / 2.
+        // Quadrants (pieces at x 10-29 left, 30-49 right): the top ones hold rows 10 and 30 (continuous and
+        // intermittent, equal length: the better flow wins), the bottom ones row 50 (none): MFI = (3 + 3 + 0 + 0) / 4.
         assert_eq!(result.mfi, 1.5);
         // 3 px per frame at 2 µm/px and 25 fps: 150 µm/s (the point spacing is taken from the segment length).
-        let v = result.segments[0].velocity_um_s.expect("a speed for the flowing vessel");
+        let v = result.segments[0]
+            .velocity_um_s
+            .expect("a speed for the flowing vessel");
         assert!((v - 150.0).abs() < 0.05 * 150.0, "{v}");
     }
 
@@ -572,8 +599,8 @@ mod tests {
             .iter()
             .map(|s| s.class)
             .collect();
-        assert_eq!(classes[0], FlowClass::Continuous);
-        assert_eq!(classes[2], FlowClass::None);
+        assert_eq!(classes[..2], [FlowClass::Continuous; 2]);
+        assert_eq!(classes[4..], [FlowClass::None; 2]);
     }
 
     #[test]
@@ -591,7 +618,10 @@ mod tests {
         let mut window = FlowWindow::new(empty, 0);
         window.push(&[0.0; 64], 8, 8, [0.0, 0.0]);
         window.push(&[0.0; 64], 8, 8, [0.0, 0.0]);
-        assert_eq!(window.analyse(25.0, &FlowConfig::default()), FlowResult::default());
+        assert_eq!(
+            window.analyse(25.0, &FlowConfig::default()),
+            FlowResult::default()
+        );
         let bad = FlowConfig {
             window_frames: 2,
             hop_frames: 0,
@@ -600,7 +630,10 @@ mod tests {
         };
         let problems = bad.problems();
         for key in ["flow.window_frames", "flow.hop_frames", "flow.flow_ratio"] {
-            assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:?}");
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key}: {problems:?}"
+            );
         }
         assert!(FlowConfig::default().problems().is_empty());
     }

@@ -48,7 +48,7 @@ pub use error::OperatorError;
 pub use exact::Exact;
 pub use ordf64::OrdF64;
 pub use segment::{Analysed, Segment, SegmentParams, SegmentShared, SegmentationConfig};
-pub use stabilise::Stabilise;
 pub use segmenter::{ort_environment, Segmenter};
+pub use stabilise::Stabilise;
 pub use windows::{PatientWindows, WindowSpec};
 pub use write_parts::{Part, PartKey, WriteParts};

@@ -14,8 +14,6 @@
 //! assert_eq!(iou(&pred, &truth), 0.5);
 //! ```
 
-use crate::components::label_components;
-
 fn count(mask: &[bool]) -> usize {
     mask.iter().filter(|&&m| m).count()
 }
@@ -44,110 +42,12 @@ pub fn iou(pred: &[bool], truth: &[bool]) -> f64 {
     inter as f64 / union as f64
 }
 
-/// Zhang–Suen thinning of `mask` to a one-pixel-wide 8-connected skeleton (pixels outside the image count as
-/// background).
-///
-/// Plain Zhang–Suen erases some tiny blobs completely (a 2×2 square vanishes in one step); here every connected
-/// component of the mask keeps at least one skeleton pixel (its pixel nearest the component's centroid), so the
-/// skeleton is empty only when the mask is.
+/// The one-pixel-wide, 8-connected skeleton of `mask` (pixels outside the image count as background): the same
+/// Guo–Hall thinning the vessel measures use ([`crate::vessels::centre_line`]). Every connected component keeps at
+/// least one pixel, so the skeleton is empty only when the mask is. (Zhang–Suen, used before, deletes diagonal bands
+/// two pixels thick outright, so clDice under-scored 45° vessels.)
 pub fn skeletonize(mask: &[bool], width: usize, height: usize) -> Vec<bool> {
-    assert_eq!(mask.len(), width * height, "mask size");
-    let mut skel = mask.to_vec();
-    let mut live: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
-    let at = |s: &[bool], x: isize, y: isize| -> bool {
-        x >= 0
-            && y >= 0
-            && (x as usize) < width
-            && (y as usize) < height
-            && s[y as usize * width + x as usize]
-    };
-    let mut remove = Vec::new();
-    loop {
-        let mut changed = false;
-        for step in 0..2 {
-            remove.clear();
-            for &i in &live {
-                let (x, y) = ((i % width) as isize, (i / width) as isize);
-                // P2..P9: N, NE, E, SE, S, SW, W, NW.
-                let p = [
-                    at(&skel, x, y - 1),
-                    at(&skel, x + 1, y - 1),
-                    at(&skel, x + 1, y),
-                    at(&skel, x + 1, y + 1),
-                    at(&skel, x, y + 1),
-                    at(&skel, x - 1, y + 1),
-                    at(&skel, x - 1, y),
-                    at(&skel, x - 1, y - 1),
-                ];
-                let b = p.iter().filter(|&&v| v).count();
-                if !(2..=6).contains(&b) {
-                    continue;
-                }
-                let a = (0..8).filter(|&k| !p[k] && p[(k + 1) % 8]).count();
-                if a != 1 {
-                    continue;
-                }
-                let (p2, p4, p6, p8) = (p[0], p[2], p[4], p[6]);
-                let ok = if step == 0 {
-                    // P2·P4·P6 = 0 and P4·P6·P8 = 0.
-                    !(p4 && p6 && (p2 || p8))
-                } else {
-                    // P2·P4·P8 = 0 and P2·P6·P8 = 0.
-                    !(p2 && p8 && (p4 || p6))
-                };
-                if ok {
-                    remove.push(i);
-                }
-            }
-            for &i in &remove {
-                skel[i] = false;
-            }
-            if !remove.is_empty() {
-                changed = true;
-                live.retain(|&i| skel[i]);
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    // Keep every component represented.
-    let (labels, comps) = label_components(mask, &vec![0.0; mask.len()], width, height);
-    let mut has_skeleton = vec![false; comps.len()];
-    for (i, &on) in skel.iter().enumerate() {
-        if on {
-            has_skeleton[labels[i] as usize - 1] = true;
-        }
-    }
-    if has_skeleton.iter().any(|&h| !h) {
-        let mut sums = vec![(0.0f64, 0.0f64); comps.len()];
-        for (i, &l) in labels.iter().enumerate() {
-            if l > 0 {
-                let s = &mut sums[l as usize - 1];
-                s.0 += (i % width) as f64;
-                s.1 += (i / width) as f64;
-            }
-        }
-        let mut best = vec![(f64::INFINITY, 0usize); comps.len()];
-        for (i, &l) in labels.iter().enumerate() {
-            let k = l as usize;
-            if k == 0 || has_skeleton[k - 1] {
-                continue;
-            }
-            let n = comps[k - 1].area_px as f64;
-            let (cx, cy) = (sums[k - 1].0 / n, sums[k - 1].1 / n);
-            let d = ((i % width) as f64 - cx).powi(2) + ((i / width) as f64 - cy).powi(2);
-            if d < best[k - 1].0 {
-                best[k - 1] = (d, i);
-            }
-        }
-        for (k, &(d, i)) in best.iter().enumerate() {
-            if !has_skeleton[k] && d.is_finite() {
-                skel[i] = true;
-            }
-        }
-    }
-    skel
+    crate::vessels::centre_line(mask, width, height)
 }
 
 /// Centre-line Dice (Shit et al., 2021) from precomputed skeletons: topology precision

@@ -153,12 +153,17 @@ pub fn frame_metrics(
     let valid = valid_region(input, prob);
     let m = measure(&valid, vw, vh, input.um_per_px, &params.metrics);
     // Vessels for TVD: every component above the noise floor, large venules included (no upper area limit).
-    let raw: Vec<bool> = valid.iter().map(|&p| p > params.metrics.threshold).collect();
+    let raw: Vec<bool> = valid
+        .iter()
+        .map(|&p| p > params.metrics.threshold)
+        .collect();
     let (labels, comps) = label_components(&raw, &valid, vw, vh);
     let px_um2 = input.um_per_px * input.um_per_px;
     let mask: Vec<bool> = labels
         .iter()
-        .map(|&l| l > 0 && comps[l as usize - 1].area_px as f64 * px_um2 >= params.metrics.min_area_um2)
+        .map(|&l| {
+            l > 0 && comps[l as usize - 1].area_px as f64 * px_um2 >= params.metrics.min_area_um2
+        })
         .collect();
     let vessels = vessel_map(&mask, vw, vh, input.um_per_px, &params.vessels);
     let v = vessels.measures(&params.vessels);
@@ -237,11 +242,7 @@ struct Unit {
     job: Option<ModelInput>,
 }
 
-fn block_unit(
-    cap: Capability<u64>,
-    frames: Vec<StableFrame>,
-    spec: &InputSpec,
-) -> Unit {
+fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
     let inputs: Vec<ModelInput> = frames.iter().map(|s| preprocess(&s.frame, spec)).collect();
     let same_size = inputs
         .iter()
@@ -250,7 +251,12 @@ fn block_unit(
         let (x0, y0) = (frames[0].shift.dx, frames[0].shift.dy);
         let offsets: Vec<(isize, isize)> = frames
             .iter()
-            .map(|s| ((s.shift.dx - x0).round() as isize, (s.shift.dy - y0).round() as isize))
+            .map(|s| {
+                (
+                    (s.shift.dx - x0).round() as isize,
+                    (s.shift.dy - y0).round() as isize,
+                )
+            })
             .collect();
         block_mean(&inputs, &offsets)
     } else {

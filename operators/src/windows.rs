@@ -131,7 +131,7 @@ impl std::hash::Hash for SiteSample {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PatientInput {
     /// One site's row.
-    Site(Exact<SiteWindow>),
+    Site(Box<Exact<SiteWindow>>),
     /// A frame (stream, index) that arrived after its own windows had closed.
     Late(String, u64),
 }
@@ -181,7 +181,10 @@ pub fn site_window(
     };
     let extent = |f: fn(&crate::records::FrameMetrics) -> f64| {
         let lo = frames.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min);
-        let hi = frames.iter().map(|r| f(r)).fold(f64::NEG_INFINITY, f64::max);
+        let hi = frames
+            .iter()
+            .map(|r| f(r))
+            .fold(f64::NEG_INFINITY, f64::max);
         if n > 0 {
             hi - lo
         } else {
@@ -285,6 +288,8 @@ pub fn patient_window(
 }
 
 /// Where one record goes: a site window, or a late-frame mark in a patient window.
+// The large variant is the common one (every record); boxing it would only add an allocation per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Routed {
     Site(SiteKey, SiteSample),
@@ -397,7 +402,9 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
         });
         let patients = sites
             .clone()
-            .map(|((patient, start, _), site)| ((patient, start), PatientInput::Site(site)))
+            .map(|((patient, start, _), site)| {
+                ((patient, start), PatientInput::Site(Box::new(site)))
+            })
             .concat(late)
             .reduce(move |key, inputs, output| {
                 let mut sites = Vec::new();

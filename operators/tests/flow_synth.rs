@@ -16,7 +16,9 @@ fn card_input() -> capflow_operators::model::InputSpec {
         "/../models/capillary-seg-v1.toml"
     ))
     .unwrap();
-    ModelCard::parse(&text, "capillary-seg-v1.toml").unwrap().input
+    ModelCard::parse(&text, "capillary-seg-v1.toml")
+        .unwrap()
+        .input
 }
 
 /// PPV measured over the first `window` frames of `spec`, and the truth (perfused share of vessel length).
@@ -49,7 +51,13 @@ fn ppv(spec: &SynthSpec, window: usize) -> (f64, f64) {
                 })
                 .collect();
             let map = FlowMap {
-                vessels: vessel_map(&mask, lw, lh, stable.luma_um_per_px, &VesselParams::default()),
+                vessels: vessel_map(
+                    &mask,
+                    lw,
+                    lh,
+                    stable.luma_um_per_px,
+                    &VesselParams::default(),
+                ),
                 background: background_points(&mask, lw, lh, 8, 3),
                 shift: [stable.shift.dx, stable.shift.dy],
             };
@@ -63,7 +71,11 @@ fn ppv(spec: &SynthSpec, window: usize) -> (f64, f64) {
         .analyse(spec.fps as f64, &FlowConfig::default());
     let vessels = renderer.vessels();
     let total: f64 = vessels.iter().map(|v| v.length_um).sum();
-    let perfused: f64 = vessels.iter().filter(|v| v.perfused).map(|v| v.length_um).sum();
+    let perfused: f64 = vessels
+        .iter()
+        .filter(|v| v.perfused)
+        .map(|v| v.length_um)
+        .sum();
     (result.ppv_percent, 100.0 * perfused / total)
 }
 

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use capflow_operators::quality::QualityConfig;
-use capflow_operators::records::{FlowSample, FrameMetrics, PatientWindow, SiteWindow, StreamRecord};
+use capflow_operators::records::{
+    FlowSample, FrameMetrics, PatientWindow, SiteWindow, StreamRecord,
+};
 use capflow_operators::windows::{PatientKey, SiteKey};
 use capflow_operators::{CloseWindows, Exact, PatientWindows, WindowSpec};
 use timely::container::CapacityContainerBuilder;
@@ -75,10 +77,18 @@ fn run(workers: usize, steps: Vec<(u64, Vec<StreamRecord>)>) -> Rows {
                 .to_stream(scope)
                 .patient_windows(spec, QualityConfig::default());
             sites
-                .close_windows("S", move |k: &SiteKey| spec.close_time(k.1), |_, v: Exact<SiteWindow>| v.0)
+                .close_windows(
+                    "S",
+                    move |k: &SiteKey| spec.close_time(k.1),
+                    |_, v: Exact<SiteWindow>| v.0,
+                )
                 .inspect(move |row| s1.lock().unwrap().0.push(row.clone()));
             patients
-                .close_windows("P", move |k: &PatientKey| spec.close_time(k.1), |_, v: Exact<PatientWindow>| v.0)
+                .close_windows(
+                    "P",
+                    move |k: &PatientKey| spec.close_time(k.1),
+                    |_, v: Exact<PatientWindow>| v.0,
+                )
                 .inspect(move |row| s2.lock().unwrap().1.push(row.clone()));
         });
         if worker.index() == 0 {
@@ -94,7 +104,8 @@ fn run(workers: usize, steps: Vec<(u64, Vec<StreamRecord>)>) -> Rows {
     })
     .unwrap();
     let mut rows = out.lock().unwrap().clone();
-    rows.0.sort_by(|a, b| (a.window_start_ms, &a.stream_id).cmp(&(b.window_start_ms, &b.stream_id)));
+    rows.0
+        .sort_by(|a, b| (a.window_start_ms, &a.stream_id).cmp(&(b.window_start_ms, &b.stream_id)));
     rows.1.sort_by_key(|p| p.window_start_ms);
     rows
 }
@@ -116,10 +127,16 @@ fn two_sites_make_one_patient_row_with_their_heterogeneity() {
     for workers in [1, 3] {
         let (sites, patients) = run(workers, vec![(0, two_sites())]);
         assert_eq!(sites.len(), 2, "{sites:#?}");
-        assert!(sites.iter().all(|s| s.quality_ok && s.n_frames == 10), "{sites:#?}");
+        assert!(
+            sites.iter().all(|s| s.quality_ok && s.n_frames == 10),
+            "{sites:#?}"
+        );
         assert_eq!(patients.len(), 1);
         let p = &patients[0];
-        assert_eq!((p.n_sites, p.n_valid_sites, p.n_frames, p.late_frames), (2, 2, 20, 0));
+        assert_eq!(
+            (p.n_sites, p.n_valid_sites, p.n_frames, p.late_frames),
+            (2, 2, 20, 0)
+        );
         assert_eq!(p.capillary_count, Some(15.0));
         assert_eq!(p.mfi, Some(2.5));
         assert!((p.hi.unwrap() - 0.4).abs() < 1e-12, "{p:?}");
@@ -133,20 +150,38 @@ fn a_frame_within_the_lateness_revises_its_window_and_one_beyond_is_counted() {
         let steps = vec![
             (0, two_sites()),
             // The watermark is past the window's end (10 s) but within its lateness (closes at 15 s).
-            (10_000, vec![frame("a", 10, 9_500, 100), frame("a", 11, 10_200, 10)]),
+            (
+                10_000,
+                vec![frame("a", 10, 9_500, 100), frame("a", 11, 10_200, 10)],
+            ),
             // At 20 s the first window has closed: a frame from 8 s is late, counted in the window open now.
-            (20_000, vec![frame("b", 12, 8_000, 50), frame("a", 12, 20_100, 10)]),
+            (
+                20_000,
+                vec![frame("b", 12, 8_000, 50), frame("a", 12, 20_100, 10)],
+            ),
         ];
         let (sites, patients) = run(workers, steps);
         let first = &patients[0];
         assert_eq!(first.window_start_ms, 0);
-        assert_eq!(first.n_frames, 21, "the frame within the lateness is in: {first:?}");
-        let a = sites.iter().find(|s| s.window_start_ms == 0 && s.stream_id == "a").unwrap();
+        assert_eq!(
+            first.n_frames, 21,
+            "the frame within the lateness is in: {first:?}"
+        );
+        let a = sites
+            .iter()
+            .find(|s| s.window_start_ms == 0 && s.stream_id == "a")
+            .unwrap();
         assert!((a.capillary_count - 200.0 / 11.0).abs() < 1e-9, "{a:?}");
         assert_eq!(first.late_frames, 0);
-        let now = patients.iter().find(|p| p.window_start_ms == 20_000).unwrap();
+        let now = patients
+            .iter()
+            .find(|p| p.window_start_ms == 20_000)
+            .unwrap();
         assert_eq!(now.late_frames, 1, "{now:?}");
-        assert_eq!(now.n_frames, 1, "the late frame is not counted as a frame of this window");
+        assert_eq!(
+            now.n_frames, 1,
+            "the late frame is not counted as a frame of this window"
+        );
         assert_eq!(
             patients.iter().map(|p| p.late_frames).sum::<u64>(),
             1,

@@ -113,6 +113,44 @@ fn run_with_peak_rss(cmd: &mut Command) -> anyhow::Result<(std::process::ExitSta
     }
 }
 
+/// Runs `capflow run` on `clip` (one stream of pixel size `um`) with `extra` config TOML; returns frames/s and peak
+/// memory (MiB). The clip's frame count is `frames`.
+fn e2e_with_config(
+    dir: &std::path::Path,
+    name: &str,
+    clip: &str,
+    um: f64,
+    frames: u64,
+    workers: usize,
+    extra: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let out_dir = dir.join(format!("output-{name}"));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[output]\nlocation = {:?}\n\n{extra}\n\n[[streams]]\nid = \"bench\"\npatient = \"bench\"\nsource = {clip:?}\num_per_px = {um}\n",
+            out_dir.display().to_string()
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    let exe = std::env::current_exe().context("locating the capflow binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["-w", &workers.to_string()])
+        .stdout(std::process::Stdio::null());
+    let start = Instant::now();
+    let (status, peak_kb) = run_with_peak_rss(&mut cmd)?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("the end-to-end run {name} failed ({status})");
+    }
+    Ok((fps(frames, elapsed), peak_kb as f64 / 1024.0))
+}
+
 /// Runs the benchmark and prints a report.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
@@ -273,6 +311,65 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             learned.inference_fps * 0.84
         );
     }
+    // (4) what the clinical metrics cost: the same clips with flow analysis off, and at lower segmentation rates.
+    let sublingual = SynthArgs {
+        preset: "sublingual".into(),
+        out: args.out.clone(),
+        name: "bench-sublingual".into(),
+        frames: Some(150),
+        seed: Some(2027),
+        ..Default::default()
+    }
+    .run()?
+    .mp4
+    .context("the generator wrote no MP4")?
+    .display()
+    .to_string();
+    let variants: [(&str, &str); 4] = [
+        ("flow off", "[flow]\nenabled = false"),
+        ("every frame + flow (default)", ""),
+        (
+            "every 5th frame + flow",
+            "[segmentation]\nmode = \"every_nth\"\nn = 5",
+        ),
+        (
+            "mean of 5 frames + flow",
+            "[segmentation]\nmode = \"block_mean\"\nn = 5",
+        ),
+    ];
+    let mut clinical = Vec::new();
+    println!(
+        "  clinical metrics cost, end to end (capflow run -w {}; ratio to flow off, same clip):",
+        args.workers
+    );
+    for (clip, label, um, frames) in [
+        (&clip_str, "skin 1920x1080", 2.2, decoded),
+        (&sublingual, "sublingual 640x480", 1.5, 150),
+    ] {
+        let mut base = None;
+        for (i, (variant, extra)) in variants.iter().enumerate() {
+            let (v_fps, peak) = e2e_with_config(
+                &args.out,
+                &format!("clinical-{i}-{}", label.split(' ').next().unwrap_or("clip")),
+                clip,
+                um,
+                frames,
+                args.workers,
+                extra,
+            )?;
+            let base_fps = *base.get_or_insert(v_fps);
+            println!(
+                "    {label:<20} {variant:<30} {v_fps:>8.1} frames/s  ×{:.2}  peak {peak:.0} MiB",
+                v_fps / base_fps
+            );
+            clinical.push(serde_json::json!({
+                "clip": label, "variant": variant, "fps": v_fps, "ratio_to_flow_off": v_fps / base_fps,
+                "peak_rss_mib": peak,
+            }));
+        }
+    }
+    let mut json = json;
+    json["clinical"] = serde_json::Value::Array(clinical);
     let report = args.out.join("bench.json");
     std::fs::write(&report, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", report.display()))?;

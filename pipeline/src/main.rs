@@ -192,10 +192,21 @@ fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
     };
     match read {
         Ok(windows) => {
-            println!("per patient ({} s windows; means over windows that passed the quality check):", config.windows.length_s);
+            println!(
+                "per patient ({} s windows; means over windows that passed the quality check):",
+                config.windows.length_s
+            );
             println!(
                 "  {:<12} {:>7} {:>6} {:>7} {:>11} {:>9} {:>11} {:>7} {:>5}",
-                "patient", "windows", "valid", "frames", "capillaries", "area", "TVD mm/mm²", "PPV %", "MFI"
+                "patient",
+                "windows",
+                "valid",
+                "frames",
+                "capillaries",
+                "area",
+                "TVD mm/mm²",
+                "PPV %",
+                "MFI"
             );
             for (patient, p) in patient_summary(&windows) {
                 println!(

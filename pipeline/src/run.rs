@@ -23,9 +23,7 @@ use capflow_operators::{
     ort_environment, AnalyseFlow, CloseWindows, Exact, Part, PartKey, PatientWindows, Segment,
     SegmentParams, SegmentShared, Segmenter, Stabilise, WriteParts,
 };
-use capflow_sinks::{
-    frames_batch, open_output, patients_batch, sites_batch, Table, TableWriter,
-};
+use capflow_sinks::{frames_batch, open_output, patients_batch, sites_batch, Table, TableWriter};
 use ort::environment::Environment;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Map;
@@ -364,7 +362,15 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     }
                 },
                 |a, b| a.window_start_ms.cmp(&b.window_start_ms),
-                move |part| write_part(&writer, &log_patients, Table::Patients, part, patients_batch),
+                move |part| {
+                    write_part(
+                        &writer,
+                        &log_patients,
+                        Table::Patients,
+                        part,
+                        patients_batch,
+                    )
+                },
             );
     });
 
@@ -506,7 +512,13 @@ pub fn patient_summary(windows: &[PatientWindow]) -> BTreeMap<String, PatientSum
         e.summary.frames += w.n_frames;
         e.summary.valid_windows += usize::from(w.n_valid_sites > 0);
         let n = w.n_frames as f64;
-        let values = [w.capillary_count, w.area_fraction, w.tvd_mm_per_mm2, w.ppv_percent, w.mfi];
+        let values = [
+            w.capillary_count,
+            w.area_fraction,
+            w.tvd_mm_per_mm2,
+            w.ppv_percent,
+            w.mfi,
+        ];
         for (sum, value) in e.sums.iter_mut().zip(values) {
             if let Some(v) = value {
                 sum.0 += v * n;
@@ -543,7 +555,11 @@ mod tests {
             capillary_count: count,
             ..Default::default()
         };
-        let summary = patient_summary(&[window(1, Some(10.0)), window(3, Some(30.0)), window(5, None)]);
+        let summary = patient_summary(&[
+            window(1, Some(10.0)),
+            window(3, Some(30.0)),
+            window(5, None),
+        ]);
         let p = &summary["p"];
         assert_eq!((p.windows, p.valid_windows, p.frames), (3, 2, 9));
         assert_eq!(p.capillary_count, Some(25.0));
