@@ -4,9 +4,9 @@
 //! Frames stay on the worker that decoded them (pipeline channel: raw pixels never cross workers or processes). The
 //! segmentation rate is explicit: every frame, every Nth frame, or the mean of each block of N stabilised frames
 //! (less noise and red-cell texture, so faint vessels show, at 1/N of the inference cost); every frame still passes
-//! on to flow analysis, in stream order. Frames are buffered until a batch is full or event time moves past them;
-//! the shared `pending` counter drops as frames are consumed so the input loop can hold back decoding (timely itself
-//! has no backpressure between operators).
+//! on to flow analysis, in stream order. Frames are buffered until a batch of jobs is full or event time moves past
+//! them; the shared `pending` counter (frames on their way here plus inference jobs waiting) lets the input loop hold
+//! back decoding (timely itself has no backpressure between operators).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ pub struct SegmentParams {
 /// Shared per-worker state between the input loop and the operator.
 #[derive(Clone, Debug, Default)]
 pub struct SegmentShared {
-    /// Frames sent into the dataflow and not yet segmented.
+    /// Frames sent into the dataflow and not yet seen by the segment operator, plus inference jobs waiting in it.
     pub pending: Rc<Cell<usize>>,
     /// Errors met while segmenting, one line each, naming the stream.
     pub errors: Rc<RefCell<Vec<String>>>,
@@ -300,27 +300,33 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                     };
                     for batch in data {
                         for stable in batch.drain(..) {
-                            match mode.mode {
+                            // `pending` counts inference jobs waiting here, not frames: frames that are only
+                            // passed on, or held for a block, must not hold back the input (a batch of n-th
+                            // frames spans n × batch_size frames).
+                            shared.pending.set(shared.pending.get().saturating_sub(1));
+                            let unit = match mode.mode {
                                 SegmentationMode::EveryFrame => {
                                     let job = preprocess(&stable.frame, &params.input);
-                                    buffered.push(Unit {
+                                    Some(Unit {
                                         cap: cap.clone(),
                                         frames: vec![stable],
                                         job: Some(job),
-                                    });
+                                    })
                                 }
                                 SegmentationMode::EveryNth => {
-                                    let job = (stable.frame.index % mode.n.max(1) as u64 == 0)
-                                        .then(|| preprocess(&stable.frame, &params.input));
-                                    buffered.push(Unit {
+                                    let job = stable
+                                        .frame
+                                        .index
+                                        .checked_rem(mode.n.max(1) as u64)
+                                        .filter(|r| *r == 0)
+                                        .map(|_| preprocess(&stable.frame, &params.input));
+                                    Some(Unit {
                                         cap: cap.clone(),
                                         frames: vec![stable],
                                         job,
-                                    });
+                                    })
                                 }
                                 SegmentationMode::BlockMean => {
-                                    // Frames held in a block do not count as pending: the block needs them all.
-                                    shared.pending.set(shared.pending.get().saturating_sub(1));
                                     let id = stable.frame.stream.stream_id.clone();
                                     let entry = blocks
                                         .entry(id.clone())
@@ -329,10 +335,17 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                                     if entry.1.len() >= mode.n.max(1) as usize {
                                         let (held, frames) =
                                             blocks.remove(&id).expect("block just filled");
-                                        shared.pending.set(shared.pending.get() + frames.len());
-                                        buffered.push(block_unit(held, frames, &params.input));
+                                        Some(block_unit(held, frames, &params.input))
+                                    } else {
+                                        None
                                     }
                                 }
+                            };
+                            if let Some(unit) = unit {
+                                if unit.job.is_some() {
+                                    shared.pending.set(shared.pending.get() + 1);
+                                }
+                                buffered.push(unit);
                             }
                         }
                     }
@@ -342,7 +355,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                     let mut open: Vec<_> = blocks.drain().collect();
                     open.sort_by(|a, b| a.0.cmp(&b.0));
                     for (_, (held, frames)) in open {
-                        shared.pending.set(shared.pending.get() + frames.len());
+                        shared.pending.set(shared.pending.get() + 1);
                         buffered.push(block_unit(held, frames, &params.input));
                     }
                 }
@@ -372,10 +385,10 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                         break;
                     };
                     let units: Vec<Unit> = buffered.drain(..take).collect();
-                    let frames: usize = units.iter().map(|u| u.frames.len()).sum();
+                    let jobs = units.iter().filter(|u| u.job.is_some()).count();
                     shared
                         .pending
-                        .set(shared.pending.get().saturating_sub(frames));
+                        .set(shared.pending.get().saturating_sub(jobs));
                     let results = infer(&mut segmenter, &units, &params, &shared);
                     for (unit, result) in units.into_iter().zip(results) {
                         let mut session = output.session(&unit.cap);

@@ -59,15 +59,22 @@ fn flow(stream: &str, last: u64, event_ms: i64, mfi: f64) -> StreamRecord {
 
 type Rows = (Vec<SiteWindow>, Vec<PatientWindow>);
 
+/// 10 s tumbling windows with 5 s lateness.
+const TUMBLING: WindowSpec = WindowSpec {
+    length_ms: 10_000,
+    hop_ms: 10_000,
+    lateness_ms: 5_000,
+};
+
 /// Feeds `steps` of (watermark, records) through 10 s windows with 5 s lateness; returns the final rows, sorted.
 fn run(workers: usize, steps: Vec<(u64, Vec<StreamRecord>)>) -> Rows {
+    run_with(TUMBLING, workers, steps)
+}
+
+/// [`run`] with any window spec.
+fn run_with(spec: WindowSpec, workers: usize, steps: Vec<(u64, Vec<StreamRecord>)>) -> Rows {
     let out: Arc<Mutex<Rows>> = Arc::default();
     let sink = Arc::clone(&out);
-    let spec = WindowSpec {
-        length_ms: 10_000,
-        hop_ms: 10_000,
-        lateness_ms: 5_000,
-    };
     timely::execute(timely::Config::process(workers), move |worker| {
         let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<StreamRecord>>> =
             InputHandle::new();
@@ -187,6 +194,29 @@ fn a_frame_within_the_lateness_revises_its_window_and_one_beyond_is_counted() {
             1,
             "counted once: {patients:#?}"
         );
+    }
+}
+
+#[test]
+fn sliding_windows_aggregate_each_frame_in_every_window_that_holds_it() {
+    // 20 s windows every 10 s: the two sites' frames (0-10 s) fall in [-10 s, 10 s) and [0 s, 20 s).
+    let spec = WindowSpec {
+        length_ms: 20_000,
+        hop_ms: 10_000,
+        lateness_ms: 0,
+    };
+    for workers in [1, 2] {
+        let (sites, patients) = run_with(spec, workers, vec![(0, two_sites())]);
+        assert_eq!(sites.len(), 4, "two sites × two windows");
+        let starts: Vec<i64> = patients.iter().map(|p| p.window_start_ms).collect();
+        assert_eq!(starts, [-10_000, 0]);
+        for p in &patients {
+            assert_eq!(
+                (p.n_sites, p.n_frames, p.window_end_ms - p.window_start_ms),
+                (2, 20, 20_000)
+            );
+            assert_eq!(p.mfi, Some(2.5));
+        }
     }
 }
 

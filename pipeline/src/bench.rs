@@ -127,6 +127,11 @@ fn e2e_with_config(
     let out_dir = dir.join(format!("output-{name}"));
     let _ = std::fs::remove_dir_all(&out_dir);
     let config = dir.join(format!("{name}.toml"));
+    // Sources in a config are relative to the config's folder: give the clip's absolute path.
+    let clip = std::fs::canonicalize(clip)
+        .with_context(|| format!("locating {clip}"))?
+        .display()
+        .to_string();
     std::fs::write(
         &config,
         format!(
