@@ -144,3 +144,101 @@ impl<'scope> AnalyseFlow<'scope> for Stream<'scope, u64, Vec<Analysed>> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use capflow_ingest::{Frame, PixelFormat, StreamInfo};
+
+    use super::*;
+    use crate::drift::Shift;
+    use crate::quality::FrameQuality;
+    use crate::records::FrameMetrics;
+    use crate::stabilise::StableFrame;
+    use crate::vessels::{VesselMap, VesselSegment};
+
+    /// Frame `i` of a still 32×32 field (no flow anywhere), with a row and a map on frame 0 only.
+    fn analysed(info: &Arc<StreamInfo>, i: u64) -> Analysed {
+        let frame = Frame {
+            stream: Arc::clone(info),
+            index: i,
+            pts_ns: i * 40_000_000,
+            width: 32,
+            height: 32,
+            format: PixelFormat::Gray8,
+            data: vec![100; 32 * 32],
+        };
+        let map = FlowMap {
+            vessels: VesselMap {
+                width: 32,
+                height: 32,
+                um_per_px: 2.0,
+                segments: vec![VesselSegment {
+                    points: (4..28).map(|x| (x, 16)).collect(),
+                    length_um: 48.0,
+                    diameter_um: 6.0,
+                }],
+            },
+            background: vec![(4, 4), (20, 4), (4, 28)],
+            shift: [0.0, 0.0],
+        };
+        let mut luma = vec![100.0f32; 32 * 32];
+        for x in 0..32 {
+            luma[16 * 32 + x] = 40.0 + (x % 5) as f32;
+        }
+        Analysed {
+            stable: StableFrame {
+                frame,
+                luma,
+                luma_width: 32,
+                luma_height: 32,
+                luma_um_per_px: 2.0,
+                shift: Shift::default(),
+                quality: FrameQuality::default(),
+            },
+            row: (i == 0).then(|| FrameMetrics {
+                stream_id: "s".into(),
+                frame_index: 0,
+                ..Default::default()
+            }),
+            map: (i == 0).then(|| Arc::new(map)),
+        }
+    }
+
+    #[test]
+    fn sliding_flow_windows_emit_one_sample_per_hop_once_full() {
+        let info = Arc::new(StreamInfo::new("s", "p", "site", 2.0));
+        let mut analyser = FlowAnalyser::new(FlowConfig::default());
+        let mut rows = 0;
+        let mut samples = Vec::new();
+        for i in 0..100 {
+            for record in analyser.push(analysed(&info, i)) {
+                match record {
+                    StreamRecord::Frame(_) => rows += 1,
+                    StreamRecord::Flow(f) => samples.push(f),
+                }
+            }
+        }
+        assert_eq!(rows, 1, "the one segmented frame's row passes through");
+        // Windows of 50 frames every 25: frames 0-49, 25-74, 50-99.
+        let spans: Vec<(u64, u64)> = samples
+            .iter()
+            .map(|f| (f.first_frame, f.last_frame))
+            .collect();
+        assert_eq!(spans, [(0, 49), (25, 74), (50, 99)]);
+        for f in &samples {
+            assert_eq!(
+                (f.ppv_percent, f.mfi),
+                (0.0, 0.0),
+                "a still field has no flow"
+            );
+            assert_eq!(f.event_time_ms, f.last_frame as i64 * 40);
+        }
+        // With flow analysis off only the rows pass.
+        let mut off = FlowAnalyser::new(FlowConfig {
+            enabled: false,
+            ..Default::default()
+        });
+        let out: Vec<StreamRecord> = (0..60).flat_map(|i| off.push(analysed(&info, i))).collect();
+        assert_eq!(out.len(), 1);
+    }
+}

@@ -312,6 +312,9 @@ impl FlowWindow {
             let whole = start..start + n;
             start = whole.end;
             let pieces = ((segment.length_um / PIECE_UM).round() as usize).clamp(1, n.max(1));
+            // Speed is measured once over the whole segment: a longer profile allows longer lags.
+            let spacing = segment.length_um / (n.max(2) - 1) as f64;
+            let mut segment_speed: Option<Option<f64>> = None;
             for k in 0..pieces {
                 let range = whole.start + k * n / pieces..whole.start + (k + 1) * n / pieces;
                 if range.is_empty() {
@@ -327,8 +330,9 @@ impl FlowWindow {
                     })
                     .count();
                 let velocity = if flowing > 0 {
-                    let spacing = segment.length_um / (n.max(2) - 1) as f64;
-                    self.speed(range, spacing, fps, config.max_velocity_um_s)
+                    *segment_speed.get_or_insert_with(|| {
+                        self.speed(whole.clone(), spacing, fps, config.max_velocity_um_s)
+                    })
                 } else {
                     None
                 };
