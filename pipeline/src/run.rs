@@ -1,9 +1,10 @@
-//! Graph assembly: sources → segment → frames table, and → per-patient windows → windows table.
+//! Graph assembly: sources → stabilise → segment → flow → `frames` table, and → per-site and per-patient windows →
+//! `sites` and `patients` tables.
 //!
 //! Every worker builds the same dataflow. Stream `i` is decoded by worker `i % peers`; its frames stay on that worker
-//! through segmentation (pixels never cross workers or processes); frame rows are written by the same worker, one
-//! part per stream and chunk of frames; window records are exchanged by patient inside `reduce`, and the worker that
-//! owns a patient writes its window parts. Part names depend only on the data, so output is identical whatever the
+//! through stabilisation, segmentation and flow analysis (pixels never cross workers or processes); frame rows are
+//! routed by patient, one part per stream and chunk of frames; window records are exchanged by patient inside
+//! `reduce`, and the worker that owns a patient writes its site and patient parts. Part names depend only on the data, so output is identical whatever the
 //! worker or process count.
 
 use std::cell::RefCell;
