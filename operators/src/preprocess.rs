@@ -158,15 +158,38 @@ pub fn preprocess_pixels(
     um_per_px: f64,
     spec: &InputSpec,
 ) -> ModelInput {
+    preprocess_with_green(data, format, w, h, um_per_px, spec, None)
+}
+
+/// [`preprocess_pixels`], reusing `green`: the frame's green plane already resized to the working size (the
+/// stabiliser computes it for every frame), so the hot path does not extract and resize it twice.
+pub fn preprocess_with_green(
+    data: &[u8],
+    format: PixelFormat,
+    w: usize,
+    h: usize,
+    um_per_px: f64,
+    spec: &InputSpec,
+    green: Option<&[f32]>,
+) -> ModelInput {
     let (out_w, out_h) = model_size(w, h, um_per_px, spec);
+    let green = green.filter(|g| g.len() == out_w * out_h);
     let multiple = spec.pad_multiple.max(1) as usize;
     let min = spec.min_size as usize;
     let pad_w = out_w.max(min).div_ceil(multiple) * multiple;
     let pad_h = out_h.max(min).div_ceil(multiple) * multiple;
     let mut out = Vec::with_capacity(spec.channels.len() * pad_w * pad_h);
     for &channel in &spec.channels {
-        let plane = channel_plane(data, format, channel);
-        let resized = resize(&plane, w, h, out_w, out_h);
+        let resized = match (channel, green) {
+            (Channel::Green, Some(g)) => std::borrow::Cow::Borrowed(g),
+            _ => std::borrow::Cow::Owned(resize(
+                &channel_plane(data, format, channel),
+                w,
+                h,
+                out_w,
+                out_h,
+            )),
+        };
         // Padding repeats the edge so the background estimate near the border stays sane.
         for y in 0..pad_h {
             let row = &resized[y.min(out_h - 1) * out_w..][..out_w];

@@ -22,7 +22,7 @@ use crate::components::label_components;
 use crate::flow::{background_points, FlowMap};
 use crate::metrics::{measure, MetricParams};
 use crate::model::InputSpec;
-use crate::preprocess::{preprocess, ModelInput};
+use crate::preprocess::{preprocess_with_green, ModelInput};
 use crate::records::FrameMetrics;
 use crate::segmenter::Segmenter;
 use crate::stabilise::StableFrame;
@@ -125,6 +125,20 @@ pub struct Analysed {
     pub row: Option<FrameMetrics>,
     /// The vessels found, for flow analysis (same frames as `row`).
     pub map: Option<Arc<FlowMap>>,
+}
+
+/// The model input of a stabilised frame, reusing the green plane the stabiliser already resized.
+fn preprocess(stable: &StableFrame, spec: &InputSpec) -> ModelInput {
+    let f = &stable.frame;
+    preprocess_with_green(
+        &f.data,
+        f.format,
+        f.width as usize,
+        f.height as usize,
+        f.stream.um_per_px,
+        spec,
+        Some(&stable.luma),
+    )
 }
 
 /// The valid (unpadded) region of a model-sized plane.
@@ -243,7 +257,7 @@ struct Unit {
 }
 
 fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
-    let inputs: Vec<ModelInput> = frames.iter().map(|s| preprocess(&s.frame, spec)).collect();
+    let inputs: Vec<ModelInput> = frames.iter().map(|s| preprocess(s, spec)).collect();
     let same_size = inputs
         .iter()
         .all(|i| (i.width, i.height) == (inputs[0].width, inputs[0].height));
@@ -306,7 +320,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                             shared.pending.set(shared.pending.get().saturating_sub(1));
                             let unit = match mode.mode {
                                 SegmentationMode::EveryFrame => {
-                                    let job = preprocess(&stable.frame, &params.input);
+                                    let job = preprocess(&stable, &params.input);
                                     Some(Unit {
                                         cap: cap.clone(),
                                         frames: vec![stable],
@@ -319,7 +333,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                                         .index
                                         .checked_rem(mode.n.max(1) as u64)
                                         .filter(|r| *r == 0)
-                                        .map(|_| preprocess(&stable.frame, &params.input));
+                                        .map(|_| preprocess(&stable, &params.input));
                                     Some(Unit {
                                         cap: cap.clone(),
                                         frames: vec![stable],
