@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 def main(root: str) -> None:
     con = duckdb.connect()
     out = {}
-    frames = os.path.join(root, "frames", "*", "*.parquet")
-    patients = os.path.join(root, "patients", "*", "*.parquet")
-    sites = os.path.join(root, "sites", "*", "*.parquet")
+    frames = os.path.join(root, "frames", "*", "*", "*.parquet")
+    patients = os.path.join(root, "patients", "*", "*", "*.parquet")
+    sites = os.path.join(root, "sites", "*", "*", "*.parquet")
     out["frames_per_patient"] = dict(
         con.execute(
             f"SELECT patient_id, count(*) FROM read_parquet('{frames}', hive_partitioning = true) GROUP BY 1 ORDER BY 1"
@@ -45,7 +45,7 @@ def main(root: str) -> None:
     ).fetchall()
     out["patients"] = [dict(zip(columns, r)) for r in wrows]
     metadata = []
-    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*.parquet"))):
+    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*", "*.parquet"))):
         kv = pq.ParquetFile(path).metadata.metadata or {}
         metadata.append({k.decode(): v.decode() for k, v in kv.items() if k.startswith(b"capflow.")})
     out["file_metadata"] = metadata

@@ -16,6 +16,8 @@ use timely::dataflow::Stream;
 pub struct PartKey {
     /// Partition value (patient id).
     pub patient_id: String,
+    /// Second partition value: the rows' UTC day, `yyyy-mm-dd`.
+    pub date: String,
     /// Part name, unique within the partition.
     pub name: String,
     /// The part is complete once it holds this many rows.
@@ -29,6 +31,8 @@ pub struct PartKey {
 pub struct Part<R> {
     /// Partition value (patient id).
     pub patient_id: String,
+    /// The rows' UTC day, `yyyy-mm-dd`.
+    pub date: String,
     /// Part name.
     pub name: String,
     /// The rows.
@@ -89,6 +93,7 @@ where
                     rows.sort_by(&mut order);
                     write(Part {
                         patient_id: k.patient_id,
+                        date: k.date,
                         name: k.name,
                         rows,
                     });

@@ -49,6 +49,15 @@ pub struct OutputConfig {
     pub frames_per_part: usize,
     /// Windows of the `sites` and `patients` tables per Parquet part, per patient.
     pub windows_per_part: usize,
+    /// How long a write keeps retrying while the store is unreachable before the run fails, seconds. The pipeline
+    /// waits meanwhile (memory stays bounded); committed parts are never touched.
+    pub retry_timeout_s: f64,
+    /// Replace every patient id by a keyed pseudonym (`pid-` + 32 hex digits) before anything is analysed, so that
+    /// identifiers never reach object names, rows or logs. The key is read from `pseudonym_key_env`.
+    pub pseudonymise: bool,
+    /// Environment variable holding the pseudonymisation key (at least 16 bytes; keep it, the same key gives the
+    /// same pseudonyms).
+    pub pseudonym_key_env: String,
 }
 
 impl Default for OutputConfig {
@@ -58,6 +67,9 @@ impl Default for OutputConfig {
             s3: S3Options::default(),
             frames_per_part: 10_000,
             windows_per_part: 360,
+            retry_timeout_s: 300.0,
+            pseudonymise: false,
+            pseudonym_key_env: capflow_sinks::pseudonym::DEFAULT_KEY_ENV.into(),
         }
     }
 }
@@ -246,6 +258,26 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
 }
 
 impl Config {
+    /// Hex SHA-256 of the settings that shape the results: everything except where the output goes, its
+    /// credentials, retry patience, and decoding/threading knobs that do not change a number. A re-run or
+    /// `--resume` into an output must have the same fingerprint (see `capflow_sinks::commit`).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut shaping = self.clone();
+        shaping.output.location.clear();
+        shaping.output.s3 = S3Options::default();
+        shaping.output.retry_timeout_s = 0.0;
+        shaping.output.pseudonym_key_env.clear();
+        shaping.model.intra_threads = 0;
+        shaping.model.ort_library = None;
+        shaping.ingest = IngestConfig::default();
+        let json = serde_json::to_vec(&shaping).expect("a config always serialises");
+        Sha256::digest(json)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Makes relative stream sources relative to `base` (the config file's folder); URIs are left alone.
     pub fn resolve_paths(&mut self, base: &Path) {
         for stream in &mut self.streams {
@@ -270,6 +302,13 @@ impl Config {
         }
         if self.output.windows_per_part == 0 {
             p.push("output.windows_per_part must be >= 1".into());
+        }
+        let retry = self.output.retry_timeout_s;
+        if !(retry.is_finite() && (0.0..=86_400.0).contains(&retry)) {
+            p.push("output.retry_timeout_s must be within 0..=86400 seconds".into());
+        }
+        if self.output.pseudonymise && self.output.pseudonym_key_env.trim().is_empty() {
+            p.push("output.pseudonym_key_env must name an environment variable".into());
         }
         if !(1..=256).contains(&self.model.batch_size) {
             p.push("model.batch_size must be within 1..=256".into());
@@ -341,6 +380,13 @@ impl Config {
             }
             if s.patient.is_empty() {
                 p.push(format!("{key}.patient must not be empty"));
+            } else if !self.output.pseudonymise {
+                if let Err(e) = capflow_sinks::partition::segment(&s.patient) {
+                    p.push(format!(
+                        "{key}.patient: {e} (shorten the id, or set output.pseudonymise = true to store a fixed-length \
+                         keyed pseudonym instead)"
+                    ));
+                }
             }
             if s.source.trim().is_empty() {
                 p.push(format!("{key}.source must not be empty"));

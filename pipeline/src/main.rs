@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use capflow::config::{self, Config, StreamConfig, DEFAULT_CONFIG};
-use capflow::run::{patient_summary, run, ClusterArgs, RunOutcome};
+use capflow::run::{patient_summary, run, ClusterArgs, RunOptions, RunOutcome};
 use capflow::synth_cmd::SynthArgs;
 use clap::{ArgAction, Parser, Subcommand};
 
@@ -42,12 +42,17 @@ struct RunArgs {
     /// Config file (TOML). Without it the embedded default (configs/default.toml) runs.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A video file, image folder or URI to analyse (repeatable; pairs with --patient).
+    /// A video file, image folder or URI to analyse (repeatable; pairs with --patient). File names need not be
+    /// UTF-8.
     #[arg(long = "input", action = ArgAction::Append)]
-    inputs: Vec<String>,
+    inputs: Vec<std::ffi::OsString>,
     /// Patient id of each --input, in order (one --patient applies to all inputs).
     #[arg(long = "patient", action = ArgAction::Append)]
     patients: Vec<String>,
+    /// Continue the job already in the output (after a crash, kill or outage): parts it committed are kept and
+    /// not written again, the rest is written, so the output ends up exactly as one clean run's.
+    #[arg(long)]
+    resume: bool,
     /// Pixel size of the --input streams, µm per pixel.
     #[arg(long, default_value_t = 2.2)]
     um_per_px: f64,
@@ -117,19 +122,21 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
             .iter()
             .zip(patients)
             .enumerate()
-            .map(|(i, (input, patient))| StreamConfig {
-                id: format!("input-{i}"),
-                patient: patient.clone(),
-                site: Path::new(input)
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                source: input.clone(),
-                um_per_px: args.um_per_px,
-                fps: 25.0,
-                recorded_at: None,
+            .map(|(i, (input, patient))| {
+                Ok(StreamConfig {
+                    id: format!("input-{i}"),
+                    patient: patient.clone(),
+                    site: Path::new(input)
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    source: source_text(input)?,
+                    um_per_px: args.um_per_px,
+                    fps: 25.0,
+                    recorded_at: None,
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
     } else if !args.patients.is_empty() {
         bail!("--patient needs --input");
     }
@@ -140,6 +147,31 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
         config.model.card = model.clone();
     }
     Ok(config)
+}
+
+/// An `--input` as a source string: UTF-8 text as it is; a local path with other bytes in its name as a `file://`
+/// URI whose percent-escapes carry those bytes to GStreamer unchanged.
+fn source_text(input: &std::ffi::OsStr) -> anyhow::Result<String> {
+    if let Some(text) = input.to_str() {
+        return Ok(text.to_string());
+    }
+    let path = std::path::absolute(input)
+        .with_context(|| format!("resolving --input {}", Path::new(input).display()))?;
+    url::Url::from_file_path(&path)
+        .map(String::from)
+        .map_err(|()| anyhow::anyhow!("--input {} is not a usable file path", path.display()))
+}
+
+/// The testing failpoint from `CAPFLOW_FAILPOINT` (`abort-before-commit:N`), if set.
+fn failpoint() -> anyhow::Result<Option<u64>> {
+    let Ok(value) = std::env::var("CAPFLOW_FAILPOINT") else {
+        return Ok(None);
+    };
+    value
+        .strip_prefix("abort-before-commit:")
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .with_context(|| format!("CAPFLOW_FAILPOINT={value:?}: expected abort-before-commit:N"))
 }
 
 /// Prints what this process did; with one process, also the per-patient numbers read back from the table (in a
@@ -164,16 +196,26 @@ fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
     for e in &outcome.errors {
         println!("  error: {e}");
     }
-    let rows = |table: &str| -> (usize, usize) {
-        let parts: Vec<_> = outcome.parts.iter().filter(|p| p.0 == table).collect();
-        (parts.iter().map(|p| p.2).sum(), parts.len())
+    let rows = |table: &str| -> (u64, usize) {
+        let parts: Vec<_> = outcome.parts.iter().filter(|p| p.table == table).collect();
+        (parts.iter().map(|p| p.rows).sum(), parts.len())
     };
     let ((frames, frame_parts), (sites, site_parts), (patients, patient_parts)) =
         (rows("frames"), rows("sites"), rows("patients"));
     println!(
-        "wrote {frames} frame rows ({frame_parts} part(s)), {sites} site rows ({site_parts}) and {patients} patient rows ({patient_parts}) to {}",
+        "committed {frames} frame rows ({frame_parts} part(s)), {sites} site rows ({site_parts}) and {patients} patient rows ({patient_parts}) to {}",
         outcome.output
     );
+    let skipped = outcome.parts.iter().filter(|p| p.skipped).count();
+    if outcome.previously_committed > 0 || skipped > 0 {
+        println!(
+            "  the output already held {} committed part(s) of this job; {skipped} of them were due again and kept as they were",
+            outcome.previously_committed
+        );
+    }
+    if outcome.retries > 0 {
+        println!("  {} failed store request(s) were retried", outcome.retries);
+    }
     if !read_back {
         return;
     }
@@ -254,8 +296,24 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 process: args.process,
                 hostfile: args.hostfile.clone(),
             };
-            let outcome = run(&config, &cluster)?;
-            print_summary(&config, &outcome, cluster.processes == 1);
+            let options = RunOptions {
+                resume: args.resume,
+                abort_before_commit: failpoint()?,
+            };
+            let outcome = run(&config, &cluster, &options)?;
+            print_summary(
+                &config,
+                &outcome,
+                cluster.processes == 1 && !outcome.store_gave_up,
+            );
+            if outcome.store_gave_up {
+                eprintln!(
+                    "capflow: the output {} stayed unreachable for output.retry_timeout_s ({} s), so the run stopped; \
+                     parts committed before are intact. Once it is reachable, rerun the same command with --resume",
+                    outcome.output, config.output.retry_timeout_s
+                );
+                return Ok(ExitCode::from(3));
+            }
             if outcome.failed() {
                 eprintln!(
                     "capflow: some inputs failed (see above); the output of the others is complete"

@@ -24,7 +24,11 @@ use capflow_operators::{
     ort_environment, AnalyseFlow, CloseWindows, Exact, Part, PartKey, PatientWindows, Segment,
     SegmentParams, SegmentShared, Segmenter, Stabilise, WriteParts,
 };
-use capflow_sinks::{frames_batch, open_output, patients_batch, sites_batch, Table, TableWriter};
+use capflow_sinks::partition::date_of;
+use capflow_sinks::{
+    frames_batch, open_job, open_output, patients_batch, sites_batch, Job, PartId, Pseudonymiser,
+    RetryPolicy, Table, TableWriter,
+};
 use ort::environment::Environment;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Map;
@@ -129,13 +133,43 @@ pub struct StreamOutcome {
     pub error: Option<String>,
 }
 
+/// One part a run committed, or found committed already.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartOutcome {
+    /// Table name.
+    pub table: String,
+    /// Object path.
+    pub path: String,
+    /// Rows.
+    pub rows: u64,
+    /// Already committed by an earlier run of the same job (not written again).
+    pub skipped: bool,
+}
+
+/// How to start a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Continue a job in an output that already holds it (else it is an error); without it, an output holding
+    /// the same job is re-run idempotently, one holding another job is refused.
+    pub resume: bool,
+    /// Testing hook: abort the process (as `kill -9` would) after uploading this many parts but before
+    /// committing the last one. `CAPFLOW_FAILPOINT=abort-before-commit:N` on the command line.
+    pub abort_before_commit: Option<u64>,
+}
+
 /// What a run did, gathered from all workers of this process.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunOutcome {
     /// Streams decoded by this process's workers.
     pub streams: Vec<StreamOutcome>,
-    /// Parts written by this process: (table, object path, rows).
-    pub parts: Vec<(String, String, usize)>,
+    /// Parts committed by this process, or skipped because an earlier run of the job committed them.
+    pub parts: Vec<PartOutcome>,
+    /// Parts committed before this run started (a re-run or resume), over all tables.
+    pub previously_committed: usize,
+    /// Failed store requests that were retried.
+    pub retries: u64,
+    /// The output store stayed unreachable past `output.retry_timeout_s`, so the run stopped early.
+    pub store_gave_up: bool,
     /// Errors while segmenting or writing.
     pub errors: Vec<String>,
     /// The output location.
@@ -157,8 +191,28 @@ struct RunContext {
     pixel_format: PixelFormat,
 }
 
+/// Replaces every stream's patient id by its keyed pseudonym when `output.pseudonymise` is on; a no-op otherwise.
+/// Called before anything else sees the config, so that identifiers never reach paths, rows or logs.
+pub fn pseudonymise(config: &mut Config) -> anyhow::Result<()> {
+    if !config.output.pseudonymise {
+        return Ok(());
+    }
+    let pseudonymiser = Pseudonymiser::from_env(&config.output.pseudonym_key_env)?;
+    for stream in &mut config.streams {
+        stream.patient = pseudonymiser.pseudonym(&stream.patient);
+    }
+    Ok(())
+}
+
 /// Runs a validated config to completion on this process's workers.
-pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome> {
+pub fn run(
+    config: &Config,
+    cluster: &ClusterArgs,
+    options: &RunOptions,
+) -> anyhow::Result<RunOutcome> {
+    let mut config = config.clone();
+    pseudonymise(&mut config)?;
+    let config = &config;
     let problems = config.problems();
     if !problems.is_empty() {
         bail!("invalid config:\n  {}", problems.join("\n  "));
@@ -180,7 +234,27 @@ pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome>
     let output = open_output(&config.output.location, &config.output.s3)
         .with_context(|| format!("opening output {}", config.output.location))?;
     let url = output.url.clone();
-    let writer = TableWriter::new(output, runtime.handle().clone());
+    let job = Job::new(config.fingerprint());
+    let state = runtime
+        .block_on(open_job(&output, &job, options.resume))
+        .with_context(|| format!("opening the job in output {url}"))?;
+    if state.existed {
+        tracing::info!(
+            output = %url,
+            committed_parts = state.committed_parts,
+            "output already holds this job; committed parts are kept and not written again"
+        );
+    }
+    let retry = RetryPolicy {
+        timeout: std::time::Duration::from_secs_f64(config.output.retry_timeout_s),
+        ..RetryPolicy::default()
+    };
+    let mut writer = TableWriter::new(output, runtime.handle().clone())
+        .with_job(job)
+        .with_retry(retry);
+    if let Some(n) = options.abort_before_commit {
+        writer = writer.with_abort_before_commit(n);
+    }
     // The card's channels (green, luma) are both cut from RGB; a luma-only path is a later optimisation.
     let pixel_format = PixelFormat::Rgb8;
     let ctx = Arc::new(RunContext {
@@ -191,6 +265,7 @@ pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome>
         pixel_format,
     });
 
+    let ctx_retries = ctx.writer.clone();
     let guards =
         timely::execute(timely_config, move |worker| worker_main(worker, &ctx)).map_err(|e| {
             anyhow::anyhow!(
@@ -199,6 +274,7 @@ pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome>
         })?;
     let mut outcome = RunOutcome {
         output: url,
+        previously_committed: state.committed_parts,
         ..Default::default()
     };
     for result in guards.join() {
@@ -211,6 +287,8 @@ pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome>
         .streams
         .sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
     outcome.parts.sort();
+    outcome.retries = ctx_retries.retries();
+    outcome.store_gave_up = ctx_retries.gave_up();
     drop(runtime);
     Ok(outcome)
 }
@@ -218,11 +296,11 @@ pub fn run(config: &Config, cluster: &ClusterArgs) -> anyhow::Result<RunOutcome>
 #[derive(Default)]
 struct WorkerReport {
     streams: Vec<StreamOutcome>,
-    parts: Vec<(String, String, usize)>,
+    parts: Vec<PartOutcome>,
     errors: Vec<String>,
 }
 
-/// Writes one part and records the result.
+/// Writes and commits one part and records the result.
 fn write_part<R>(
     writer: &TableWriter,
     log: &RefCell<WorkerReport>,
@@ -230,20 +308,28 @@ fn write_part<R>(
     part: Part<R>,
     batch: impl FnOnce(&[R]) -> Result<RecordBatch, capflow_sinks::SinkError>,
 ) {
-    let rows = part.rows.len();
-    let result =
-        batch(&part.rows).and_then(|b| writer.write_part(table, &part.patient_id, &part.name, &b));
+    let id = PartId {
+        table,
+        patient_id: part.patient_id,
+        date: part.date,
+        name: part.name,
+    };
+    let result = batch(&part.rows).and_then(|b| writer.commit(&id, &b));
     let mut log = log.borrow_mut();
     match result {
-        Ok(path) => {
-            tracing::debug!(table = table.name(), part = %part.name, rows, "part written");
-            log.parts
-                .push((table.name().to_owned(), path.to_string(), rows))
+        Ok(commit) => {
+            tracing::debug!(table = table.name(), part = %id.name, rows = commit.rows, skipped = commit.skipped, "part committed");
+            log.parts.push(PartOutcome {
+                table: table.name().to_owned(),
+                path: commit.path.to_string(),
+                rows: commit.rows,
+                skipped: commit.skipped,
+            })
         }
         Err(e) => {
-            tracing::error!(table = table.name(), part = %part.name, error = %e, "writing a part failed");
+            tracing::error!(table = table.name(), part = %id.name, error = %e, "writing a part failed");
             log.errors
-                .push(format!("writing {} part {}: {e}", table.name(), part.name))
+                .push(format!("writing {} part {}: {e}", table.name(), id.name))
         }
     }
 }
@@ -310,6 +396,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 "WriteFrames",
                 move |row: &FrameMetrics| PartKey {
                     patient_id: row.patient_id.clone(),
+                    date: date_of(row.event_time_ms),
                     name: format!(
                         "part-{}-{:06}",
                         row.stream_id,
@@ -335,6 +422,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     let chunk = window_start(row.window_start_ms, chunk_ms);
                     PartKey {
                         patient_id: row.patient_id.clone(),
+                        date: date_of(row.window_start_ms),
                         name: format!("part-{chunk}"),
                         complete_rows: None,
                         complete_at: Some(chunk_complete(chunk)),
@@ -357,6 +445,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     let chunk = window_start(row.window_start_ms, chunk_ms);
                     PartKey {
                         patient_id: row.patient_id.clone(),
+                        date: date_of(row.window_start_ms),
                         name: format!("part-{chunk}"),
                         complete_rows: None,
                         complete_at: Some(chunk_complete(chunk)),
@@ -415,6 +504,13 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     // Merge this worker's streams in event-time order, so the input's time (the watermark) only moves forward.
     let tick = spec.tick();
     loop {
+        if ctx.writer.gave_up() {
+            // The store stayed down past the retry period: stop reading; what is committed stays as it is.
+            for r in running.iter_mut().filter(|r| r.outcome.error.is_none()) {
+                r.outcome.error = Some("not finished: the output store was unreachable".into());
+            }
+            break;
+        }
         for r in running
             .iter_mut()
             .filter(|r| r.head.is_none() && r.outcome.error.is_none())

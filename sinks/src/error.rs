@@ -149,6 +149,73 @@ pub enum SinkError {
         operation: &'static str,
     },
 
+    /// The store stayed unreachable (or kept failing) for the whole retry period while writing `path`.
+    #[error(
+        "gave up writing {path} to {url} after {attempts} attempts over {waited_s:.0} s: {last_error}. Parts committed \
+         before are intact; once the store is reachable again, rerun the same command with --resume to finish \
+         (raise output.retry_timeout_s to wait longer)"
+    )]
+    Unavailable {
+        /// The object being written.
+        path: String,
+        /// The output location.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Seconds spent retrying.
+        waited_s: f64,
+        /// The last error seen.
+        last_error: String,
+    },
+
+    /// An earlier write gave up after its retry period, so this writer refuses further writes.
+    #[error("not writing {path}: an earlier write to {url} gave up after its retry period (see the error before this one)")]
+    GaveUp {
+        /// The object not written.
+        path: String,
+        /// The output location.
+        url: String,
+    },
+
+    /// The output holds another job's data (other settings or capflow version).
+    #[error(
+        "output {url} holds a job with {what} {found:?}, but this run has {expected:?}; resuming or re-running into it \
+         would mix results. Use the job's original config and capflow version, or a new output location"
+    )]
+    JobMismatch {
+        /// The output location.
+        url: String,
+        /// What differs (`settings fingerprint`, `capflow version`, `schema version`).
+        what: &'static str,
+        /// The value stored with the output.
+        found: String,
+        /// This run's value.
+        expected: String,
+    },
+
+    /// `--resume` was asked for but the output holds no job.
+    #[error("nothing to resume at {url}: it holds no capflow job (no _capflow/job.json); run without --resume to start one")]
+    NothingToResume {
+        /// The output location.
+        url: String,
+    },
+
+    /// A commit marker or job manifest could not be read, or disagrees with what it describes.
+    #[error("damaged commit record {path}: {reason}")]
+    BadCommit {
+        /// The marker or manifest path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A pseudonymisation key is missing or too short.
+    #[error("pseudonymising patient ids: {reason}")]
+    PseudonymKey {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
     /// Any other error, from a backend or a caller-supplied component.
     #[error(transparent)]
     External(Box<dyn std::error::Error + Send + Sync>),

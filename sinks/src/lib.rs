@@ -8,13 +8,15 @@
 //! * `patients`: one row per patient and event-time window, combined over the sites that passed the quality check
 //!   ([`PatientWindow`](capflow_operators::records::PatientWindow)).
 //!
-//! Each is a folder of Parquet files, Hive-partitioned by patient, under an output location that is a local folder,
-//! an `s3://bucket/prefix`, or `memory://` for tests:
+//! Each is a folder of Parquet files, Hive-partitioned by patient and UTC day, under an output location that is a
+//! local folder, an `s3://bucket/prefix`, or `memory://` for tests:
 //!
 //! ```text
-//! <root>/frames/patient_id=<escaped id>/<part>.parquet
-//! <root>/sites/patient_id=<escaped id>/<part>.parquet
-//! <root>/patients/patient_id=<escaped id>/<part>.parquet
+//! <root>/frames/patient_id=<escaped id>/date=<yyyy-mm-dd>/<part>.parquet
+//! <root>/sites/patient_id=<escaped id>/date=<yyyy-mm-dd>/<part>.parquet
+//! <root>/patients/patient_id=<escaped id>/date=<yyyy-mm-dd>/<part>.parquet
+//! <root>/_capflow/job.json                                   the job this output belongs to
+//! <root>/_capflow/commits/<table>/…/<part>.parquet.json      one commit marker per part
 //! ```
 //!
 //! `patient_id` lives only in the folder name (see [`partition`] for the escaping that keeps any id path-safe);
@@ -25,12 +27,14 @@
 //! * [`store`]: [`open_output`] turns a location and [`S3Options`] into an [`Output`];
 //! * [`schema`]: the Arrow schemas and rows ⇄ [`RecordBatch`](arrow::record_batch::RecordBatch) conversion;
 //! * [`partition`]: the `patient_id=` folder names;
-//! * [`writer`]: [`TableWriter`], one per timely worker, with a blocking `write_part`;
+//! * [`commit`]: part ids, commit markers and the job manifest, which make re-runs and resumes exactly-once;
+//! * [`writer`]: [`TableWriter`], one per timely worker, with a blocking `commit` that retries through outages;
+//! * [`pseudonym`]: keyed pseudonyms that keep patient identifiers out of paths, rows and logs;
 //! * [`read`]: reading a table back into sorted rows.
 //!
 //! ```
 //! use capflow_operators::records::FrameMetrics;
-//! use capflow_sinks::{frames_batch, open_output, read_frames, S3Options, Table, TableWriter};
+//! use capflow_sinks::{frames_batch, open_output, read_frames, PartId, S3Options, Table, TableWriter};
 //!
 //! let runtime = tokio::runtime::Runtime::new().unwrap();
 //! let output = open_output("memory://", &S3Options::default()).unwrap();
@@ -49,24 +53,31 @@
 //!     ..FrameMetrics::default()
 //! };
 //! let batch = frames_batch(std::slice::from_ref(&row)).unwrap();
-//! let path = writer.write_part(Table::Frames, "P-001", "w0-e000000", &batch).unwrap();
-//! assert_eq!(path.as_ref(), "frames/patient_id=P-001/w0-e000000.parquet");
+//! let part = PartId::new(Table::Frames, "P-001", row.event_time_ms, "part-s1-000000");
+//! let commit = writer.commit(&part, &batch).unwrap();
+//! assert_eq!(commit.path.as_ref(), "frames/patient_id=P-001/date=2023-11-14/part-s1-000000.parquet");
+//! // Committing the same part again (a re-run, a resume) writes nothing.
+//! assert!(writer.commit(&part, &batch).unwrap().skipped);
 //!
 //! assert_eq!(read_frames(&output, runtime.handle()).unwrap(), vec![row]);
 //! ```
 
+pub mod commit;
 mod error;
 pub mod partition;
+pub mod pseudonym;
 pub mod read;
 pub mod schema;
 pub mod store;
 pub mod writer;
 
+pub use commit::{open_job, Job, JobState, PartId};
 pub use error::SinkError;
+pub use pseudonym::Pseudonymiser;
 pub use read::{read_frames, read_patients, read_sites};
 pub use schema::{
     columns, frames_batch, frames_from_batch, patients_batch, patients_from_batch, sites_batch,
     sites_from_batch, Table, SCHEMA_VERSION,
 };
 pub use store::{open_output, Output, S3Options};
-pub use writer::TableWriter;
+pub use writer::{Commit, RetryPolicy, TableWriter};

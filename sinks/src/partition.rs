@@ -1,4 +1,4 @@
-//! Hive-style partition segments: `patient_id=<escaped value>`.
+//! Hive-style partition segments: `patient_id=<escaped value>` and `date=<yyyy-mm-dd>`.
 //!
 //! Patient ids come from configuration and are not trusted to be path-safe. Every byte outside `[A-Za-z0-9_.-]` is
 //! percent-escaped (`%XX`, upper-case hex), and an id made only of dots (`.`, `..`, ...) has its dots escaped too,
@@ -9,6 +9,11 @@ use crate::SinkError;
 
 /// The partition column of every table.
 pub const PARTITION_COLUMN: &str = "patient_id";
+
+/// The second partition column: the UTC day of the rows' event time.
+pub const DATE_COLUMN: &str = "date";
+
+const MS_PER_DAY: i64 = 86_400_000;
 
 /// Longest partition segment (`patient_id=` plus the escaped id) in bytes: 255, the usual file-name limit
 /// (`NAME_MAX`) of local file systems, so a table can be copied between S3 and a local disk.
@@ -87,6 +92,69 @@ pub fn segment(patient_id: &str) -> Result<String, SinkError> {
 pub fn parse_segment(segment: &str) -> Option<Result<String, SinkError>> {
     let value = segment.strip_prefix(PARTITION_COLUMN)?.strip_prefix('=')?;
     Some(unescape(value))
+}
+
+/// The UTC day of an event time (milliseconds since 1970) as `yyyy-mm-dd` (proleptic Gregorian calendar).
+pub fn date_of(event_time_ms: i64) -> String {
+    let (y, m, d) = civil_from_days(event_time_ms.div_euclid(MS_PER_DAY));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The date partition folder name, `date=yyyy-mm-dd`, of an event time.
+pub fn date_segment(event_time_ms: i64) -> String {
+    format!("{DATE_COLUMN}={}", date_of(event_time_ms))
+}
+
+/// Parses a folder name `date=yyyy-mm-dd` back into the date text; `None` if it is not a valid date partition.
+pub fn parse_date_segment(segment: &str) -> Option<&str> {
+    let value = segment.strip_prefix(DATE_COLUMN)?.strip_prefix('=')?;
+    is_date(value).then_some(value)
+}
+
+/// Whether `text` is a `yyyy-mm-dd` date with a valid month and day.
+pub fn is_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !digits(0..4)
+        || !digits(5..7)
+        || !digits(8..10)
+    {
+        return false;
+    }
+    let (Ok(y), Ok(m), Ok(d)) = (
+        text[0..4].parse::<i64>(),
+        text[5..7].parse::<u32>(),
+        text[8..10].parse::<u32>(),
+    ) else {
+        return false;
+    };
+    (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 fn hex_digit(nibble: u8) -> char {
@@ -196,6 +264,35 @@ mod tests {
         assert!(unescape("a%2").is_err());
         assert!(unescape("a%zz").is_err());
         assert!(unescape("%FF").is_err());
+    }
+
+    #[test]
+    fn dates_are_utc_days() {
+        assert_eq!(date_of(0), "1970-01-01");
+        assert_eq!(date_of(-1), "1969-12-31");
+        assert_eq!(date_of(86_400_000 - 1), "1970-01-01");
+        // 2026-03-01T08:00:00Z, the demo's first recording.
+        assert_eq!(date_of(1_772_352_000_000), "2026-03-01");
+        assert_eq!(date_of(951_782_400_000), "2000-02-29");
+        assert_eq!(date_segment(1_772_352_000_000), "date=2026-03-01");
+        assert_eq!(parse_date_segment("date=2026-03-01"), Some("2026-03-01"));
+        for bad in [
+            "date=2026-3-01",
+            "date=2026-02-30",
+            "date=2025-13-01",
+            "dates=2026-03-01",
+            "date=../..",
+        ] {
+            assert_eq!(parse_date_segment(bad), None, "{bad}");
+        }
+        assert!(is_date("2024-02-29") && !is_date("2023-02-29") && !is_date("1900-02-29"));
+        // Every day of four centuries round-trips through the text.
+        let mut previous = String::new();
+        for day in -146_097..146_097 {
+            let text = date_of(day * 86_400_000 + 1);
+            assert!(is_date(&text) && text > previous, "{text}");
+            previous = text;
+        }
     }
 
     #[test]

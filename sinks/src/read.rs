@@ -4,10 +4,11 @@ use bytes::Bytes;
 use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::runtime::Handle;
 
+use crate::commit::list_markers;
 use crate::schema::{frames_from_batch_at, patients_from_batch_at, sites_from_batch_at};
 use crate::writer::{META_SCHEMA_VERSION, META_TABLE};
 use crate::{partition, Output, SinkError, Table, SCHEMA_VERSION};
@@ -15,59 +16,59 @@ use crate::{partition, Output, SinkError, Table, SCHEMA_VERSION};
 /// How many part files are fetched at once.
 const CONCURRENT_GETS: usize = 8;
 
-/// One Parquet part file of a table.
+/// One committed Parquet part file of a table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
     /// The patient, unescaped from the `patient_id=` folder.
     pub patient_id: String,
+    /// The UTC day, from the `date=` folder.
+    pub date: String,
     /// The object path.
     pub path: Path,
-    /// Size in bytes.
+    /// Size in bytes, from the commit marker.
     pub size: u64,
+    /// Rows, from the commit marker.
+    pub rows: u64,
 }
 
-/// Lists the part files of `table`: every `.parquet` object under `<root>/<table>/`, sorted by path. Other objects
-/// (e.g. `_SUCCESS`, staging files) are ignored; a `.parquet` object that is not at
-/// `<table>/patient_id=<value>/<part>.parquet` is an error.
+/// Lists the committed parts of `table` (those with a commit marker, see [`crate::commit`]), sorted by path.
+/// Parts without a marker (left by a crash before their commit) are not listed; a marker whose path is not
+/// `<table>/patient_id=<value>/date=<yyyy-mm-dd>/<part>.parquet` is an error.
 pub async fn list_parts(output: &Output, table: Table) -> Result<Vec<Part>, SinkError> {
     let prefix = output.root.clone().join(table.name());
-    let objects: Vec<ObjectMeta> = output
-        .store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|source| SinkError::Store {
-            path: format!("{prefix}/"),
-            source,
-        })?;
     let mut parts = Vec::new();
-    for meta in objects {
-        if meta.location.extension() != Some("parquet") {
-            continue;
-        }
+    for (path, marker) in list_markers(output, table).await? {
         let bad = |reason: &str| SinkError::BadLayout {
             table: table.name(),
-            path: meta.location.to_string(),
+            path: path.to_string(),
             reason: reason.to_string(),
         };
-        let below: Vec<String> = meta
-            .location
+        let below: Vec<String> = path
             .prefix_match(&prefix)
             .ok_or_else(|| bad("outside the table prefix"))?
             .map(|part| part.as_ref().to_string())
             .collect();
-        let [folder, _file] = below.as_slice() else {
-            return Err(bad("expected <table>/patient_id=<value>/<part>.parquet"));
+        let [folder, day, file] = below.as_slice() else {
+            return Err(bad(
+                "expected <table>/patient_id=<value>/date=<yyyy-mm-dd>/<part>.parquet",
+            ));
         };
+        if !file.ends_with(".parquet") {
+            return Err(bad("a part's name must end in .parquet"));
+        }
         let patient_id = partition::parse_segment(folder)
             .ok_or_else(|| bad("the folder is not a patient_id=<value> partition"))??;
+        let date = partition::parse_date_segment(day)
+            .ok_or_else(|| bad("the folder is not a date=<yyyy-mm-dd> partition"))?
+            .to_string();
         parts.push(Part {
             patient_id,
-            path: meta.location,
-            size: meta.size,
+            date,
+            path,
+            size: marker.bytes,
+            rows: marker.rows,
         });
     }
-    parts.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(parts)
 }
 
@@ -167,7 +168,15 @@ async fn read_table<R>(
                 path: part.path.to_string(),
                 source,
             };
-            let result = output.store.get(&part.path).await.map_err(store_err)?;
+            let result = output.store.get(&part.path).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => SinkError::BadCommit {
+                    path: part.path.to_string(),
+                    reason: "the part is committed (it has a marker) but its file is missing; the output was \
+                             damaged outside capflow"
+                        .into(),
+                },
+                other => store_err(other),
+            })?;
             let bytes = result.bytes().await.map_err(store_err)?;
             Ok::<_, SinkError>((part, bytes))
         })

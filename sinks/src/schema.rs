@@ -29,7 +29,7 @@ use crate::SinkError;
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// One of capflow's three tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
     /// One row per segmented frame ([`FrameMetrics`]).
     Frames,

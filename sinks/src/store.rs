@@ -4,11 +4,14 @@ use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStore;
+use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -169,7 +172,20 @@ fn open_s3(url: &Url, s3: &S3Options) -> Result<Output, SinkError> {
         .ok_or_else(|| invalid(location, "no bucket: expected s3://bucket/prefix"))?;
     let root = Path::from_url_path(url.path()).map_err(|e| invalid(location, e.to_string()))?;
 
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // object_store's own retries stay short (a blip is absorbed inside one request); longer outages are ridden out
+    // by the writer's retry loop, which logs each attempt and knows when to give up.
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(15),
+        })
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            "5s",
+        )
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "60s");
     if let Some(endpoint) = &s3.endpoint {
         builder = builder.with_endpoint(endpoint);
     }

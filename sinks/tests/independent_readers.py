@@ -22,7 +22,7 @@ TABLES = ["frames", "sites", "patients"]
 
 
 def scan(root: str, table: str) -> str:
-    path = os.path.join(root, table, "*", "*.parquet")
+    path = os.path.join(root, table, "*", "*", "*.parquet")
     return f"read_parquet('{path}', hive_partitioning = true)"
 
 
@@ -30,7 +30,7 @@ def main(root: str, readme: str) -> None:
     con = duckdb.connect()
     out = {"schemas": {}, "metadata": {}, "duckdb_types": {}}
     for table in TABLES:
-        files = sorted(glob.glob(os.path.join(root, table, "*", "*.parquet")))
+        files = sorted(glob.glob(os.path.join(root, table, "*", "*", "*.parquet")))
         schema = pq.read_schema(files[0])
         out["schemas"][table] = [[f.name, str(f.type), f.nullable] for f in schema]
         for path in files:

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use capflow_sinks::{
-    columns, frames_batch, open_output, patients_batch, sites_batch, S3Options, Table, TableWriter,
-    SCHEMA_VERSION,
+    columns, frames_batch, open_output, patients_batch, sites_batch, PartId, S3Options, Table,
+    TableWriter, SCHEMA_VERSION,
 };
 use common::{frame, patient, site};
 use serde_json::{json, Value};
@@ -45,10 +45,8 @@ fn write_tables(root: &Path) {
     for (n, rows) in frames.iter().enumerate() {
         let patient = &rows[0].patient_id;
         writer
-            .write_part(
-                Table::Frames,
-                patient,
-                &format!("part-{n}"),
+            .commit(
+                &PartId::new(Table::Frames, patient, 0, &format!("part-{n}")),
                 &frames_batch(rows).unwrap(),
             )
             .unwrap();
@@ -71,11 +69,11 @@ fn write_tables(root: &Path) {
     ] {
         let sites = sites_batch(sites).unwrap();
         writer
-            .write_part(Table::Sites, id, "part-0", &sites)
+            .commit(&PartId::new(Table::Sites, id, 0, "part-0"), &sites)
             .unwrap();
         let patients = patients_batch(patients).unwrap();
         writer
-            .write_part(Table::Patients, id, "part-0", &patients)
+            .commit(&PartId::new(Table::Patients, id, 0, "part-0"), &patients)
             .unwrap();
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use capflow_sinks::{
     frames_batch, open_output, patients_batch, read_frames, read_patients, read_sites, sites_batch,
-    S3Options, SinkError, Table, TableWriter,
+    PartId, S3Options, SinkError, Table, TableWriter,
 };
 use common::{assert_capflow_metadata, frame, patient, site};
 
@@ -29,23 +29,32 @@ fn local_fs_round_trip_writes_hive_paths_with_metadata() {
     let p1b: Vec<_> = (0..3).map(|i| frame("P1", "s1", i)).collect();
     let evil: Vec<_> = (0..2).map(|i| frame("../etc/passwd", "s9", i)).collect();
     let path = writer
-        .write_part(Table::Frames, "P1", "w0-e0", &frames_batch(&p1a).unwrap())
-        .unwrap();
-    assert_eq!(path.as_ref(), "frames/patient_id=P1/w0-e0.parquet");
-    writer
-        .write_part(Table::Frames, "P1", "w1-e0", &frames_batch(&p1b).unwrap())
-        .unwrap();
-    let path = writer
-        .write_part(
-            Table::Frames,
-            "../etc/passwd",
-            "w0-e0",
-            &frames_batch(&evil).unwrap(),
+        .commit(
+            &PartId::new(Table::Frames, "P1", 0, "w0-e0"),
+            &frames_batch(&p1a).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+        .path;
     assert_eq!(
         path.as_ref(),
-        "frames/patient_id=..%2Fetc%2Fpasswd/w0-e0.parquet"
+        "frames/patient_id=P1/date=1970-01-01/w0-e0.parquet"
+    );
+    writer
+        .commit(
+            &PartId::new(Table::Frames, "P1", 0, "w1-e0"),
+            &frames_batch(&p1b).unwrap(),
+        )
+        .unwrap();
+    let path = writer
+        .commit(
+            &PartId::new(Table::Frames, "../etc/passwd", 0, "w0-e0"),
+            &frames_batch(&evil).unwrap(),
+        )
+        .unwrap()
+        .path;
+    assert_eq!(
+        path.as_ref(),
+        "frames/patient_id=..%2Fetc%2Fpasswd/date=1970-01-01/w0-e0.parquet"
     );
     // Window rows out of order, with and without flow / valid sites (null columns) and both quality verdicts.
     let sites = vec![
@@ -54,22 +63,23 @@ fn local_fs_round_trip_writes_hive_paths_with_metadata() {
         site("P1", "s1", 0, true),
     ];
     writer
-        .write_part(Table::Sites, "P1", "final", &sites_batch(&sites).unwrap())
+        .commit(
+            &PartId::new(Table::Sites, "P1", 0, "final"),
+            &sites_batch(&sites).unwrap(),
+        )
         .unwrap();
     let patients = vec![patient("P1", 5_000, false), patient("P1", 0, true)];
     writer
-        .write_part(
-            Table::Patients,
-            "P1",
-            "final",
+        .commit(
+            &PartId::new(Table::Patients, "P1", 0, "final"),
             &patients_batch(&patients).unwrap(),
         )
         .unwrap();
 
-    let file = out_dir.join("frames/patient_id=P1/w0-e0.parquet");
+    let file = out_dir.join("frames/patient_id=P1/date=1970-01-01/w0-e0.parquet");
     assert!(file.is_file(), "{} missing", file.display());
     assert!(out_dir
-        .join("frames/patient_id=..%2Fetc%2Fpasswd/w0-e0.parquet")
+        .join("frames/patient_id=..%2Fetc%2Fpasswd/date=1970-01-01/w0-e0.parquet")
         .is_file());
     assert_capflow_metadata(&file, "frames");
     for table in ["sites", "patients"] {
@@ -120,16 +130,24 @@ fn in_memory_round_trip_under_a_prefix() {
     let writer = TableWriter::new(output.clone(), rt.handle().clone());
     let rows: Vec<_> = (0..1000).map(|i| frame("π", "s", i)).collect();
     let path = writer
-        .write_part(Table::Frames, "π", "part-0", &frames_batch(&rows).unwrap())
-        .unwrap();
+        .commit(
+            &PartId::new(Table::Frames, "π", 0, "part-0"),
+            &frames_batch(&rows).unwrap(),
+        )
+        .unwrap()
+        .path;
     assert_eq!(
         path.as_ref(),
-        "runs/r1/frames/patient_id=%CF%80/part-0.parquet"
+        "runs/r1/frames/patient_id=%CF%80/date=1970-01-01/part-0.parquet"
     );
-    // Overwriting a part replaces it.
-    writer
-        .write_part(Table::Frames, "π", "part-0", &frames_batch(&rows).unwrap())
+    // Committing a part again skips it: the first commit stands.
+    let again = writer
+        .commit(
+            &PartId::new(Table::Frames, "π", 0, "part-0"),
+            &frames_batch(&rows).unwrap(),
+        )
         .unwrap();
+    assert!(again.skipped && again.rows == 1000, "{again:?}");
     assert_eq!(read_frames(&output, rt.handle()).unwrap(), rows);
     assert!(read_sites(&output, rt.handle()).unwrap().is_empty());
     assert!(read_patients(&output, rt.handle()).unwrap().is_empty());
@@ -142,16 +160,16 @@ fn writer_rejects_bad_input_with_typed_errors() {
     let writer = TableWriter::new(output, rt.handle().clone());
     let batch = frames_batch(&[frame("p", "s", 0)]).unwrap();
     assert!(matches!(
-        writer.write_part(Table::Frames, "p", "x#1", &batch),
+        writer.commit(&PartId::new(Table::Frames, "p", 0, "x#1"), &batch),
         Err(SinkError::InvalidPartName { .. })
     ));
     assert!(matches!(
-        writer.write_part(Table::Frames, "", "x", &batch),
+        writer.commit(&PartId::new(Table::Frames, "", 0, "x"), &batch),
         Err(SinkError::InvalidPatientId { .. })
     ));
     for table in [Table::Sites, Table::Patients] {
         assert!(matches!(
-            writer.write_part(table, "p", "x", &batch),
+            writer.commit(&PartId::new(table, "p", 0, "x"), &batch),
             Err(SinkError::SchemaMismatch { .. })
         ));
     }
@@ -165,7 +183,7 @@ fn blocking_calls_inside_the_runtime_error_instead_of_panicking() {
     let batch = frames_batch(&[frame("p", "s", 0)]).unwrap();
     let handle = rt.handle().clone();
     let (blocking, read) = rt.block_on(async move {
-        let w = writer.write_part(Table::Frames, "p", "x", &batch);
+        let w = writer.commit(&PartId::new(Table::Frames, "p", 0, "x"), &batch);
         let r = read_frames(&output, &handle);
         (w, r)
     });
@@ -184,10 +202,8 @@ fn writers_work_from_many_plain_threads() {
             scope.spawn(move || {
                 let rows: Vec<_> = (0..10).map(|i| frame("P", &format!("s{w}"), i)).collect();
                 writer
-                    .write_part(
-                        Table::Frames,
-                        "P",
-                        &format!("w{w}"),
+                    .commit(
+                        &PartId::new(Table::Frames, "P", 0, &format!("w{w}")),
                         &frames_batch(&rows).unwrap(),
                     )
                     .unwrap();
@@ -198,21 +214,43 @@ fn writers_work_from_many_plain_threads() {
 }
 
 #[test]
-fn stray_parquet_files_outside_partitions_are_reported() {
+fn only_committed_parts_are_read_and_damaged_markers_are_reported() {
     use object_store::{path::Path, ObjectStoreExt};
     let rt = runtime();
     let output = open_output("memory://", &S3Options::default()).unwrap();
     rt.block_on(output.store.put(&Path::from("frames/_SUCCESS"), "".into()))
         .unwrap();
+    // A part without a marker, as a crash between the put and the commit leaves it: not read.
+    rt.block_on(output.store.put(
+        &Path::from("frames/patient_id=P/date=1970-01-01/loose.parquet"),
+        "x".into(),
+    ))
+    .unwrap();
     assert!(read_frames(&output, rt.handle()).unwrap().is_empty());
-    rt.block_on(
-        output
-            .store
-            .put(&Path::from("frames/loose.parquet"), "x".into()),
-    )
+    // A marker that names another part than the one it mirrors.
+    rt.block_on(output.store.put(
+        &Path::from("_capflow/commits/frames/patient_id=P/date=1970-01-01/a.parquet.json"),
+        r#"{"path": "frames/patient_id=Q/date=1970-01-01/a.parquet", "table": "frames", "rows": 1, "bytes": 1,
+            "sha256": "", "fingerprint": "", "capflow_version": ""}"#
+            .into(),
+    ))
     .unwrap();
     let err = read_frames(&output, rt.handle()).unwrap_err();
-    assert!(matches!(err, SinkError::BadLayout { .. }), "{err}");
+    assert!(matches!(err, SinkError::BadCommit { .. }), "{err}");
+    // A marker whose part is gone.
+    let output = open_output("memory://", &S3Options::default()).unwrap();
+    rt.block_on(output.store.put(
+        &Path::from("_capflow/commits/frames/patient_id=P/date=1970-01-01/a.parquet.json"),
+        r#"{"path": "frames/patient_id=P/date=1970-01-01/a.parquet", "table": "frames", "rows": 1, "bytes": 1,
+            "sha256": "", "fingerprint": "", "capflow_version": ""}"#
+            .into(),
+    ))
+    .unwrap();
+    let err = read_frames(&output, rt.handle()).unwrap_err().to_string();
+    assert!(
+        err.contains("missing") && err.contains("a.parquet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -236,11 +274,20 @@ fn files_of_another_schema_version_are_refused() {
     let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
-    rt.block_on(
-        output
-            .store
-            .put(&Path::from("frames/patient_id=P/old.parquet"), bytes.into()),
-    )
+    let size = bytes.len();
+    rt.block_on(output.store.put(
+        &Path::from("frames/patient_id=P/date=1970-01-01/old.parquet"),
+        bytes.into(),
+    ))
+    .unwrap();
+    let marker = format!(
+        r#"{{"path": "frames/patient_id=P/date=1970-01-01/old.parquet", "table": "frames", "rows": 1,
+            "bytes": {size}, "sha256": "", "fingerprint": "", "capflow_version": "0.0.1"}}"#
+    );
+    rt.block_on(output.store.put(
+        &Path::from("_capflow/commits/frames/patient_id=P/date=1970-01-01/old.parquet.json"),
+        marker.into(),
+    ))
     .unwrap();
     let err = read_frames(&output, rt.handle()).unwrap_err();
     assert!(

@@ -9,7 +9,7 @@ mod s3_server;
 
 use capflow_sinks::{
     frames_batch, open_output, patients_batch, read_frames, read_patients, read_sites, sites_batch,
-    Table, TableWriter,
+    PartId, Table, TableWriter,
 };
 use common::{assert_capflow_metadata, frame, patient, site};
 use s3_server::{start_server, BUCKET, SECRET_KEY};
@@ -37,32 +37,35 @@ fn s3_round_trip_against_s3s_fs() {
     let p1: Vec<_> = (0..20).map(|i| frame("P1", "s1", i)).collect();
     let odd: Vec<_> = (0..3).map(|i| frame("a/b c", "s7", i)).collect();
     let path = writer
-        .write_part(Table::Frames, "P1", "w0-e0", &frames_batch(&p1).unwrap())
-        .unwrap();
-    assert_eq!(path.as_ref(), "runs/r1/frames/patient_id=P1/w0-e0.parquet");
+        .commit(
+            &PartId::new(Table::Frames, "P1", 0, "w0-e0"),
+            &frames_batch(&p1).unwrap(),
+        )
+        .unwrap()
+        .path;
+    assert_eq!(
+        path.as_ref(),
+        "runs/r1/frames/patient_id=P1/date=1970-01-01/w0-e0.parquet"
+    );
     let odd_path = writer
-        .write_part(
-            Table::Frames,
-            "a/b c",
-            "w0-e0",
+        .commit(
+            &PartId::new(Table::Frames, "a/b c", 0, "w0-e0"),
             &frames_batch(&odd).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+        .path;
     let sites = vec![site("P1", "s1", 0, true), site("P1", "s1", 5_000, false)];
     let sites_path = writer
-        .write_part(
-            Table::Sites,
-            "P1",
-            "w0-final",
+        .commit(
+            &PartId::new(Table::Sites, "P1", 0, "w0-final"),
             &sites_batch(&sites).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+        .path;
     let patients = vec![patient("P1", 0, true), patient("P1", 5_000, false)];
     writer
-        .write_part(
-            Table::Patients,
-            "P1",
-            "w0-final",
+        .commit(
+            &PartId::new(Table::Patients, "P1", 0, "w0-final"),
             &patients_batch(&patients).unwrap(),
         )
         .unwrap();
@@ -113,8 +116,12 @@ fn s3_multipart_upload_of_a_large_part() {
         })
         .collect();
     let path = writer
-        .write_part(Table::Frames, "P", "big", &frames_batch(&rows).unwrap())
-        .unwrap();
+        .commit(
+            &PartId::new(Table::Frames, "P", 0, "big"),
+            &frames_batch(&rows).unwrap(),
+        )
+        .unwrap()
+        .path;
     let size = std::fs::metadata(server.on_disk(path.as_ref()))
         .unwrap()
         .len();
@@ -133,14 +140,15 @@ fn s3_wrong_secret_fails_without_leaking_it() {
     let output = open_output(&format!("s3://{BUCKET}/x"), &server.options(secret)).unwrap();
     let writer = TableWriter::new(output, rt.handle().clone());
     let err = writer
-        .write_part(
-            Table::Frames,
-            "P",
-            "p0",
+        .commit(
+            &PartId::new(Table::Frames, "P", 0, "p0"),
             &frames_batch(&[frame("P", "s", 0)]).unwrap(),
         )
         .unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(!text.contains("XYZZY"), "{text}");
-    assert!(text.contains("patient_id=P/p0.parquet"), "{text}");
+    assert!(
+        text.contains("patient_id=P/date=1970-01-01/p0.parquet"),
+        "{text}"
+    );
 }
