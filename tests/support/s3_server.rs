@@ -18,6 +18,7 @@ pub const BUCKET: &str = "capflow-test";
 /// A running s3s-fs server; killed when dropped.
 pub struct S3Server {
     child: Child,
+    binary: PathBuf,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     /// Its storage folder: one sub-folder per bucket.
@@ -44,6 +45,31 @@ impl S3Server {
             secret_access_key: Some(secret.into()),
             allow_http: true,
             virtual_hosted_style: false,
+        }
+    }
+
+    /// Stops the server (SIGKILL), as an outage would; its stored objects stay on disk.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and storage folder.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.child = spawn(&self.binary, self.port, self.root.path());
+            if wait_listening(&mut self.child, self.port) {
+                return;
+            }
+            // The port may still be held for a moment after the kill: try again.
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs could not listen on port {} again within 20 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -84,22 +110,39 @@ pub fn start_server() -> Option<S3Server> {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(&binary)
+    let mut child = spawn(&binary, port, root.path());
+    assert!(
+        wait_listening(&mut child, port),
+        "s3s-fs exited early on port {port}"
+    );
+    Some(S3Server {
+        child,
+        binary,
+        port,
+        root,
+    })
+}
+
+fn spawn(binary: &FsPath, port: u16, root: &FsPath) -> Child {
+    Command::new(binary)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-        .arg(root.path())
+        .arg(root)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let mut server = S3Server { child, port, root };
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+}
+
+/// Waits until the server accepts connections (true) or exits (false); panics after 20 s.
+fn wait_listening(child: &mut Child, port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(server);
+            return true;
         }
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("s3s-fs exited early with {status}");
+        if child.try_wait().unwrap().is_some() {
+            return false;
         }
         assert!(
             Instant::now() < deadline,
