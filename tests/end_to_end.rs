@@ -553,6 +553,43 @@ fn two_processes_on_loopback_write_the_same_rows_and_files_as_one() {
 }
 
 #[test]
+fn readme_query_examples_run_against_a_real_runs_output() {
+    // The bundled demo into `<tmp>/capflow-out`, the path the README's examples use.
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("capflow-out");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(CAPFLOW)
+        .args(["run", "--output", out_dir.to_str().unwrap()])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let py = python()
+        .expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
+    let out = Command::new(py)
+        .arg(repo.join("tests/readme_examples.py"))
+        .arg(repo.join("README.md"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !out.stdout.is_empty(),
+        "readme_examples.py printed nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |kind: &str| results.iter().filter(|r| r["kind"] == kind).count();
+    assert!(count("sql") >= 6 && count("python") >= 2, "{results:?}");
+    for r in &results {
+        assert!(r.get("error").is_none(), "README example fails: {r}");
+        assert!(
+            r["rows"].as_u64().unwrap() > 0,
+            "README example finds nothing in the demo's output: {r}"
+        );
+    }
+}
+
+#[test]
 fn readme_documents_every_output_column() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))

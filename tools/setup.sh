@@ -2,7 +2,7 @@
 # Idempotent setup for `make run`, `make test` and `make bench`: installs only what is missing.
 #   - GStreamer 1.22 development files and plugins (apt), ffmpeg (independent encoder for tests)
 #   - ONNX Runtime's shared library, unpacked from the PyPI wheel into .deps/onnxruntime/ (no prebuilt download by cargo)
-#   - a Python virtualenv in .venv/ with the independent readers and the model builder (onnx, numpy, duckdb, pyarrow)
+#   - a Python virtualenv in .venv/ with the independent readers and the model builder (onnx, numpy, duckdb, pyarrow, polars)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,7 @@ if [ ! -f "$ORT_LIB" ]; then
 fi
 ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnx, numpy, duckdb, pyarrow, onnxruntime" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnx, numpy, duckdb, pyarrow, polars, onnxruntime" 2>/dev/null; then
   echo "setup: creating .venv with the Python readers and model tools"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt

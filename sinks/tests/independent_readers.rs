@@ -129,6 +129,7 @@ fn pyarrow_and_duckdb_read_every_table_with_types_and_nulls() {
         assert_eq!(view["schemas"][table.name()], json!(expected), "{table}");
         let types = &view["duckdb_types"][table.name()];
         assert_eq!(types["patient_id"], "VARCHAR", "{table}: {types}");
+        assert_eq!(types["date"], "DATE", "{table}: {types}");
     }
     let sites = &view["duckdb_types"]["sites"];
     assert_eq!(sites["quality_ok"], "BOOLEAN");
@@ -201,11 +202,9 @@ fn pyarrow_and_duckdb_read_every_table_with_types_and_nulls() {
         queries.len() >= 4,
         "README has too few DuckDB queries: {queries:?}"
     );
+    // Here the README's queries only have to run on every type and null pattern; what they find is checked
+    // against a real run's output in tests/end_to_end.rs.
     for query in queries {
         assert!(query.get("error").is_none(), "README query fails: {query}");
-        assert!(
-            query["rows"].as_u64().unwrap() > 0,
-            "README query finds nothing: {query}"
-        );
     }
 }

@@ -3,13 +3,19 @@
 
 use std::path::Path;
 
-use capflow_sinks::partition::PARTITION_COLUMN;
+use capflow_sinks::partition::{DATE_COLUMN, PARTITION_COLUMN};
 use capflow_sinks::{columns, Table};
 
-/// The Markdown table of `table`'s columns, as the README has it: the partition column first, then the file columns.
+/// The Markdown table of `table`'s columns, as the README has it: the partition columns first, then the file columns.
 fn markdown(table: Table) -> String {
     let mut text = String::from("| column | type | meaning / unit |\n|---|---|---|\n");
-    text += &format!("| `{PARTITION_COLUMN}` | utf8 (partition) | patient id from the config |\n");
+    text += &format!(
+        "| `{PARTITION_COLUMN}` | utf8 (partition) | patient id from the config, or its pseudonym |\n"
+    );
+    text += &format!(
+        "| `{DATE_COLUMN}` | date (partition) | UTC day of the event time (frames) or of the window start (sites, \
+         patients) |\n"
+    );
     for (name, ty, meaning) in columns(table) {
         text += &format!("| `{name}` | {ty} | {meaning} |\n");
     }

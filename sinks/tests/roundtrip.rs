@@ -84,14 +84,14 @@ fn local_fs_round_trip_writes_hive_paths_with_metadata() {
     assert_capflow_metadata(&file, "frames");
     for table in ["sites", "patients"] {
         assert_capflow_metadata(
-            &out_dir.join(format!("{table}/patient_id=P1/final.parquet")),
+            &out_dir.join(format!("{table}/patient_id=P1/date=1970-01-01/final.parquet")),
             table,
         );
     }
     // Nothing escaped the output folder, and no staging files were left behind.
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1);
-    let names: Vec<String> = std::fs::read_dir(out_dir.join("frames/patient_id=P1"))
+    let names: Vec<String> = std::fs::read_dir(out_dir.join("frames/patient_id=P1/date=1970-01-01"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
