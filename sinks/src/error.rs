@@ -216,6 +216,15 @@ pub enum SinkError {
         reason: String,
     },
 
+    /// The location needs an object store this build was compiled without.
+    #[error("output location {url:?} needs capflow built with the `{feature}` feature: cargo build --release --features {feature}")]
+    NotCompiledIn {
+        /// The location.
+        url: String,
+        /// The cargo feature that adds the store.
+        feature: &'static str,
+    },
+
     /// Any other error, from a backend or a caller-supplied component.
     #[error(transparent)]
     External(Box<dyn std::error::Error + Send + Sync>),

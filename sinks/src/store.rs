@@ -18,7 +18,8 @@ use url::Url;
 use crate::SinkError;
 
 /// The schemes [`open_output`] understands, for error messages.
-pub const SUPPORTED_LOCATIONS: &str = "a plain path, file://, s3:// (or s3a://), memory://";
+pub const SUPPORTED_LOCATIONS: &str =
+    "a plain path, file://, s3:// (or s3a://), gs:// (feature gcs), az:// or abfs:// (feature azure), memory://";
 
 /// S3 connection settings; each field that is set overrides the matching `AWS_*` environment variable.
 ///
@@ -110,6 +111,8 @@ pub fn open_output(location: &str, s3: &S3Options) -> Result<Output, SinkError> 
             open_local(path, location)
         }
         "s3" | "s3a" => open_s3(&url, s3),
+        "gs" => open_gcs(&url),
+        "az" | "azure" | "abfs" | "abfss" => open_azure(&url),
         "memory" => {
             let prefix = format!("{}{}", url.host_str().unwrap_or(""), url.path());
             let root =
@@ -215,6 +218,64 @@ fn open_s3(url: &Url, s3: &S3Options) -> Result<Output, SinkError> {
     })
 }
 
+/// The prefix inside the bucket or container: the URL's path (for `abfs://container@account…/p`, too).
+fn url_root(url: &Url) -> Result<Path, SinkError> {
+    Path::from_url_path(url.path()).map_err(|e| invalid(url.as_str(), e.to_string()))
+}
+
+/// `gs://bucket/prefix`, configured from the standard `GOOGLE_*` environment variables.
+#[cfg(feature = "gcs")]
+fn open_gcs(url: &Url) -> Result<Output, SinkError> {
+    let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        .with_url(url.as_str())
+        .build()
+        .map_err(|source| SinkError::OpenStore {
+            url: url.to_string(),
+            source,
+        })?;
+    Ok(Output {
+        store: Arc::new(store),
+        root: url_root(url)?,
+        url: url.to_string(),
+    })
+}
+
+#[cfg(not(feature = "gcs"))]
+fn open_gcs(url: &Url) -> Result<Output, SinkError> {
+    url_root(url)?;
+    Err(SinkError::NotCompiledIn {
+        url: url.to_string(),
+        feature: "gcs",
+    })
+}
+
+/// `az://container/prefix` or `abfs://container@account.dfs.core.windows.net/prefix`, configured from the standard
+/// `AZURE_*` environment variables.
+#[cfg(feature = "azure")]
+fn open_azure(url: &Url) -> Result<Output, SinkError> {
+    let store = object_store::azure::MicrosoftAzureBuilder::from_env()
+        .with_url(url.as_str())
+        .build()
+        .map_err(|source| SinkError::OpenStore {
+            url: url.to_string(),
+            source,
+        })?;
+    Ok(Output {
+        store: Arc::new(store),
+        root: url_root(url)?,
+        url: url.to_string(),
+    })
+}
+
+#[cfg(not(feature = "azure"))]
+fn open_azure(url: &Url) -> Result<Output, SinkError> {
+    url_root(url)?;
+    Err(SinkError::NotCompiledIn {
+        url: url.to_string(),
+        feature: "azure",
+    })
+}
+
 fn redact_userinfo(url: &Url) -> String {
     let mut url = url.clone();
     // Only fails for URLs that cannot have credentials, which then have none to hide.
@@ -248,14 +309,22 @@ mod tests {
 
     #[test]
     fn unknown_scheme_names_url_and_supported_schemes() {
-        let err = open_output("gs://bucket/x", &S3Options::default()).unwrap_err();
+        let err = open_output("ftp://bucket/x", &S3Options::default()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("gs://bucket/x"), "{text}");
+        assert!(text.contains("ftp://bucket/x"), "{text}");
         assert!(
             text.contains("s3://") && text.contains("memory://"),
             "{text}"
         );
         assert!(matches!(err, SinkError::UnsupportedScheme { .. }));
+    }
+
+    #[cfg(not(feature = "gcs"))]
+    #[test]
+    fn stores_not_compiled_in_name_the_feature() {
+        let err = open_output("gs://bucket/x", &S3Options::default()).unwrap_err();
+        assert!(matches!(err, SinkError::NotCompiledIn { feature: "gcs", .. }), "{err}");
+        assert!(err.to_string().contains("--features gcs"), "{err}");
     }
 
     #[test]
