@@ -242,7 +242,11 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
         assert_eq!(duck["event_ms"], rust.event_time_ms);
     }
     for meta in view["file_metadata"].as_array().unwrap() {
-        assert_eq!(meta["capflow.schema_version"], "2", "{meta}");
+        assert_eq!(
+            meta["capflow.schema_version"],
+            capflow_sinks::SCHEMA_VERSION.to_string(),
+            "{meta}"
+        );
     }
 }
 

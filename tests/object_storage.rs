@@ -74,7 +74,7 @@ fn config(
     patients: [&str; 2],
 ) -> PathBuf {
     let mut toml = format!(
-        "[output]\nlocation = {location:?}\nframes_per_part = 5\nwindows_per_part = 1\n{extra_output}\n\n\
+        "[output]\nlocation = {location:?}\nframes_per_part = 5\nwindows_per_part = 1\nevidence = true\n{extra_output}\n\n\
          [windows]\nlength_s = 1.0\n\n"
     );
     for (i, patient) in patients.iter().enumerate() {
@@ -116,7 +116,7 @@ fn read_tables(location: &str, s3: &capflow_sinks::S3Options) -> Tables {
     )
 }
 
-/// Every file under `root` by relative path, with its bytes; `*.parquet` and `*.json` only (a local store's
+/// Every file under `root` by relative path, with its bytes; `*.parquet`, `*.json` and `*.png` only (a local store's
 /// `name#N` staging files and the S3 server's own bookkeeping are left out).
 fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -145,11 +145,11 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// The part files only (no markers, no manifest).
+/// The part files and evidence images (no markers, no manifest).
 fn parts(root: &Path) -> BTreeMap<String, Vec<u8>> {
     files(root)
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("_capflow") && k.ends_with(".parquet"))
+        .filter(|(k, _)| !k.starts_with("_capflow"))
         .collect()
 }
 
@@ -522,7 +522,10 @@ fn a_store_that_never_returns_fails_clearly_and_keeps_what_was_committed() {
         );
     }
     // What was committed is intact: every committed part equals the clean run's.
-    let committed = parts(&on_disk);
+    let committed: BTreeMap<_, _> = parts(&on_disk)
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".parquet"))
+        .collect();
     let clean = parts(&clean_root);
     assert!(!committed.is_empty() && committed.len() < clean.len());
     for (name, bytes) in &committed {

@@ -176,6 +176,9 @@ pub struct SiteWindow {
     pub quality_score: u32,
     /// Whether the window is good enough to enter patient aggregates.
     pub quality_ok: bool,
+    /// The window's evidence image (the first segmented frame with the vessels drawn over it), relative to the
+    /// output root; `None` when evidence images are off or the window has no segmented frame.
+    pub evidence_path: Option<String>,
 }
 
 /// One patient over one event-time window, combined over the sites: one row of the `patients` table.

@@ -246,6 +246,7 @@ pub fn site_window(
         q_stability: q.stability,
         quality_score: q.total,
         quality_ok: q.quality_ok,
+        evidence_path: None,
     }
 }
 

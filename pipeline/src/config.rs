@@ -55,6 +55,9 @@ pub struct OutputConfig {
     /// Replace every patient id by a keyed pseudonym (`pid-` + 32 hex digits) before anything is analysed, so that
     /// identifiers never reach object names, rows or logs. The key is read from `pseudonym_key_env`.
     pub pseudonymise: bool,
+    /// Write one evidence image per site window (its first segmented frame with the vessels drawn) under
+    /// `<root>/evidence/`, referenced from the `sites` table's `evidence_path`.
+    pub evidence: bool,
     /// Environment variable holding the pseudonymisation key (at least 16 bytes; keep it, the same key gives the
     /// same pseudonyms).
     pub pseudonym_key_env: String,
@@ -69,6 +72,7 @@ impl Default for OutputConfig {
             windows_per_part: 360,
             retry_timeout_s: 300.0,
             pseudonymise: false,
+            evidence: false,
             pseudonym_key_env: capflow_sinks::pseudonym::DEFAULT_KEY_ENV.into(),
         }
     }

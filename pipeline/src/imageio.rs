@@ -19,6 +19,19 @@ pub struct Image {
     pub data: Vec<u8>,
 }
 
+/// Encodes a tightly packed 8-bit RGB image as PNG in memory (fast compression: evidence images are many).
+pub fn encode_rgb_png(width: usize, height: usize, rgb: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, u32::try_from(width)?, u32::try_from(height)?);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder.write_header().context("encoding a PNG")?;
+    writer.write_image_data(rgb).context("encoding a PNG")?;
+    writer.finish().context("encoding a PNG")?;
+    Ok(bytes)
+}
+
 /// Whether `path` has a still-image extension capflow reads (`.png`, `.jpg`, `.jpeg`, any case).
 pub fn is_image(path: &Path) -> bool {
     path.extension()
@@ -139,6 +152,11 @@ mod tests {
         assert_eq!(img.foreground(127), [false, true, false, true, false, true]);
         let rgb = dir.path().join("f.PNG");
         capflow_synth::write_rgb_png(&rgb, 2, 1, &[255, 0, 0, 10, 20, 30]).unwrap();
+        let encoded = encode_rgb_png(2, 1, &[255, 0, 0, 10, 20, 30]).unwrap();
+        assert_eq!(std::fs::read(&rgb).unwrap().len() > 8, encoded.len() > 8);
+        let again = dir.path().join("again.png");
+        std::fs::write(&again, &encoded).unwrap();
+        assert_eq!(read_image(&again).unwrap().data, [255, 0, 0, 10, 20, 30]);
         let img = read_image(&rgb).unwrap();
         assert_eq!(img.format, PixelFormat::Rgb8);
         assert_eq!(img.data, [255, 0, 0, 10, 20, 30]);

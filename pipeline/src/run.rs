@@ -21,8 +21,8 @@ use capflow_operators::model::Model;
 use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow, StreamRecord};
 use capflow_operators::windows::{window_start, PatientKey, SiteKey};
 use capflow_operators::{
-    ort_environment, AnalyseFlow, CloseWindows, Exact, Part, PartKey, PatientWindows, Segment,
-    SegmentParams, SegmentShared, Segmenter, Stabilise, WriteParts,
+    ort_environment, AnalyseFlow, CloseWindows, Evidence, EvidenceImage, Exact, Part, PartKey,
+    PatientWindows, Segment, SegmentParams, SegmentShared, Segmenter, Stabilise, WriteParts,
 };
 use capflow_sinks::partition::date_of;
 use capflow_sinks::{
@@ -334,6 +334,27 @@ fn write_part<R>(
     }
 }
 
+/// Encodes and stores one evidence image and records a failure.
+fn write_evidence(writer: &TableWriter, log: &RefCell<WorkerReport>, image: EvidenceImage) {
+    let result =
+        crate::imageio::encode_rgb_png(image.image.width, image.image.height, &image.image.data)
+            .and_then(|png| {
+                Ok(writer.put_evidence(
+                    &image.patient_id,
+                    &image.stream_id,
+                    image.window_start_ms,
+                    png,
+                )?)
+            });
+    if let Err(e) = result {
+        tracing::error!(stream = %image.stream_id, window_start_ms = image.window_start_ms, error = %e, "writing an evidence image failed");
+        log.borrow_mut().errors.push(format!(
+            "writing the evidence image of stream {} window {}: {e:#}",
+            image.stream_id, image.window_start_ms
+        ));
+    }
+}
+
 struct Running {
     source: Source,
     head: Option<Frame>,
@@ -380,11 +401,18 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     // A chunk of windows is complete once its last window has closed.
     let chunk_complete = move |chunk: i64| spec.close_time(chunk + chunk_ms - spec.hop_ms);
     worker.dataflow::<u64, _, _>(|scope| {
-        let records = input
-            .to_stream(scope)
-            .stabilise(input_spec)
-            .segment(segmenter, params, shared.clone())
-            .analyse_flow(config.flow.clone());
+        let mut analysed =
+            input
+                .to_stream(scope)
+                .stabilise(input_spec)
+                .segment(segmenter, params, shared.clone());
+        if config.output.evidence {
+            let (writer, log_evidence) = (ctx.writer.clone(), Rc::clone(&log));
+            analysed = analysed.evidence(spec, config.vessels.small_diameter_um, move |image| {
+                write_evidence(&writer, &log_evidence, image)
+            });
+        }
+        let records = analysed.analyse_flow(config.flow.clone());
         let (writer, log_frames) = (ctx.writer.clone(), Rc::clone(&log));
         records
             .clone()
@@ -410,6 +438,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             );
         let (sites, patients) = records.patient_windows(spec, config.quality.clone());
         let (writer, log_sites) = (ctx.writer.clone(), Rc::clone(&log));
+        let evidence = config.output.evidence;
         sites
             .close_windows(
                 "CloseSites",
@@ -429,7 +458,20 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     }
                 },
                 |a, b| (a.window_start_ms, &a.stream_id).cmp(&(b.window_start_ms, &b.stream_id)),
-                move |part| write_part(&writer, &log_sites, Table::Sites, part, sites_batch),
+                move |mut part: Part<SiteWindow>| {
+                    if evidence {
+                        // The evidence operator wrote an image for every window with a segmented frame.
+                        for row in part.rows.iter_mut().filter(|r| r.n_frames > 0) {
+                            row.evidence_path = capflow_sinks::evidence_path(
+                                &row.patient_id,
+                                &row.stream_id,
+                                row.window_start_ms,
+                            )
+                            .ok();
+                        }
+                    }
+                    write_part(&writer, &log_sites, Table::Sites, part, sites_batch)
+                },
             );
         let (writer, log_patients) = (ctx.writer.clone(), Rc::clone(&log));
         patients

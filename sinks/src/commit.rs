@@ -101,6 +101,11 @@ fn join(mut path: Path, segments: impl IntoIterator<Item = String>) -> Result<Pa
     Ok(path)
 }
 
+/// `root` joined with a relative path whose segments are already path-safe (as [`PartId::segments`] makes them).
+pub(crate) fn join_root(root: &Path, relative: &str) -> Result<Path, SinkError> {
+    join(root.clone(), relative.split('/').map(String::from))
+}
+
 /// What ties an output to one job; stored as `_capflow/job.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {

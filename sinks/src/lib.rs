@@ -80,4 +80,4 @@ pub use schema::{
     sites_from_batch, Table, SCHEMA_VERSION,
 };
 pub use store::{open_output, Output, S3Options};
-pub use writer::{Commit, RetryPolicy, TableWriter};
+pub use writer::{evidence_path, Commit, RetryPolicy, TableWriter};

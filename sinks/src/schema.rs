@@ -5,7 +5,7 @@
 //! Times are stored as `Timestamp(Millisecond, "UTC")` under names without the `_ms` suffix (`event_time`,
 //! `window_start`, `window_end`); other units stay in the column names and descriptions.
 //!
-//! Only the columns of `Option` fields are nullable (type name `float64 (nullable)` in [`columns`]). Null means "not
+//! Only the columns of `Option` fields are nullable (type names ending in `(nullable)` in [`columns`]). Null means "not
 //! measurable in this window": a site window without a flow window has no PPV, a patient window without a valid site
 //! has no means. Every other column is non-null, and reading a null there is an error.
 
@@ -26,7 +26,7 @@ use crate::SinkError;
 /// incompatible change to the columns below.
 ///
 /// Version 2 replaced the `windows` table by `sites` and `patients` and added the vessel, flow and quality columns.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// One of capflow's three tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +81,7 @@ const UINT64: &str = "uint64";
 const TIMESTAMP: &str = "timestamp[ms, UTC]";
 const FLOAT64: &str = "float64";
 const FLOAT64_NULLABLE: &str = "float64 (nullable)";
+const UTF8_NULLABLE: &str = "utf8 (nullable)";
 
 const FRAMES_COLUMNS: &[(&str, &str, &str)] = &[
     (
@@ -278,6 +279,11 @@ const SITES_COLUMNS: &[(&str, &str, &str)] = &[
         BOOL,
         "whether the window is good enough to enter the patients table",
     ),
+    (
+        "evidence_path",
+        UTF8_NULLABLE,
+        "evidence image of the window (its first segmented frame with the vessels drawn), relative to the output root; null unless output.evidence is on",
+    ),
 ];
 
 const PATIENTS_COLUMNS: &[(&str, &str, &str)] = &[
@@ -353,8 +359,8 @@ const PATIENTS_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The columns stored in a table's files, in order: `(name, type, unit or meaning)`. The type is one of `utf8`,
-/// `bool`, `uint8`, `uint32`, `uint64`, `float64`, `float64 (nullable)`, `timestamp[ms, UTC]`; only
-/// `float64 (nullable)` columns may hold nulls. The schema tables in the README are generated from this list (a test
+/// `bool`, `uint8`, `uint32`, `uint64`, `float64`, `float64 (nullable)`, `utf8 (nullable)`, `timestamp[ms, UTC]`;
+/// only the `(nullable)` columns may hold nulls. The schema tables in the README are generated from this list (a test
 /// in `sinks/tests/readme_schema.rs` keeps them equal, and prints the expected tables when they differ); a unit test
 /// keeps it equal to the Arrow schema.
 pub fn columns(table: Table) -> &'static [(&'static str, &'static str, &'static str)] {
@@ -378,6 +384,7 @@ fn field(name: &str, type_name: &str) -> Field {
         ),
         FLOAT64 => (DataType::Float64, false),
         FLOAT64_NULLABLE => (DataType::Float64, true),
+        UTF8_NULLABLE => (DataType::Utf8, true),
         other => unreachable!("unknown column type name {other}"),
     };
     Field::new(name, data_type, nullable)
@@ -414,6 +421,10 @@ fn u64s<R>(rows: &[R], f: impl Fn(&R) -> u64) -> ArrayRef {
 
 fn f64s<R>(rows: &[R], f: impl Fn(&R) -> f64) -> ArrayRef {
     Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>()))
+}
+
+fn optional_strings<R>(rows: &[R], f: impl Fn(&R) -> Option<&str>) -> ArrayRef {
+    Arc::new(rows.iter().map(f).collect::<StringArray>())
 }
 
 fn optional_f64s<R>(rows: &[R], f: impl Fn(&R) -> Option<f64>) -> ArrayRef {
@@ -500,6 +511,7 @@ pub fn sites_batch(rows: &[SiteWindow]) -> Result<RecordBatch, SinkError> {
             u8s(rows, |r| r.q_stability),
             u32s(rows, |r| r.quality_score),
             bools(rows, |r| r.quality_ok),
+            optional_strings(rows, |r| r.evidence_path.as_deref()),
         ],
     )
 }
@@ -704,6 +716,7 @@ pub(crate) fn sites_from_batch_at(
     let q_stability = c.get::<UInt8Array>("q_stability")?;
     let quality_score = c.get::<UInt32Array>("quality_score")?;
     let quality_ok = c.get::<BooleanArray>("quality_ok")?;
+    let evidence_path = c.nullable::<StringArray>("evidence_path")?;
     Ok((0..batch.num_rows())
         .map(|i| SiteWindow {
             patient_id: patient_id.to_string(),
@@ -735,6 +748,9 @@ pub(crate) fn sites_from_batch_at(
             q_stability: q_stability.value(i),
             quality_score: quality_score.value(i),
             quality_ok: quality_ok.value(i),
+            evidence_path: evidence_path
+                .is_valid(i)
+                .then(|| evidence_path.value(i).to_string()),
         })
         .collect())
 }
@@ -855,6 +871,8 @@ mod tests {
             q_stability: 1,
             quality_score: 12,
             quality_ok: flow,
+            evidence_path: flow
+                .then(|| format!("evidence/patient_id={patient}/{stream}_{start}.png")),
         }
     }
 
@@ -890,6 +908,7 @@ mod tests {
             (DataType::UInt64, false) => UINT64,
             (DataType::Float64, false) => FLOAT64,
             (DataType::Float64, true) => FLOAT64_NULLABLE,
+            (DataType::Utf8, true) => UTF8_NULLABLE,
             (DataType::Timestamp(TimeUnit::Millisecond, Some(tz)), false)
                 if tz.as_ref() == "UTC" =>
             {
@@ -941,7 +960,13 @@ mod tests {
         assert!(nullable(Table::Frames).is_empty());
         assert_eq!(
             nullable(Table::Sites),
-            ["ppv_percent", "pvd_mm_per_mm2", "mfi", "rbc_velocity_um_s"]
+            [
+                "ppv_percent",
+                "pvd_mm_per_mm2",
+                "mfi",
+                "rbc_velocity_um_s",
+                "evidence_path"
+            ]
         );
         // Everything but the window bounds and the counts.
         assert_eq!(nullable(Table::Patients).len(), PATIENTS_COLUMNS.len() - 6);

@@ -323,7 +323,10 @@ mod tests {
     #[test]
     fn stores_not_compiled_in_name_the_feature() {
         let err = open_output("gs://bucket/x", &S3Options::default()).unwrap_err();
-        assert!(matches!(err, SinkError::NotCompiledIn { feature: "gcs", .. }), "{err}");
+        assert!(
+            matches!(err, SinkError::NotCompiledIn { feature: "gcs", .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("--features gcs"), "{err}");
     }
 

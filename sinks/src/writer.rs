@@ -250,6 +250,45 @@ impl TableWriter {
         })
     }
 
+    /// Stores a window's evidence image (PNG bytes) at [`evidence_path`], unless it is already there (a re-run or
+    /// resume: the image of a window is deterministic). Retried like a part; returns the path relative to the root.
+    pub fn put_evidence(
+        &self,
+        patient_id: &str,
+        stream_id: &str,
+        window_start_ms: i64,
+        png: Vec<u8>,
+    ) -> Result<String, SinkError> {
+        if Handle::try_current().is_ok() {
+            return Err(SinkError::InsideRuntime {
+                operation: "TableWriter::put_evidence",
+            });
+        }
+        let relative = evidence_path(patient_id, stream_id, window_start_ms)?;
+        let path = crate::commit::join_root(&self.output.root, &relative)?;
+        let bytes = Bytes::from(png);
+        self.handle.block_on(async {
+            let exists = self
+                .retrying(&path, || async {
+                    match self.output.store.head(&path).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::NotFound { .. }) => Ok(false),
+                        Err(source) => Err(SinkError::Store {
+                            path: path.to_string(),
+                            source,
+                        }),
+                    }
+                })
+                .await?;
+            if !exists {
+                self.retrying(&path, || self.upload(&path, bytes.clone()))
+                    .await?;
+            }
+            Ok::<_, SinkError>(())
+        })?;
+        Ok(relative)
+    }
+
     /// Runs `op` until it succeeds, fails for good, or the retry period is over.
     async fn retrying<T, F, Fut>(&self, path: &Path, mut op: F) -> Result<T, SinkError>
     where
@@ -366,6 +405,26 @@ impl TableWriter {
             }),
         }
     }
+}
+
+/// Folder of the evidence images under the output root.
+pub const EVIDENCE_DIR: &str = "evidence";
+
+/// Where the evidence image of a stream's window lives, relative to the output root:
+/// `evidence/patient_id=<escaped>/date=<yyyy-mm-dd>/<stream>_<window start ms>.png` (the `sites` table's
+/// `evidence_path`). Validates the patient id and the stream id (`[A-Za-z0-9_-]`).
+pub fn evidence_path(
+    patient_id: &str,
+    stream_id: &str,
+    window_start_ms: i64,
+) -> Result<String, SinkError> {
+    let name = format!("{stream_id}_{window_start_ms}");
+    validate_part_name(&name)?;
+    Ok(format!(
+        "{EVIDENCE_DIR}/{}/{}/{name}.png",
+        crate::partition::segment(patient_id)?,
+        crate::partition::date_segment(window_start_ms)
+    ))
 }
 
 /// Whether retrying can help: network and server errors yes; missing rights, missing buckets, bad paths and

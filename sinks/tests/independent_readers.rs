@@ -46,7 +46,7 @@ fn write_tables(root: &Path) {
         let patient = &rows[0].patient_id;
         writer
             .commit(
-                &PartId::new(Table::Frames, patient, 0, &format!("part-{n}")),
+                &PartId::new(Table::Frames, patient, 0, format!("part-{n}")),
                 &frames_batch(rows).unwrap(),
             )
             .unwrap();
@@ -106,6 +106,7 @@ fn pyarrow_type(type_name: &str) -> (&'static str, bool) {
         "uint64" => ("uint64", false),
         "float64" => ("double", false),
         "float64 (nullable)" => ("double", true),
+        "utf8 (nullable)" => ("string", true),
         "timestamp[ms, UTC]" => ("timestamp[ms, tz=UTC]", false),
         other => panic!("no pyarrow type for {other}"),
     }

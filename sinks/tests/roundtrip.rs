@@ -84,17 +84,20 @@ fn local_fs_round_trip_writes_hive_paths_with_metadata() {
     assert_capflow_metadata(&file, "frames");
     for table in ["sites", "patients"] {
         assert_capflow_metadata(
-            &out_dir.join(format!("{table}/patient_id=P1/date=1970-01-01/final.parquet")),
+            &out_dir.join(format!(
+                "{table}/patient_id=P1/date=1970-01-01/final.parquet"
+            )),
             table,
         );
     }
     // Nothing escaped the output folder, and no staging files were left behind.
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1);
-    let names: Vec<String> = std::fs::read_dir(out_dir.join("frames/patient_id=P1/date=1970-01-01"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<String> =
+        std::fs::read_dir(out_dir.join("frames/patient_id=P1/date=1970-01-01"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
     assert!(names.iter().all(|n| !n.contains('#')), "{names:?}");
 
     let mut expected = [evil, p1b, p1a].concat();
@@ -203,7 +206,7 @@ fn writers_work_from_many_plain_threads() {
                 let rows: Vec<_> = (0..10).map(|i| frame("P", &format!("s{w}"), i)).collect();
                 writer
                     .commit(
-                        &PartId::new(Table::Frames, "P", 0, &format!("w{w}")),
+                        &PartId::new(Table::Frames, "P", 0, format!("w{w}")),
                         &frames_batch(&rows).unwrap(),
                     )
                     .unwrap();

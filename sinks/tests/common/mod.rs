@@ -71,6 +71,7 @@ pub fn site(patient: &str, stream: &str, start: i64, flow: bool) -> SiteWindow {
         q_stability: 1,
         quality_score: if flow { 2 } else { 12 },
         quality_ok: flow,
+        evidence_path: flow.then(|| format!("evidence/patient_id={patient}/{stream}_{start}.png")),
     }
 }
 
