@@ -196,6 +196,12 @@ fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
     for e in &outcome.errors {
         println!("  error: {e}");
     }
+    if outcome.not_written > 0 {
+        println!(
+            "  {} more part(s) or image(s) were not written: the store was given up on",
+            outcome.not_written
+        );
+    }
     let rows = |table: &str| -> (u64, usize) {
         let parts: Vec<_> = outcome.parts.iter().filter(|p| p.table == table).collect();
         (parts.iter().map(|p| p.rows).sum(), parts.len())

@@ -170,6 +170,8 @@ pub struct RunOutcome {
     pub retries: u64,
     /// The output store stayed unreachable past `output.retry_timeout_s`, so the run stopped early.
     pub store_gave_up: bool,
+    /// Parts and images not even tried after the store was given up on (the first failure is in `errors`).
+    pub not_written: usize,
     /// Errors while segmenting or writing.
     pub errors: Vec<String>,
     /// The output location.
@@ -282,6 +284,7 @@ pub fn run(
         outcome.streams.extend(report.streams);
         outcome.parts.extend(report.parts);
         outcome.errors.extend(report.errors);
+        outcome.not_written += report.not_written;
     }
     outcome
         .streams
@@ -298,6 +301,7 @@ struct WorkerReport {
     streams: Vec<StreamOutcome>,
     parts: Vec<PartOutcome>,
     errors: Vec<String>,
+    not_written: usize,
 }
 
 /// Writes and commits one part and records the result.
@@ -326,6 +330,7 @@ fn write_part<R>(
                 skipped: commit.skipped,
             })
         }
+        Err(capflow_sinks::SinkError::GaveUp { .. }) => log.not_written += 1,
         Err(e) => {
             tracing::error!(table = table.name(), part = %id.name, error = %e, "writing a part failed");
             log.errors
@@ -347,6 +352,10 @@ fn write_evidence(writer: &TableWriter, log: &RefCell<WorkerReport>, image: Evid
                 )?)
             });
     if let Err(e) = result {
+        if let Some(capflow_sinks::SinkError::GaveUp { .. }) = e.downcast_ref() {
+            log.borrow_mut().not_written += 1;
+            return;
+        }
         tracing::error!(stream = %image.stream_id, window_start_ms = image.window_start_ms, error = %e, "writing an evidence image failed");
         log.borrow_mut().errors.push(format!(
             "writing the evidence image of stream {} window {}: {e:#}",

@@ -236,10 +236,22 @@ pub async fn open_job(output: &Output, job: &Job, resume: bool) -> Result<JobSta
             job.fingerprint.clone(),
         ));
     }
-    let mut committed_parts = 0;
-    for table in Table::ALL {
-        committed_parts += list_markers(output, table).await?.len();
-    }
+    // Count by listing only: a long job has thousands of markers, and their contents are not needed here.
+    let commits = output.root.clone().join(CONTROL_DIR).join(COMMITS_DIR);
+    let committed_parts = {
+        use futures::TryStreamExt;
+        output
+            .store
+            .list(Some(&commits))
+            .try_fold(0usize, |n, meta| async move {
+                Ok(n + usize::from(meta.location.as_ref().ends_with(".parquet.json")))
+            })
+            .await
+            .map_err(|source| SinkError::Store {
+                path: format!("{commits}/"),
+                source,
+            })?
+    };
     Ok(JobState {
         existed: true,
         committed_parts,
