@@ -2,31 +2,11 @@
 //! reader and independently with DuckDB/pyarrow; bad inputs; worker-count invariance; image-folder input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const CAPFLOW: &str = env!("CARGO_BIN_EXE_capflow");
-
-fn capflow(args: &[&str]) -> Output {
-    let out = Command::new(CAPFLOW)
-        .args(args)
-        .output()
-        .expect("capflow runs");
-    eprintln!(
-        "$ capflow {}\n{}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+#[path = "support/cli.rs"]
+mod cli;
+use cli::{capflow, text, CAPFLOW};
 
 /// Renders a clip with `capflow synth` and returns (mp4 path, clip folder with truth).
 fn synth(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {

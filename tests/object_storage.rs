@@ -2,6 +2,8 @@
 //! on a real S3 server, an S3 outage of 30 s in the middle of a run, a store that never comes back, and hostile
 //! patient ids. Every check compares with the rows and the bytes of one clean run of the same job.
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
@@ -11,35 +13,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow};
-
-const CAPFLOW: &str = env!("CARGO_BIN_EXE_capflow");
-
-fn capflow(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let out = Command::new(CAPFLOW)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("capflow runs");
-    eprintln!(
-        "$ capflow {}\n{}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use cli::{capflow_env, text, CAPFLOW};
 
 /// A 6 s, 320×240 skin clip at 10 fps: with the small parts of [`config`] a run commits 48 parts.
 fn clip(dir: &Path) -> PathBuf {
-    let out = capflow(
+    let out = capflow_env(
         &[
             "synth",
             "--out",
@@ -249,7 +227,7 @@ fn clean_run(dir: &Path, clip: &Path) -> (PathBuf, Tables) {
         clip,
         ["p-a", "p-b"],
     );
-    let out = capflow(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    let out = capflow_env(&["run", "--config", cfg.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", text(&out));
     let rows = read_tables(root.to_str().unwrap(), &Default::default());
     let n_parts = parts(&root).len();
@@ -270,6 +248,59 @@ fn clean_run(dir: &Path, clip: &Path) -> (PathBuf, Tables) {
     (root, rows)
 }
 
+/// A real S3 server, the clean local reference run, and a config writing the same job to the server.
+struct S3Case {
+    server: s3_server::S3Server,
+    /// Holds the clip, the clean run and the configs.
+    _dir: tempfile::TempDir,
+    clean_root: PathBuf,
+    clean_rows: Tables,
+    location: String,
+    cfg: String,
+    /// Where the server keeps the output on its disk.
+    on_disk: PathBuf,
+}
+
+impl S3Case {
+    /// `None` when no S3 server is installed and `CAPFLOW_REQUIRE_S3` is not set.
+    fn new(extra_output: &str) -> Option<S3Case> {
+        let server = s3_server::start_server()?;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let clip = clip(d);
+        let (clean_root, clean_rows) = clean_run(d, &clip);
+        let location = format!("s3://{}/study", s3_server::BUCKET);
+        let extra = format!("{extra_output}\n{}", s3_section(&server));
+        let cfg = config(d, "s3", &location, &extra, &clip, ["p-a", "p-b"]);
+        let on_disk = server.on_disk("study");
+        Some(S3Case {
+            server,
+            _dir: dir,
+            clean_root,
+            clean_rows,
+            location,
+            cfg: cfg.to_str().unwrap().to_string(),
+            on_disk,
+        })
+    }
+
+    fn markers(&self) -> usize {
+        markers(&self.on_disk)
+    }
+
+    /// Checks the output on the server against the clean run, rows (through the S3 reader) and bytes.
+    fn assert_same_as_clean(&self, label: &str) {
+        let rows = read_tables(&self.location, &self.server.options(s3_server::SECRET_KEY));
+        assert_same_as_clean(
+            &self.on_disk,
+            &self.clean_root,
+            &rows,
+            &self.clean_rows,
+            label,
+        );
+    }
+}
+
 #[test]
 fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,7 +319,7 @@ fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_byte
     let cfg = cfg.to_str().unwrap();
 
     // Nothing to resume yet: a clear error, nothing written.
-    let out = capflow(&["run", "--config", cfg, "--resume"], &[]);
+    let out = capflow_env(&["run", "--config", cfg, "--resume"], &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("nothing to resume"), "{}", text(&out));
 
@@ -306,7 +337,7 @@ fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_byte
         if n > 1 {
             args.push("--resume");
         }
-        let out = capflow(&args, &[("CAPFLOW_FAILPOINT", &failpoint)]);
+        let out = capflow_env(&args, &[("CAPFLOW_FAILPOINT", &failpoint)]);
         assert!(
             !out.status.success(),
             "the failpoint {failpoint} did not fire"
@@ -339,7 +370,7 @@ fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_byte
     keys.dedup();
     assert_eq!(keys.len(), n, "duplicate frame rows after crashes");
 
-    let out = capflow(&["run", "--config", cfg, "--resume"], &[]);
+    let out = capflow_env(&["run", "--config", cfg, "--resume"], &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("already held"), "{}", text(&out));
     let rows = read_tables(root.to_str().unwrap(), &Default::default());
@@ -354,7 +385,7 @@ fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_byte
 
     // Re-running the finished job (with or without --resume) writes nothing and changes nothing.
     let before = files(&root);
-    let out = capflow(&["run", "--config", cfg], &[]);
+    let out = capflow_env(&["run", "--config", cfg], &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(files(&root), before, "a re-run changed the output");
 
@@ -364,7 +395,7 @@ fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_byte
         .replace("length_s = 1.0", "length_s = 2.0");
     let other_cfg = d.join("other.toml");
     std::fs::write(&other_cfg, other).unwrap();
-    let out = capflow(
+    let out = capflow_env(
         &["run", "--config", other_cfg.to_str().unwrap(), "--resume"],
         &[],
     );
@@ -379,77 +410,36 @@ fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_byte
 
 #[test]
 fn kill_9_then_resume_on_a_real_s3_server() {
-    let Some(server) = s3_server::start_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let clip = clip(d);
-    let (clean_root, clean_rows) = clean_run(d, &clip);
-    let location = format!("s3://{}/study", s3_server::BUCKET);
-    let cfg = config(
-        d,
-        "s3",
-        &location,
-        &s3_section(&server),
-        &clip,
-        ["p-a", "p-b"],
-    );
-    let cfg = cfg.to_str().unwrap();
-    let on_disk = server.on_disk("study");
-
-    let out = capflow(
+    let Some(case) = S3Case::new("") else { return };
+    let cfg = case.cfg.as_str();
+    let out = capflow_env(
         &["run", "--config", cfg],
         &[("CAPFLOW_FAILPOINT", "abort-before-commit:5")],
     );
     assert!(!out.status.success());
     let mut child = spawn(&["run", "--config", cfg, "--resume"], &[]);
     wait_for(&mut child, Duration::from_secs(120), || {
-        markers(&on_disk) >= 25
+        case.markers() >= 25
     });
     kill_9(child);
-    eprintln!(
-        "after the kills: {} markers on the server",
-        markers(&on_disk)
-    );
-    let out = capflow(&["run", "--config", cfg, "--resume"], &[]);
+    eprintln!("after the kills: {} markers on the server", case.markers());
+    let out = capflow_env(&["run", "--config", cfg, "--resume"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-
-    let rows = read_tables(&location, &server.options(s3_server::SECRET_KEY));
-    assert_same_as_clean(&on_disk, &clean_root, &rows, &clean_rows, "S3 after kills");
+    case.assert_same_as_clean("S3 after kills");
 }
 
 #[test]
 fn an_s3_outage_of_30_s_mid_run_is_ridden_out_with_bounded_memory() {
-    let Some(mut server) = s3_server::start_server() else {
+    let Some(mut case) = S3Case::new("") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let clip = clip(d);
-    let (clean_root, clean_rows) = clean_run(d, &clip);
-    let location = format!("s3://{}/study", s3_server::BUCKET);
-    let cfg = config(
-        d,
-        "s3",
-        &location,
-        &s3_section(&server),
-        &clip,
-        ["p-a", "p-b"],
-    );
-    let on_disk = server.on_disk("study");
-
-    let mut child = spawn(
-        &["run", "--config", cfg.to_str().unwrap()],
-        &[("CAPFLOW_LOG", "warn")],
-    );
+    let mut child = spawn(&["run", "--config", &case.cfg], &[("CAPFLOW_LOG", "warn")]);
     assert!(
-        wait_for(&mut child, Duration::from_secs(120), || markers(&on_disk)
-            >= 3),
+        wait_for(&mut child, Duration::from_secs(120), || case.markers() >= 3),
         "the run ended before the outage could start"
     );
-    server.stop();
-    let committed_at_stop = markers(&on_disk);
+    case.server.stop();
+    let committed_at_stop = case.markers();
     let pid = child.id();
     let rss_start = rss_kib(pid).expect("the run is still going");
     let mut rss_peak = rss_start;
@@ -462,7 +452,7 @@ fn an_s3_outage_of_30_s_mid_run_is_ridden_out_with_bounded_memory() {
         rss_peak = rss_peak.max(rss_kib(pid).unwrap_or(0));
         std::thread::sleep(Duration::from_millis(250));
     }
-    server.restart();
+    case.server.restart();
     let out = finish(child);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{}", text(&out));
@@ -478,36 +468,21 @@ fn an_s3_outage_of_30_s_mid_run_is_ridden_out_with_bounded_memory() {
         rss_peak < rss_start + 64 * 1024,
         "memory grew from {rss_start} KiB to {rss_peak} KiB while the store was down"
     );
-    let rows = read_tables(&location, &server.options(s3_server::SECRET_KEY));
-    assert_same_as_clean(
-        &on_disk,
-        &clean_root,
-        &rows,
-        &clean_rows,
-        "S3 after the outage",
-    );
+    case.assert_same_as_clean("S3 after the outage");
 }
 
 #[test]
 fn a_store_that_never_returns_fails_clearly_and_keeps_what_was_committed() {
-    let Some(mut server) = s3_server::start_server() else {
+    let Some(mut case) = S3Case::new("retry_timeout_s = 3") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let clip = clip(d);
-    let (clean_root, clean_rows) = clean_run(d, &clip);
-    let location = format!("s3://{}/study", s3_server::BUCKET);
-    let extra = format!("retry_timeout_s = 3\n{}", s3_section(&server));
-    let cfg = config(d, "s3", &location, &extra, &clip, ["p-a", "p-b"]);
-    let cfg = cfg.to_str().unwrap();
-    let on_disk = server.on_disk("study");
-
+    let cfg = case.cfg.clone();
+    let (cfg, on_disk) = (cfg.as_str(), case.on_disk.clone());
     let mut child = spawn(&["run", "--config", cfg], &[]);
-    assert!(wait_for(&mut child, Duration::from_secs(120), || markers(
-        &on_disk
-    ) >= 3));
-    server.stop();
+    assert!(wait_for(&mut child, Duration::from_secs(120), || case
+        .markers()
+        >= 3));
+    case.server.stop();
     let stopped = Instant::now();
     let out = finish(child);
     let message = text(&out);
@@ -528,7 +503,7 @@ fn a_store_that_never_returns_fails_clearly_and_keeps_what_was_committed() {
         .into_iter()
         .filter(|(k, _)| k.ends_with(".parquet"))
         .collect();
-    let clean = parts(&clean_root);
+    let clean = parts(&case.clean_root);
     assert!(!committed.is_empty() && committed.len() < clean.len());
     for (name, bytes) in &committed {
         if on_disk
@@ -539,17 +514,10 @@ fn a_store_that_never_returns_fails_clearly_and_keeps_what_was_committed() {
             assert!(bytes == &clean[name], "{name} differs from the clean run's");
         }
     }
-    server.restart();
-    let out = capflow(&["run", "--config", cfg, "--resume"], &[]);
+    case.server.restart();
+    let out = capflow_env(&["run", "--config", cfg, "--resume"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let rows = read_tables(&location, &server.options(s3_server::SECRET_KEY));
-    assert_same_as_clean(
-        &on_disk,
-        &clean_root,
-        &rows,
-        &clean_rows,
-        "S3 resumed after giving up",
-    );
+    case.assert_same_as_clean("S3 resumed after giving up");
 }
 
 #[test]
@@ -568,7 +536,7 @@ fn hostile_patient_ids_stay_inside_the_output_or_are_refused_clearly() {
         &clip,
         ["../x", "a/b"],
     );
-    let out = capflow(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    let out = capflow_env(&["run", "--config", cfg.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", text(&out));
     let entries: Vec<String> = std::fs::read_dir(d)
         .unwrap()
@@ -603,7 +571,7 @@ fn hostile_patient_ids_stay_inside_the_output_or_are_refused_clearly() {
         &clip,
         ["", &long],
     );
-    let out = capflow(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    let out = capflow_env(&["run", "--config", cfg.to_str().unwrap()], &[]);
     let message = text(&out);
     assert!(!out.status.success());
     assert!(
@@ -631,7 +599,7 @@ fn hostile_patient_ids_stay_inside_the_output_or_are_refused_clearly() {
         &clip,
         [secret_id, &long],
     );
-    let out = capflow(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    let out = capflow_env(&["run", "--config", cfg.to_str().unwrap()], &[]);
     assert!(!out.status.success());
     assert!(
         text(&out).contains("CAPFLOW_PSEUDONYM_KEY"),
@@ -642,7 +610,7 @@ fn hostile_patient_ids_stay_inside_the_output_or_are_refused_clearly() {
         ("CAPFLOW_PSEUDONYM_KEY", "test-key-0123456789abcdef"),
         ("CAPFLOW_LOG", "debug"),
     ];
-    let out = capflow(&["run", "--config", cfg.to_str().unwrap()], &key);
+    let out = capflow_env(&["run", "--config", cfg.to_str().unwrap()], &key);
     assert!(out.status.success(), "{}", text(&out));
     let logs = text(&out);
     let written = files(&d.join("pseudo"));
@@ -661,7 +629,7 @@ fn hostile_patient_ids_stay_inside_the_output_or_are_refused_clearly() {
         .iter()
         .all(|p| p.patient_id.starts_with("pid-") && p.patient_id.len() == 36));
     // The same key gives the same pseudonyms: a second run of the job is the same job.
-    let out = capflow(
+    let out = capflow_env(
         &["run", "--config", cfg.to_str().unwrap(), "--resume"],
         &key,
     );

@@ -54,6 +54,20 @@ pub enum IngestError {
         /// What the user can do about it.
         hint: &'static str,
     },
+    /// The decoder produced no frame, end or error for the stall timeout.
+    #[error(
+        "input {input}: no frame, end or error from the decoder for {waited_s:.0} s after {frames} frame(s); the file \
+         is probably truncated or damaged, or the live sender went silent (check it with `gst-discoverer-1.0`; \
+         raise ingest.stall_timeout_s for very slow sources)"
+    )]
+    Stalled {
+        /// The input (path or URI).
+        input: String,
+        /// Frames decoded before the stall.
+        frames: u64,
+        /// How long it waited, seconds.
+        waited_s: f64,
+    },
     /// The pipeline could not be built or started.
     #[error("input {input}: could not start the decoding pipeline: {message}")]
     Pipeline {

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -24,6 +25,10 @@ pub struct SourceOptions {
     pub queue_frames: u32,
     /// Frame rate given to image sequences, which carry no timing of their own.
     pub sequence_fps: f64,
+    /// How long [`Source::next_frame`] waits for a frame, the end or an error before it gives the stream up as
+    /// stalled. Some damaged files leave GStreamer's demuxer waiting for data that never comes, and a live sender
+    /// can go silent; neither may block the worker (and every other stream on it) forever.
+    pub stall_timeout: Duration,
 }
 
 impl Default for SourceOptions {
@@ -32,6 +37,7 @@ impl Default for SourceOptions {
             format: PixelFormat::Rgb8,
             queue_frames: 4,
             sequence_fps: 25.0,
+            stall_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -47,6 +53,7 @@ pub struct Source {
     first_pts: Option<u64>,
     feeder: Option<JoinHandle<()>>,
     finished: bool,
+    stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for Source {
@@ -169,6 +176,7 @@ impl Source {
             first_pts: None,
             feeder,
             finished: false,
+            stall_timeout: options.stall_timeout,
         };
         if source.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus usually says why (missing plugin, unreadable file).
@@ -194,10 +202,19 @@ impl Source {
         if self.finished {
             return Ok(None);
         }
+        let waiting_since = Instant::now();
         loop {
             if let Some(error) = self.bus_error() {
                 self.finish();
                 return Err(error);
+            }
+            if waiting_since.elapsed() > self.stall_timeout {
+                self.finish();
+                return Err(IngestError::Stalled {
+                    input: self.input.clone(),
+                    frames: self.next_index,
+                    waited_s: self.stall_timeout.as_secs_f64(),
+                });
             }
             if let Some(sample) = self
                 .appsink

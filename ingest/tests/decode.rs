@@ -104,6 +104,7 @@ fn decodes_a_png_sequence_in_name_order_at_the_given_rate() {
         format: PixelFormat::Rgb8,
         queue_frames: 2,
         sequence_fps: 10.0,
+        ..Default::default()
     };
     let mut source = Source::open(dir.path().to_str().unwrap(), info(), &options).unwrap();
     let mut pts = Vec::new();
@@ -133,4 +134,35 @@ fn a_truncated_mp4_is_an_error_naming_it() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = read_all(cut.to_str().unwrap(), PixelFormat::Rgb8).unwrap_err();
     assert!(err.to_string().contains("cut.mp4"), "{err}");
+}
+
+#[test]
+fn a_silent_stream_is_given_up_as_stalled_instead_of_blocking_forever() {
+    // A UDP port nobody sends to: the pipeline starts and then never produces a frame, an end or an error, as a
+    // damaged file sometimes leaves the demuxer, or a live sender that went quiet.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let uri = format!("udp://127.0.0.1:{port}");
+    let options = SourceOptions {
+        stall_timeout: std::time::Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let mut source = Source::open(&uri, info(), &options).expect("a UDP source starts");
+    let start = std::time::Instant::now();
+    let err = source.next_frame().unwrap_err();
+    assert!(
+        matches!(err, IngestError::Stalled { frames: 0, .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&uri) && text.contains("stall_timeout_s"),
+        "{text}"
+    );
+    assert!(start.elapsed() >= std::time::Duration::from_millis(1500));
+    // The stream stays ended.
+    assert!(source.next_frame().unwrap().is_none());
 }

@@ -2,8 +2,9 @@
 //!
 //! The per-frame path is `preprocess` (channel, resize, normalise) → [`Segmenter`] (ONNX Runtime) → `metrics`
 //! (threshold, connected components, count, area fraction, density). The per-patient path turns frame measures
-//! into tumbling event-time windows with differential dataflow ([`PatientWindows`]), closes each window once
-//! ([`CloseWindows`]) and groups rows into deterministic parts for the sinks ([`WriteParts`]).
+//! into tumbling or sliding event-time windows with differential dataflow ([`PatientWindows`]), closes each window once
+//! ([`CloseWindows`]) and groups rows into deterministic parts for the sinks ([`WriteParts`]). [`Evidence`] picks
+//! each window's first segmented frame and renders it with the vessels drawn (`overlay`) for the evidence images.
 //!
 //! Every operator is a small extension trait over a timely stream; the maths lives in plain functions so it is
 //! tested without a dataflow:

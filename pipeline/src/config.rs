@@ -195,6 +195,9 @@ pub struct IngestConfig {
     pub queue_frames: u32,
     /// Frames per worker sent into the dataflow and not yet segmented before decoding pauses.
     pub max_pending_frames: usize,
+    /// Seconds a stream may go without a frame, end or error before it is given up as stalled (damaged files,
+    /// silent live senders); the other streams go on.
+    pub stall_timeout_s: f64,
 }
 
 impl Default for IngestConfig {
@@ -202,6 +205,7 @@ impl Default for IngestConfig {
         IngestConfig {
             queue_frames: 4,
             max_pending_frames: 8,
+            stall_timeout_s: 20.0,
         }
     }
 }
@@ -306,6 +310,10 @@ impl Config {
         }
         if self.output.windows_per_part == 0 {
             p.push("output.windows_per_part must be >= 1".into());
+        }
+        let stall = self.ingest.stall_timeout_s;
+        if !(stall.is_finite() && (0.1..=86_400.0).contains(&stall)) {
+            p.push("ingest.stall_timeout_s must be within 0.1..=86400 seconds".into());
         }
         let retry = self.output.retry_timeout_s;
         if !(retry.is_finite() && (0.0..=86_400.0).contains(&retry)) {

@@ -519,6 +519,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         format: ctx.pixel_format,
         queue_frames: config.ingest.queue_frames,
         sequence_fps: 25.0,
+        stall_timeout: std::time::Duration::from_secs_f64(config.ingest.stall_timeout_s),
     };
     let mut running: Vec<Running> = Vec::new();
     let mut finished: Vec<StreamOutcome> = Vec::new();

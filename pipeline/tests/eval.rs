@@ -5,33 +5,12 @@
 //! installed by `make setup`); without it the scoring tests fail with the binary's message saying so.
 
 use std::path::Path;
-use std::process::{Command, Output};
+
+#[path = "../../tests/support/cli.rs"]
+mod cli;
+use cli::{capflow, text};
 
 use capflow_synth::{write_gray_png, write_rgb_png, Renderer, SynthSpec};
-
-const CAPFLOW: &str = env!("CARGO_BIN_EXE_capflow");
-
-fn capflow(args: &[&str]) -> Output {
-    let out = Command::new(CAPFLOW)
-        .args(args)
-        .output()
-        .expect("capflow runs");
-    eprintln!(
-        "$ capflow {}\n{}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Writes `dir/images/*.png`, `dir/masks/*.png` and `dir/index.csv` for small frames of a few looks.
 fn dataset(dir: &Path) {

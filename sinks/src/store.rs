@@ -218,31 +218,35 @@ fn open_s3(url: &Url, s3: &S3Options) -> Result<Output, SinkError> {
     })
 }
 
-/// The prefix inside the bucket or container: the URL's path (for `abfs://container@account…/p`, too).
-fn url_root(url: &Url) -> Result<Path, SinkError> {
-    Path::from_url_path(url.path()).map_err(|e| invalid(url.as_str(), e.to_string()))
-}
-
-/// `gs://bucket/prefix`, configured from the standard `GOOGLE_*` environment variables.
-#[cfg(feature = "gcs")]
-fn open_gcs(url: &Url) -> Result<Output, SinkError> {
-    let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-        .with_url(url.as_str())
-        .build()
-        .map_err(|source| SinkError::OpenStore {
-            url: url.to_string(),
-            source,
-        })?;
+/// An [`Output`] for a cloud store built from `url`: the prefix inside the bucket or container is the URL's path
+/// (for `abfs://container@account…/p`, too).
+#[cfg(any(feature = "gcs", feature = "azure"))]
+fn cloud_output(
+    url: &Url,
+    built: Result<Arc<dyn ObjectStore>, object_store::Error>,
+) -> Result<Output, SinkError> {
+    let store = built.map_err(|source| SinkError::OpenStore {
+        url: url.to_string(),
+        source,
+    })?;
     Ok(Output {
-        store: Arc::new(store),
-        root: url_root(url)?,
+        store,
+        root: Path::from_url_path(url.path()).map_err(|e| invalid(url.as_str(), e.to_string()))?,
         url: url.to_string(),
     })
 }
 
-#[cfg(not(feature = "gcs"))]
+/// `gs://bucket/prefix`, configured from the standard `GOOGLE_*` environment variables.
 fn open_gcs(url: &Url) -> Result<Output, SinkError> {
-    url_root(url)?;
+    #[cfg(feature = "gcs")]
+    {
+        let built = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            .with_url(url.as_str())
+            .build()
+            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>);
+        cloud_output(url, built)
+    }
+    #[cfg(not(feature = "gcs"))]
     Err(SinkError::NotCompiledIn {
         url: url.to_string(),
         feature: "gcs",
@@ -251,25 +255,16 @@ fn open_gcs(url: &Url) -> Result<Output, SinkError> {
 
 /// `az://container/prefix` or `abfs://container@account.dfs.core.windows.net/prefix`, configured from the standard
 /// `AZURE_*` environment variables.
-#[cfg(feature = "azure")]
 fn open_azure(url: &Url) -> Result<Output, SinkError> {
-    let store = object_store::azure::MicrosoftAzureBuilder::from_env()
-        .with_url(url.as_str())
-        .build()
-        .map_err(|source| SinkError::OpenStore {
-            url: url.to_string(),
-            source,
-        })?;
-    Ok(Output {
-        store: Arc::new(store),
-        root: url_root(url)?,
-        url: url.to_string(),
-    })
-}
-
-#[cfg(not(feature = "azure"))]
-fn open_azure(url: &Url) -> Result<Output, SinkError> {
-    url_root(url)?;
+    #[cfg(feature = "azure")]
+    {
+        let built = object_store::azure::MicrosoftAzureBuilder::from_env()
+            .with_url(url.as_str())
+            .build()
+            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>);
+        cloud_output(url, built)
+    }
+    #[cfg(not(feature = "azure"))]
     Err(SinkError::NotCompiledIn {
         url: url.to_string(),
         feature: "azure",
