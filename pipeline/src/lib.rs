@@ -7,12 +7,14 @@
 //!
 //! ```no_run
 //! use capflow::config::{parse, DEFAULT_CONFIG};
-//! use capflow::run::{run, ClusterArgs};
+//! use capflow::run::{run, ClusterArgs, RunOptions};
 //!
 //! let mut config = parse(DEFAULT_CONFIG, "default").unwrap();
 //! config.output.location = "/tmp/capflow-demo".into();
-//! let outcome = run(&config, &ClusterArgs { workers: 2, ..Default::default() })?;
-//! println!("{} parts written to {}", outcome.parts.len(), outcome.output);
+//! let cluster = ClusterArgs { workers: 2, ..Default::default() };
+//! // `resume: true` continues a job a crash or outage interrupted; committed parts are not written again.
+//! let outcome = run(&config, &cluster, &RunOptions::default())?;
+//! println!("{} parts committed to {}", outcome.parts.len(), outcome.output);
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
