@@ -270,7 +270,6 @@ impl Config {
     /// credentials, retry patience, and decoding/threading knobs that do not change a number. A re-run or
     /// `--resume` into an output must have the same fingerprint (see `capflow_sinks::commit`).
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
         let mut shaping = self.clone();
         shaping.output.location.clear();
         shaping.output.s3 = S3Options::default();
@@ -280,10 +279,7 @@ impl Config {
         shaping.model.ort_library = None;
         shaping.ingest = IngestConfig::default();
         let json = serde_json::to_vec(&shaping).expect("a config always serialises");
-        Sha256::digest(json)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        capflow_sinks::commit::sha256_hex(&json)
     }
 
     /// Makes relative stream sources relative to `base` (the config file's folder); URIs are left alone.

@@ -101,6 +101,17 @@ fn join(mut path: Path, segments: impl IntoIterator<Item = String>) -> Result<Pa
     Ok(path)
 }
 
+/// Lower-case hex SHA-256 of `bytes`: part checksums in the markers and the job's settings fingerprint.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `root` joined with a relative path whose segments are already path-safe (as [`PartId::segments`] makes them).
 pub(crate) fn join_root(root: &Path, relative: &str) -> Result<Path, SinkError> {
     join(root.clone(), relative.split('/').map(String::from))

@@ -71,8 +71,7 @@ impl Pseudonymiser {
             Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(patient_id.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("pid-{hex}")
+        format!("pid-{}", crate::commit::hex(&digest[..16]))
     }
 }
 
@@ -101,12 +100,7 @@ mod tests {
         // minimum are checked above; here the primitive itself.
         let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::commit::hex(&mac.finalize().into_bytes());
         assert_eq!(
             hex,
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"

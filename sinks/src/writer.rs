@@ -12,10 +12,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 
-use crate::commit::{get_json, Job, Marker, PartId};
+use crate::commit::{get_json, sha256_hex, Job, Marker, PartId};
 use crate::{Output, SinkError, Table, SCHEMA_VERSION};
 
 /// Key of the file metadata entry holding [`SCHEMA_VERSION`].
@@ -226,7 +225,7 @@ impl TableWriter {
             table: id.table.name().to_string(),
             rows: batch.num_rows() as u64,
             bytes: bytes.len() as u64,
-            sha256: hex(&Sha256::digest(&bytes)),
+            sha256: sha256_hex(&bytes),
             fingerprint: self.job.fingerprint.clone(),
             capflow_version: env!("CARGO_PKG_VERSION").to_string(),
         };
@@ -445,10 +444,6 @@ fn encode(table: Table, batch: &RecordBatch) -> Result<Bytes, parquet::errors::P
         ArrowWriter::try_new(Vec::new(), table.schema(), Some(writer_properties(table)))?;
     writer.write(batch)?;
     Ok(Bytes::from(writer.into_inner()?))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn writer_properties(table: Table) -> WriterProperties {
