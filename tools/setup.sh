@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent setup for `make run`, `make test` and `make bench`: installs only what is missing.
-#   - GStreamer 1.22 development files and plugins (apt), ffmpeg (independent encoder for tests)
+#   - GStreamer 1.22 development files and plugins (apt), ffmpeg (independent encoder for tests), GStreamer's RTSP
+#     server with its Python bindings (the live-source tests' peer)
 #   - ONNX Runtime's shared library, unpacked from the PyPI wheel into .deps/onnxruntime/ (no prebuilt download by cargo)
 #   - a Python virtualenv in .venv/ with the independent readers and the model builder (onnx, numpy, duckdb, pyarrow, polars)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORT_VERSION="${ORT_VERSION:-1.32.0}"
-APT_PACKAGES=(pkg-config unzip ffmpeg libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+APT_PACKAGES=(pkg-config unzip ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools)
 
 missing=()

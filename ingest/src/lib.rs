@@ -19,13 +19,21 @@
 //! # Ok::<(), capflow_ingest::IngestError>(())
 //! ```
 
+pub mod backoff;
 mod error;
+pub mod events;
 mod frame;
+pub mod queue;
+pub mod reader;
 mod sequence;
 mod source;
 
+pub use backoff::Backoff;
 pub use error::IngestError;
+pub use events::{EventKind, StreamEvent};
 pub use frame::{Frame, PixelFormat, StreamInfo};
+pub use queue::{DropPolicy, FrameQueue, Popped};
+pub use reader::{ReaderOptions, StreamMode, StreamReader};
 pub use sequence::list_images;
 pub use source::{Source, SourceOptions};
 

@@ -1,6 +1,7 @@
 //! A GStreamer pipeline per input, ending in a bounded `appsink` that [`Source::next_frame`] pulls from.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +16,15 @@ use crate::{Frame, IngestError, PixelFormat, StreamInfo};
 
 const DECODE_HINT: &str =
     "check that it is a complete, playable video or image sequence, e.g. with `gst-discoverer-1.0`";
+const LIVE_HINT: &str = "check the address, the network and that the camera or sender is running; \
+     live sources are reconnected with backoff";
+
+fn hint_for(input: &str) -> &'static str {
+    match crate::StreamMode::detect(input) {
+        crate::StreamMode::Live => LIVE_HINT,
+        crate::StreamMode::Replay => DECODE_HINT,
+    }
+}
 
 /// How a source decodes and queues.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,6 +64,7 @@ pub struct Source {
     feeder: Option<JoinHandle<()>>,
     finished: bool,
     stall_timeout: Duration,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Source {
@@ -74,7 +85,8 @@ fn make(factory: &str) -> Result<gst::Element, IngestError> {
 }
 
 impl Source {
-    /// Opens `location`: a video file path, a folder of images, or a URI (`file://`, `rtsp://`, `http://`, ...).
+    /// Opens `location`: a video file path, a folder of images, a V4L2 camera (`/dev/videoN` or `v4l2:///dev/videoN`)
+    /// or a URI (`file://`, `rtsp://`, `udp://`, `http://`, ...).
     ///
     /// Fails fast when a path does not exist; decoding problems surface from [`Source::next_frame`].
     pub fn open(
@@ -108,7 +120,22 @@ impl Source {
 
         let mut feeder = None;
         let is_uri = location.contains("://");
-        let decoder = if is_uri {
+        let v4l2_device = location
+            .strip_prefix("v4l2://")
+            .or_else(|| location.starts_with("/dev/video").then_some(location));
+        let decoder = if let Some(device) = v4l2_device {
+            // A camera: its raw or MJPEG output through decodebin.
+            let camera = make("v4l2src")?;
+            camera.set_property("device", device);
+            let decoder = make("decodebin")?;
+            pipeline
+                .add_many([&camera, &decoder])
+                .map_err(|e| pipeline_error(e.to_string()))?;
+            camera
+                .link(&decoder)
+                .map_err(|e| pipeline_error(e.to_string()))?;
+            decoder
+        } else if is_uri {
             let decoder = make("uridecodebin")?;
             decoder.set_property("uri", location);
             pipeline
@@ -177,6 +204,7 @@ impl Source {
             feeder,
             finished: false,
             stall_timeout: options.stall_timeout,
+            cancel: None,
         };
         if source.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus usually says why (missing plugin, unreadable file).
@@ -197,13 +225,23 @@ impl Source {
         &self.info
     }
 
-    /// Blocks until the next frame is decoded; `Ok(None)` at end of stream.
+    /// Makes [`Source::next_frame`] return `Ok(None)` within ~50 ms once `flag` is set, even while the source is
+    /// silent: how a stream is stopped at shutdown or removed at run time.
+    pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
+    /// Blocks until the next frame is decoded; `Ok(None)` at end of stream or once cancelled.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, IngestError> {
         if self.finished {
             return Ok(None);
         }
         let waiting_since = Instant::now();
         loop {
+            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+                self.finish();
+                return Ok(None);
+            }
             if let Some(error) = self.bus_error() {
                 self.finish();
                 return Err(error);
@@ -247,7 +285,7 @@ impl Source {
                 return Some(IngestError::Decode {
                     input: self.input.clone(),
                     message: err.error().to_string(),
-                    hint: DECODE_HINT,
+                    hint: hint_for(&self.input),
                 });
             }
         }
