@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// One row of the `stream_events` table (defined by ingest, which records the events).
+pub use capflow_ingest::{EventKind, StreamEvent};
+
 /// Metrics of one segmented frame: one row of the `frames` table.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FrameMetrics {

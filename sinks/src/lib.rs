@@ -1,12 +1,14 @@
 //! Arrow/Parquet tables on object storage for capflow's outputs.
 //!
-//! capflow writes three tables:
+//! capflow writes four tables:
 //!
 //! * `frames`: one row per segmented frame ([`FrameMetrics`](capflow_operators::records::FrameMetrics));
 //! * `sites`: one row per stream (recording site) and event-time window, with vessel, flow and quality measures
 //!   ([`SiteWindow`](capflow_operators::records::SiteWindow));
 //! * `patients`: one row per patient and event-time window, combined over the sites that passed the quality check
-//!   ([`PatientWindow`](capflow_operators::records::PatientWindow)).
+//!   ([`PatientWindow`](capflow_operators::records::PatientWindow));
+//! * `stream_events`: one row per thing that happened to a stream (started, ended, source gaps and reconnects,
+//!   frames dropped under overload, stopped, failed) ([`StreamEvent`](capflow_operators::records::StreamEvent)).
 //!
 //! Each is a folder of Parquet files, Hive-partitioned by patient and UTC day, under an output location that is a
 //! local folder, an `s3://bucket/prefix`, or `memory://` for tests:
@@ -15,6 +17,7 @@
 //! <root>/frames/patient_id=<escaped id>/date=<yyyy-mm-dd>/<part>.parquet
 //! <root>/sites/patient_id=<escaped id>/date=<yyyy-mm-dd>/<part>.parquet
 //! <root>/patients/patient_id=<escaped id>/date=<yyyy-mm-dd>/<part>.parquet
+//! <root>/stream_events/patient_id=<escaped id>/date=<yyyy-mm-dd>/<part>.parquet
 //! <root>/_capflow/job.json                                   the job this output belongs to
 //! <root>/_capflow/commits/<table>/…/<part>.parquet.json      one commit marker per part
 //! ```
@@ -74,10 +77,10 @@ pub mod writer;
 pub use commit::{open_job, Job, JobState, PartId};
 pub use error::SinkError;
 pub use pseudonym::Pseudonymiser;
-pub use read::{read_frames, read_patients, read_sites};
+pub use read::{read_frames, read_patients, read_sites, read_stream_events};
 pub use schema::{
     columns, frames_batch, frames_from_batch, patients_batch, patients_from_batch, sites_batch,
-    sites_from_batch, Table, SCHEMA_VERSION,
+    sites_from_batch, stream_events_batch, stream_events_from_batch, Table, SCHEMA_VERSION,
 };
 pub use store::{open_output, Output, S3Options};
 pub use writer::{evidence_path, Commit, RetryPolicy, TableWriter};

@@ -1,7 +1,7 @@
 //! Reading a table back into rows: for the CLI summary and for tests.
 
 use bytes::Bytes;
-use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow};
+use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow, StreamEvent};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -9,7 +9,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::runtime::Handle;
 
 use crate::commit::list_markers;
-use crate::schema::{frames_from_batch_at, patients_from_batch_at, sites_from_batch_at};
+use crate::schema::{
+    frames_from_batch_at, patients_from_batch_at, sites_from_batch_at, stream_events_from_batch_at,
+};
 use crate::writer::{META_SCHEMA_VERSION, META_TABLE};
 use crate::{partition, Output, SinkError, Table, SCHEMA_VERSION};
 
@@ -88,6 +90,32 @@ pub fn read_sites(output: &Output, handle: &Handle) -> Result<Vec<SiteWindow>, S
 /// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_patients_async`] there).
 pub fn read_patients(output: &Output, handle: &Handle) -> Result<Vec<PatientWindow>, SinkError> {
     block_on(handle, "read_patients", read_patients_async(output))
+}
+
+/// Reads the whole `stream_events` table, sorted by patient, stream, start and kind. Blocks on `handle`; returns
+/// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_stream_events_async`] there).
+pub fn read_stream_events(
+    output: &Output,
+    handle: &Handle,
+) -> Result<Vec<StreamEvent>, SinkError> {
+    block_on(handle, "read_stream_events", read_stream_events_async(output))
+}
+
+/// Async variant of [`read_stream_events`].
+pub async fn read_stream_events_async(output: &Output) -> Result<Vec<StreamEvent>, SinkError> {
+    let mut rows = read_table(output, Table::StreamEvents, |batch, part| {
+        stream_events_from_batch_at(batch, &part.patient_id, part.path.as_ref())
+    })
+    .await?;
+    rows.sort_by(|a, b| {
+        (&a.patient_id, &a.stream_id, a.start_ms, a.kind).cmp(&(
+            &b.patient_id,
+            &b.stream_id,
+            b.start_ms,
+            b.kind,
+        ))
+    });
+    Ok(rows)
 }
 
 /// Async variant of [`read_frames`].

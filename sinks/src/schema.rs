@@ -1,4 +1,4 @@
-//! Arrow schemas of the `frames`, `sites` and `patients` tables, and conversion between rows and record batches.
+//! Arrow schemas of the `frames`, `sites`, `patients` and `stream_events` tables, and conversion between rows and record batches.
 //!
 //! `patient_id` is the Hive partition column: it is encoded in the folder name (`patient_id=<escaped>/`), not stored
 //! in the files (the Spark/Hive convention), so converting a batch back to rows takes the patient id as an argument.
@@ -18,17 +18,20 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow};
+use capflow_operators::records::{
+    EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEvent,
+};
 
 use crate::SinkError;
 
 /// Version of the table layout written into every file's `capflow.schema_version` metadata. Bump it on any
 /// incompatible change to the columns below.
 ///
-/// Version 2 replaced the `windows` table by `sites` and `patients` and added the vessel, flow and quality columns.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 2 replaced the `windows` table by `sites` and `patients` and added the vessel, flow and quality columns;
+/// version 3 added `sites.evidence_path`; version 4 added the `stream_events` table.
+pub const SCHEMA_VERSION: u32 = 4;
 
-/// One of capflow's three tables.
+/// One of capflow's four tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
     /// One row per segmented frame ([`FrameMetrics`]).
@@ -37,18 +40,26 @@ pub enum Table {
     Sites,
     /// One row per patient and tumbling event-time window, combined over the sites ([`PatientWindow`]).
     Patients,
+    /// One row per thing that happened to a stream: start, end, source gaps, overload drops ([`StreamEvent`]).
+    StreamEvents,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 3] = [Table::Frames, Table::Sites, Table::Patients];
+    pub const ALL: [Table; 4] = [
+        Table::Frames,
+        Table::Sites,
+        Table::Patients,
+        Table::StreamEvents,
+    ];
 
-    /// The table's name and folder: `frames`, `sites` or `patients`.
+    /// The table's name and folder: `frames`, `sites`, `patients` or `stream_events`.
     pub fn name(self) -> &'static str {
         match self {
             Table::Frames => "frames",
             Table::Sites => "sites",
             Table::Patients => "patients",
+            Table::StreamEvents => "stream_events",
         }
     }
 
@@ -57,10 +68,12 @@ impl Table {
         static FRAMES: OnceLock<SchemaRef> = OnceLock::new();
         static SITES: OnceLock<SchemaRef> = OnceLock::new();
         static PATIENTS: OnceLock<SchemaRef> = OnceLock::new();
+        static EVENTS: OnceLock<SchemaRef> = OnceLock::new();
         let cell = match self {
             Table::Frames => &FRAMES,
             Table::Sites => &SITES,
             Table::Patients => &PATIENTS,
+            Table::StreamEvents => &EVENTS,
         };
         cell.get_or_init(|| build_schema(columns(self))).clone()
     }
@@ -358,6 +371,41 @@ const PATIENTS_COLUMNS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+const STREAM_EVENTS_COLUMNS: &[(&str, &str, &str)] = &[
+    ("stream_id", UTF8, "stream id from the config"),
+    ("site", UTF8, "recording site"),
+    (
+        "kind",
+        UTF8,
+        "started, gap (source lost and back), dropped (overload), ended, stopped (run stopped) or failed",
+    ),
+    (
+        "start_time",
+        TIMESTAMP,
+        "start (event time: the recording's clock for replays, the receive wall clock for live sources)",
+    ),
+    (
+        "end_time",
+        TIMESTAMP,
+        "end; equal to start_time for started, ended and stopped",
+    ),
+    (
+        "frames_lost",
+        UINT64,
+        "frames dropped (dropped) or missing at the nominal rate (gap); 0 otherwise",
+    ),
+    (
+        "attempts",
+        UINT32,
+        "reconnect attempts before the source came back (gap) or was given up (failed)",
+    ),
+    (
+        "detail",
+        UTF8_NULLABLE,
+        "the error behind a gap or failure; null otherwise",
+    ),
+];
+
 /// The columns stored in a table's files, in order: `(name, type, unit or meaning)`. The type is one of `utf8`,
 /// `bool`, `uint8`, `uint32`, `uint64`, `float64`, `float64 (nullable)`, `utf8 (nullable)`, `timestamp[ms, UTC]`;
 /// only the `(nullable)` columns may hold nulls. The schema tables in the README are generated from this list (a test
@@ -368,6 +416,7 @@ pub fn columns(table: Table) -> &'static [(&'static str, &'static str, &'static 
         Table::Frames => FRAMES_COLUMNS,
         Table::Sites => SITES_COLUMNS,
         Table::Patients => PATIENTS_COLUMNS,
+        Table::StreamEvents => STREAM_EVENTS_COLUMNS,
     }
 }
 
@@ -540,6 +589,32 @@ pub fn patients_batch(rows: &[PatientWindow]) -> Result<RecordBatch, SinkError> 
             optional_f64s(rows, |r| r.rbc_velocity_um_s),
         ],
     )
+}
+
+/// Builds a `stream_events` batch from rows; their `patient_id` is dropped (it is the partition).
+pub fn stream_events_batch(rows: &[StreamEvent]) -> Result<RecordBatch, SinkError> {
+    batch(
+        Table::StreamEvents,
+        vec![
+            strings(rows, |r| &r.stream_id),
+            strings(rows, |r| &r.site),
+            strings(rows, |r| r.kind.name()),
+            utc_millis(rows, |r| r.start_ms),
+            utc_millis(rows, |r| r.end_ms),
+            u64s(rows, |r| r.frames_lost),
+            u32s(rows, |r| r.attempts),
+            optional_strings(rows, |r| r.detail.as_deref()),
+        ],
+    )
+}
+
+/// Converts a `stream_events` batch back into rows of `patient_id`. Columns are found by name; a missing column, a
+/// column of the wrong type, a null outside `detail` or an unknown `kind` is an error.
+pub fn stream_events_from_batch(
+    batch: &RecordBatch,
+    patient_id: &str,
+) -> Result<Vec<StreamEvent>, SinkError> {
+    stream_events_from_batch_at(batch, patient_id, "<batch>")
 }
 
 /// Converts a `frames` batch back into rows of `patient_id`. Columns are found by name; a missing column, a column of
@@ -806,6 +881,43 @@ pub(crate) fn patients_from_batch_at(
         .collect())
 }
 
+pub(crate) fn stream_events_from_batch_at(
+    batch: &RecordBatch,
+    patient_id: &str,
+    source: &str,
+) -> Result<Vec<StreamEvent>, SinkError> {
+    let c = Columns {
+        batch,
+        table: Table::StreamEvents,
+        source,
+    };
+    let stream_id = c.get::<StringArray>("stream_id")?;
+    let site = c.get::<StringArray>("site")?;
+    let kind = c.get::<StringArray>("kind")?;
+    let start = c.get::<TimestampMillisecondArray>("start_time")?;
+    let end = c.get::<TimestampMillisecondArray>("end_time")?;
+    let frames_lost = c.get::<UInt64Array>("frames_lost")?;
+    let attempts = c.get::<UInt32Array>("attempts")?;
+    let detail = c.nullable::<StringArray>("detail")?;
+    (0..batch.num_rows())
+        .map(|i| {
+            let kind = EventKind::from_name(kind.value(i))
+                .ok_or_else(|| c.bad("kind", format!("unknown kind {:?}", kind.value(i))))?;
+            Ok(StreamEvent {
+                stream_id: stream_id.value(i).to_string(),
+                patient_id: patient_id.to_string(),
+                site: site.value(i).to_string(),
+                kind,
+                start_ms: start.value(i),
+                end_ms: end.value(i),
+                frames_lost: frames_lost.value(i),
+                attempts: attempts.value(i),
+                detail: detail.is_valid(i).then(|| detail.value(i).to_string()),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -943,7 +1055,10 @@ mod tests {
                 "{table}: times are stored as timestamps, without the _ms suffix"
             );
         }
-        assert_eq!(Table::ALL.map(Table::name), ["frames", "sites", "patients"]);
+        assert_eq!(
+            Table::ALL.map(Table::name),
+            ["frames", "sites", "patients", "stream_events"]
+        );
     }
 
     #[test]
@@ -970,6 +1085,7 @@ mod tests {
         );
         // Everything but the window bounds and the counts.
         assert_eq!(nullable(Table::Patients).len(), PATIENTS_COLUMNS.len() - 6);
+        assert_eq!(nullable(Table::StreamEvents), vec!["detail"]);
     }
 
     #[test]
@@ -1020,6 +1136,32 @@ mod tests {
         assert_eq!(batch.column_by_name("hi").unwrap().null_count(), 2);
         assert_eq!(batch.column_by_name("mfi").unwrap().null_count(), 1);
         assert_eq!(batch.column_by_name("n_sites").unwrap().null_count(), 0);
+    }
+
+    #[test]
+    fn stream_events_round_trip_and_reject_unknown_kinds() {
+        let event = |kind, detail: Option<&str>| StreamEvent {
+            stream_id: "cam".into(),
+            patient_id: "P".into(),
+            site: "sublingual".into(),
+            kind,
+            start_ms: 1_000,
+            end_ms: 3_000,
+            frames_lost: 49,
+            attempts: 2,
+            detail: detail.map(String::from),
+        };
+        let rows = vec![
+            event(EventKind::Started, None),
+            event(EventKind::Gap, Some("connection refused")),
+        ];
+        let batch = stream_events_batch(&rows).unwrap();
+        assert_eq!(stream_events_from_batch(&batch, "P").unwrap(), rows);
+        let mut columns = batch.columns().to_vec();
+        columns[2] = Arc::new(StringArray::from(vec!["started", "exploded"]));
+        let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let err = stream_events_from_batch(&bad, "P").unwrap_err();
+        assert!(err.to_string().contains("exploded"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ Usage: independent_readers.py ROOT README → prints one JSON object with
   schemas:   per table, [name, pyarrow type, nullable] for every column of the first file, as pyarrow reads it;
   metadata:  per file (relative path), its capflow.* key-value metadata;
   duckdb_types: per table, the DuckDB type of every column (hive partition column included);
-  patients / sites / frames: selected columns of every row as DuckDB reads them, nulls as null;
+  patients / sites / frames / stream_events: selected columns of every row as DuckDB reads them, nulls as null;
   readme:    every statement of the README's ```sql blocks, run with 'capflow-out/' replaced by ROOT: its first
              comment line, the row count, or the error.
 Used by sinks/tests/independent_readers.rs.
@@ -18,7 +18,7 @@ import sys
 import duckdb
 import pyarrow.parquet as pq
 
-TABLES = ["frames", "sites", "patients"]
+TABLES = ["frames", "sites", "patients", "stream_events"]
 
 
 def scan(root: str, table: str) -> str:
@@ -54,6 +54,10 @@ def main(root: str, readme: str) -> None:
         f"""SELECT patient_id, stream_id, frame_index, epoch_ms(event_time), segmentation, capillary_density_per_mm2,
                    tvd_mm_per_mm2
             FROM {scan(root, 'frames')} ORDER BY 1, 2, 3"""
+    ).fetchall()
+    out["stream_events"] = con.execute(
+        f"""SELECT patient_id, stream_id, kind, epoch_ms(start_time), epoch_ms(end_time), frames_lost, detail
+            FROM {scan(root, 'stream_events')} ORDER BY 1, 2, 4"""
     ).fetchall()
 
     text = open(readme, encoding="utf-8").read()

@@ -8,9 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use capflow_operators::records::{EventKind, StreamEvent};
 use capflow_sinks::{
-    columns, frames_batch, open_output, patients_batch, sites_batch, PartId, S3Options, Table,
-    TableWriter, SCHEMA_VERSION,
+    columns, frames_batch, open_output, patients_batch, sites_batch, stream_events_batch, PartId,
+    S3Options, Table, TableWriter, SCHEMA_VERSION,
 };
 use common::{frame, patient, site};
 use serde_json::{json, Value};
@@ -76,6 +77,28 @@ fn write_tables(root: &Path) {
             .commit(&PartId::new(Table::Patients, id, 0, "part-0"), &patients)
             .unwrap();
     }
+    let event = |kind, start_ms, end_ms, frames_lost, detail: Option<&str>| StreamEvent {
+        stream_id: "s1".into(),
+        patient_id: "p001".into(),
+        site: "sublingual".into(),
+        kind,
+        start_ms,
+        end_ms,
+        frames_lost,
+        attempts: u32::from(detail.is_some()),
+        detail: detail.map(String::from),
+    };
+    let events = [
+        event(EventKind::Started, T0, T0, 0, None),
+        event(EventKind::Gap, T0 + 2_000, T0 + 4_000, 49, Some("lost")),
+        event(EventKind::Stopped, T0 + 9_000, T0 + 9_000, 0, None),
+    ];
+    writer
+        .commit(
+            &PartId::new(Table::StreamEvents, "p001", T0, "part-s1-0"),
+            &stream_events_batch(&events).unwrap(),
+        )
+        .unwrap();
 }
 
 fn read_independently(root: &Path) -> Value {
@@ -139,7 +162,7 @@ fn pyarrow_and_duckdb_read_every_table_with_types_and_nulls() {
     assert_eq!(view["duckdb_types"]["patients"]["hi"], "DOUBLE");
 
     let metadata = view["metadata"].as_object().unwrap();
-    assert_eq!(metadata.len(), 3 + 2 + 2, "{metadata:?}");
+    assert_eq!(metadata.len(), 3 + 2 + 2 + 1, "{metadata:?}");
     for (path, kv) in metadata {
         let table = path.split('/').next().unwrap();
         assert_eq!(kv["capflow.table"], table, "{path}");
@@ -194,6 +217,16 @@ fn pyarrow_and_duckdb_read_every_table_with_types_and_nulls() {
             "every_frame",
             f.capillary_density_per_mm2,
             f.tvd_mm_per_mm2
+        ])
+    );
+
+    // stream_id, kind, start, end, frames_lost, detail.
+    assert_eq!(
+        view["stream_events"],
+        json!([
+            ["p001", "s1", "started", T0, T0, 0, null],
+            ["p001", "s1", "gap", T0 + 2_000, T0 + 4_000, 49, "lost"],
+            ["p001", "s1", "stopped", T0 + 9_000, T0 + 9_000, 0, null],
         ])
     );
 

@@ -13,8 +13,8 @@ fn markdown(table: Table) -> String {
         "| `{PARTITION_COLUMN}` | utf8 (partition) | patient id from the config, or its pseudonym |\n"
     );
     text += &format!(
-        "| `{DATE_COLUMN}` | date (partition) | UTC day of the event time (frames) or of the window start (sites, \
-         patients) |\n"
+        "| `{DATE_COLUMN}` | date (partition) | UTC day of the event time (frames), of the window start (sites, \
+         patients) or of the event start (stream_events) |\n"
     );
     for (name, ty, meaning) in columns(table) {
         text += &format!("| `{name}` | {ty} | {meaning} |\n");
