@@ -6,7 +6,7 @@ use std::process::Command;
 
 #[path = "support/cli.rs"]
 mod cli;
-use cli::{capflow, text, CAPFLOW};
+use cli::{capflow, duckdb_view, python, text, CAPFLOW};
 
 /// Renders a clip with `capflow synth` and returns (mp4 path, clip folder with truth).
 fn synth(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
@@ -78,31 +78,6 @@ fn read_back(
         assert_eq!(n as u32, p.n_sites, "{p:?}");
     }
     (frames, patients)
-}
-
-fn python() -> Option<String> {
-    let py = std::env::var("CAPFLOW_PYTHON").ok().or_else(|| {
-        let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-        local.is_file().then(|| local.display().to_string())
-    })?;
-    Some(py)
-}
-
-fn duckdb_view(root: &Path) -> serde_json::Value {
-    let py = python()
-        .expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/read_tables.py");
-    let out = Command::new(py)
-        .arg(script)
-        .arg(root)
-        .output()
-        .expect("python runs");
-    assert!(
-        !out.stdout.is_empty(),
-        "reader printed nothing: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("reader prints JSON")
 }
 
 #[test]

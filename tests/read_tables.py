@@ -1,6 +1,7 @@
 """Independent reader for capflow's Parquet output: DuckDB (hive partitions) and pyarrow (file metadata).
 
-Usage: read_tables.py ROOT  → prints one JSON object: per-patient frame/site/patient-window counts and all frame rows, as DuckDB
+Usage: read_tables.py ROOT  → prints one JSON object: per-patient frame/site/patient-window counts, all frame rows and
+stream events, as DuckDB
 sees them, plus the capflow key-value metadata pyarrow finds in every file. Used by tests/end_to_end.rs.
 """
 import glob
@@ -44,6 +45,15 @@ def main(root: str) -> None:
             FROM read_parquet('{patients}', hive_partitioning = true) ORDER BY 1, 2"""
     ).fetchall()
     out["patients"] = [dict(zip(columns, r)) for r in wrows]
+    events = os.path.join(root, "stream_events", "*", "*", "*.parquet")
+    out["stream_events"] = []
+    if glob.glob(events):
+        erows = con.execute(
+            f"""SELECT patient_id, stream_id, kind, epoch_ms(start_time), epoch_ms(end_time), frames_lost, attempts, detail
+                FROM read_parquet('{events}', hive_partitioning = true) ORDER BY 1, 2, 4, 3"""
+        ).fetchall()
+        columns = ["patient_id", "stream_id", "kind", "start_ms", "end_ms", "frames_lost", "attempts", "detail"]
+        out["stream_events"] = [dict(zip(columns, r)) for r in erows]
     metadata = []
     for path in sorted(glob.glob(os.path.join(root, "*", "*", "*", "*.parquet"))):
         kv = pq.ParquetFile(path).metadata.metadata or {}

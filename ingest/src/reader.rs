@@ -29,9 +29,11 @@ impl StreamMode {
     /// The mode a source location implies: RTSP, RTP/UDP, SRT and V4L2 devices are live, everything else replays.
     pub fn detect(location: &str) -> StreamMode {
         let lower = location.to_ascii_lowercase();
-        let live = ["rtsp://", "rtsps://", "rtspt://", "udp://", "rtp://", "srt://"]
-            .iter()
-            .any(|scheme| lower.starts_with(scheme))
+        let live = [
+            "rtsp://", "rtsps://", "rtspt://", "udp://", "rtp://", "srt://",
+        ]
+        .iter()
+        .any(|scheme| lower.starts_with(scheme))
             || lower.starts_with("/dev/video")
             || lower.starts_with("v4l2://");
         if live {
@@ -131,8 +133,7 @@ impl StreamReader {
         let mode = options.mode;
         let thread = match mode {
             StreamMode::Replay => {
-                let mut source =
-                    Source::open(location, Arc::new(info.clone()), &options.source)?;
+                let mut source = Source::open(location, Arc::new(info.clone()), &options.source)?;
                 source.set_cancel(Arc::clone(&shared.stop));
                 let state = Arc::clone(&shared);
                 let stream = info.clone();
@@ -511,8 +512,8 @@ mod tests {
     #[test]
     fn a_missing_replay_file_fails_at_spawn_naming_it() {
         let info = StreamInfo::new("s", "p", "site", 2.0);
-        let err = StreamReader::spawn("/nonexistent/x.mp4", info, ReaderOptions::default())
-            .unwrap_err();
+        let err =
+            StreamReader::spawn("/nonexistent/x.mp4", info, ReaderOptions::default()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.mp4"));
     }
 }

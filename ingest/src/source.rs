@@ -238,7 +238,11 @@ impl Source {
         }
         let waiting_since = Instant::now();
         loop {
-            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
                 self.finish();
                 return Ok(None);
             }

@@ -1,10 +1,13 @@
 //! Live sources against a real peer: GStreamer's RTSP server (Debian's gir1.2-gst-rtsp-server-1.0, driven by
 //! `tools/rtsp_server.py`) on 127.0.0.1, killed mid-stream and restarted.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "../../tests/support/rtsp_server.rs"]
+mod rtsp_server;
+use rtsp_server::{free_port, RtspServer};
 
 use capflow_ingest::reader::now_ms;
 use capflow_ingest::{
@@ -12,13 +15,7 @@ use capflow_ingest::{
     StreamReader,
 };
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const PATTERN: &str = "frame_%05d.png";
 
 /// 25 generated PNG frames (a moving test pattern) for the server to loop.
 fn frames(dir: &Path) -> PathBuf {
@@ -26,45 +23,18 @@ fn frames(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&out).unwrap();
     let status = Command::new("gst-launch-1.0")
         .args(["-q", "videotestsrc", "num-buffers=25", "pattern=ball", "!"])
-        .args(["video/x-raw,width=160,height=120,framerate=25/1", "!", "pngenc", "!"])
+        .args([
+            "video/x-raw,width=160,height=120,framerate=25/1",
+            "!",
+            "pngenc",
+            "!",
+        ])
         .arg("multifilesink")
-        .arg(format!("location={}/frame_%05d.png", out.display()))
+        .arg(format!("location={}/{PATTERN}", out.display()))
         .status()
         .expect("gst-launch-1.0 is installed by `make setup`");
     assert!(status.success());
     out
-}
-
-struct Server(Child);
-
-impl Server {
-    fn start(port: u16, frames: &Path) -> Server {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/rtsp_server.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .args(["--port", &port.to_string(), "--frames"])
-            .arg(frames)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the RTSP test server starts (make setup installs python3-gi and gir1.2-gst-rtsp-server-1.0)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("serving"), "server said {line:?}");
-        Server(child)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn live_options() -> ReaderOptions {
@@ -114,10 +84,9 @@ fn an_rtsp_stream_reconnects_after_its_server_restarts_and_records_the_gap() {
     capflow_ingest::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let frames = frames(dir.path());
-    let port = free_port();
-    let mut server = Server::start(port, &frames);
+    let mut server = RtspServer::start(free_port(), &frames, PATTERN);
     let info = StreamInfo::new("cam-1", "P-1", "sublingual", 1.5);
-    let url = format!("rtsp://127.0.0.1:{port}/live");
+    let url = server.url();
     let started_ms = now_ms();
     let mut reader = StreamReader::spawn(&url, info, live_options()).unwrap();
 
@@ -125,7 +94,7 @@ fn an_rtsp_stream_reconnects_after_its_server_restarts_and_records_the_gap() {
     server.kill();
     let killed_ms = now_ms();
     std::thread::sleep(Duration::from_secs(2));
-    let _server = Server::start(port, &frames);
+    server.restart();
     let restarted = Instant::now();
     // Frames still queued from before the kill come first; wait for ones stamped after the restart.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -150,7 +119,9 @@ fn an_rtsp_stream_reconnects_after_its_server_restarts_and_records_the_gap() {
 
     // Indices keep counting across the reconnect; event times are wall-clock anchored and increase.
     assert!(before.windows(2).all(|w| w[0] < w[1]));
-    assert!(after.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert!(after
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
     assert!(after[0].0 > *before.last().unwrap());
     assert!(before_times[0] >= started_ms - 1000);
 
@@ -158,22 +129,22 @@ fn an_rtsp_stream_reconnects_after_its_server_restarts_and_records_the_gap() {
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds.first(), Some(&EventKind::Started), "{events:#?}");
     assert_eq!(kinds.last(), Some(&EventKind::Stopped), "{events:#?}");
-    let gaps: Vec<_> = events
-        .iter()
-        .filter(|e| e.kind == EventKind::Gap)
-        .collect();
+    let gaps: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Gap).collect();
     assert_eq!(gaps.len(), 1, "{events:#?}");
     let gap = gaps[0];
     // Event times follow the sender's clock from the first frame on, so they may lead or trail the wall clock by
     // the jitter buffer's latency; the gap covers the 2 s outage.
-    assert!((gap.start_ms - killed_ms).abs() < 3000, "{gap:?} killed at {killed_ms}");
+    assert!(
+        (gap.start_ms - killed_ms).abs() < 3000,
+        "{gap:?} killed at {killed_ms}"
+    );
     assert!(gap.end_ms - gap.start_ms >= 1500, "{gap:?}");
     assert!(gap.attempts >= 1, "{gap:?}");
+    assert!(gap.frames_lost >= 40, "≥ 2 s at 25 fps were lost: {gap:?}");
     assert!(
-        gap.frames_lost >= 40,
-        "≥ 2 s at 25 fps were lost: {gap:?}"
+        gap.detail.as_deref().is_some_and(|d| d.contains(&url)),
+        "{gap:?}"
     );
-    assert!(gap.detail.as_deref().is_some_and(|d| d.contains(&url)), "{gap:?}");
     assert_eq!(reader.reconnects(), 1);
 }
 
@@ -182,15 +153,13 @@ fn a_slow_consumer_makes_a_live_stream_drop_and_count_frames_with_a_bounded_queu
     capflow_ingest::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let frames = frames(dir.path());
-    let port = free_port();
-    let _server = Server::start(port, &frames);
+    let server = RtspServer::start(free_port(), &frames, PATTERN);
     let info = StreamInfo::new("cam-2", "P-2", "sublingual", 1.5);
     let options = ReaderOptions {
         queue_frames: 4,
         ..live_options()
     };
-    let mut reader =
-        StreamReader::spawn(&format!("rtsp://127.0.0.1:{port}/live"), info, options).unwrap();
+    let mut reader = StreamReader::spawn(&server.url(), info, options).unwrap();
     take(&reader, 1, Duration::from_secs(30));
     // Take 5 frames a second from a 25 fps stream for 3 s.
     let mut got = 0u64;
@@ -214,5 +183,8 @@ fn a_slow_consumer_makes_a_live_stream_drop_and_count_frames_with_a_bounded_queu
         .filter(|e| e.kind == EventKind::Dropped)
         .map(|e| e.frames_lost)
         .sum();
-    assert_eq!(lost, dropped, "every drop is in a dropped event: {events:#?}");
+    assert_eq!(
+        lost, dropped,
+        "every drop is in a dropped event: {events:#?}"
+    );
 }

@@ -198,6 +198,8 @@ pub struct IngestConfig {
     /// Seconds a stream may go without a frame, end or error before it is given up as stalled (damaged files,
     /// silent live senders); the other streams go on.
     pub stall_timeout_s: f64,
+    /// How live sources (cameras, RTSP, RTP/UDP) queue, drop and reconnect.
+    pub live: LiveConfig,
 }
 
 impl Default for IngestConfig {
@@ -206,8 +208,74 @@ impl Default for IngestConfig {
             queue_frames: 4,
             max_pending_frames: 8,
             stall_timeout_s: 20.0,
+            live: LiveConfig::default(),
         }
     }
+}
+
+/// Which frames a live stream drops when processing falls behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicyName {
+    /// Drop the oldest queued frame: analysis stays on the freshest frames.
+    #[default]
+    DropOldest,
+    /// While behind, keep only every `keep_every_nth`-th frame: evenly thinned instead of bursts.
+    KeepEveryNth,
+}
+
+/// Live-source behaviour. Replays (files, folders) never drop: they block instead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Decoded frames queued per live stream; beyond it frames are dropped by `drop_policy` and counted.
+    pub queue_frames: u32,
+    /// `drop_oldest` or `keep_every_nth`.
+    pub drop_policy: DropPolicyName,
+    /// N of `keep_every_nth`.
+    pub keep_every_nth: u32,
+    /// Seconds without a frame before a live source counts as lost and is reconnected.
+    pub stall_timeout_s: f64,
+    /// First reconnect delay, seconds (doubling, with jitter, up to `reconnect_max_s`).
+    pub reconnect_initial_s: f64,
+    /// Largest reconnect delay, seconds.
+    pub reconnect_max_s: f64,
+    /// Give a lost live source up as failed after this many seconds (unset: keep trying until the run stops).
+    pub give_up_after_s: Option<f64>,
+    /// How far behind the wall clock windows of live streams close, seconds: frames delayed longer (network,
+    /// queues) count as late.
+    pub watermark_delay_s: f64,
+    /// How often a running live stream's events are written, seconds (they are always written at its end).
+    pub events_flush_s: f64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            queue_frames: 8,
+            drop_policy: DropPolicyName::DropOldest,
+            keep_every_nth: 2,
+            stall_timeout_s: 5.0,
+            reconnect_initial_s: 0.5,
+            reconnect_max_s: 30.0,
+            give_up_after_s: None,
+            watermark_delay_s: 2.0,
+            events_flush_s: 60.0,
+        }
+    }
+}
+
+/// Whether a stream is replayed in full or followed live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamModeName {
+    /// From the source: `rtsp://`, `udp://`, `rtp://`, `srt://` and `/dev/video*` are live, the rest replays.
+    #[default]
+    Auto,
+    /// Keep up with the source: drop when behind, reconnect when lost, event time from the receive clock.
+    Live,
+    /// Read everything, never drop, the same output on every run.
+    Replay,
 }
 
 /// One stream: a recording of one site of one patient.
@@ -226,12 +294,17 @@ pub struct StreamConfig {
     /// Pixel size, µm per pixel.
     #[serde(default = "default_um_per_px")]
     pub um_per_px: f64,
-    /// Frame rate of image sequences (videos carry their own timing).
+    /// Frame rate of image sequences (videos carry their own timing); for live streams, the nominal rate that
+    /// counts the frames a gap cost.
     #[serde(default = "default_fps")]
     pub fps: f64,
     /// RFC 3339 time of the first frame, e.g. `2026-03-01T08:00:00Z`; event times start at the Unix epoch if unset.
+    /// Live streams are timed by the receive wall clock instead.
     #[serde(default)]
     pub recorded_at: Option<String>,
+    /// `auto` (from the source), `live` or `replay`.
+    #[serde(default)]
+    pub mode: StreamModeName,
 }
 
 fn default_um_per_px() -> f64 {
@@ -243,6 +316,17 @@ fn default_fps() -> f64 {
 }
 
 impl StreamConfig {
+    /// Whether the stream is followed live.
+    pub fn is_live(&self) -> bool {
+        match self.mode {
+            StreamModeName::Live => true,
+            StreamModeName::Replay => false,
+            StreamModeName::Auto => {
+                capflow_ingest::StreamMode::detect(&self.source) == capflow_ingest::StreamMode::Live
+            }
+        }
+    }
+
     /// Recording start in milliseconds since the Unix epoch.
     pub fn recorded_at_ms(&self) -> Result<i64, String> {
         match &self.recorded_at {
@@ -310,6 +394,39 @@ impl Config {
         let stall = self.ingest.stall_timeout_s;
         if !(stall.is_finite() && (0.1..=86_400.0).contains(&stall)) {
             p.push("ingest.stall_timeout_s must be within 0.1..=86400 seconds".into());
+        }
+        let live = &self.ingest.live;
+        let seconds = |key: &str, v: f64, min: f64, p: &mut Vec<String>| {
+            if !(v.is_finite() && (min..=86_400.0).contains(&v)) {
+                p.push(format!(
+                    "ingest.live.{key} must be within {min}..=86400 seconds"
+                ));
+            }
+        };
+        seconds("stall_timeout_s", live.stall_timeout_s, 0.1, &mut p);
+        seconds(
+            "reconnect_initial_s",
+            live.reconnect_initial_s,
+            0.01,
+            &mut p,
+        );
+        seconds("reconnect_max_s", live.reconnect_max_s, 0.01, &mut p);
+        seconds("watermark_delay_s", live.watermark_delay_s, 0.0, &mut p);
+        seconds("events_flush_s", live.events_flush_s, 1.0, &mut p);
+        if let Some(g) = live.give_up_after_s {
+            seconds("give_up_after_s", g, 0.0, &mut p);
+        }
+        if live.reconnect_max_s < live.reconnect_initial_s {
+            p.push("ingest.live.reconnect_max_s must be >= reconnect_initial_s".into());
+        }
+        if !(1..=4096).contains(&live.queue_frames) {
+            p.push("ingest.live.queue_frames must be within 1..=4096".into());
+        }
+        if live.keep_every_nth < 2 && live.drop_policy == DropPolicyName::KeepEveryNth {
+            p.push(
+                "ingest.live.keep_every_nth must be >= 2 (1 would drop nothing under overload)"
+                    .into(),
+            );
         }
         let retry = self.output.retry_timeout_s;
         if !(retry.is_finite() && (0.0..=86_400.0).contains(&retry)) {
@@ -412,6 +529,27 @@ impl Config {
                     "{key}.recorded_at {e} (use RFC 3339, e.g. 2026-03-01T08:00:00Z)"
                 ));
             }
+        }
+        let live: Vec<&str> = self
+            .streams
+            .iter()
+            .filter(|s| s.is_live())
+            .map(|s| s.id.as_str())
+            .collect();
+        let replay: Vec<&str> = self
+            .streams
+            .iter()
+            .filter(|s| !s.is_live())
+            .map(|s| s.id.as_str())
+            .collect();
+        if !live.is_empty() && !replay.is_empty() {
+            // A live run's windows follow the wall clock; a replay's follow the recording. One watermark cannot do both.
+            p.push(format!(
+                "streams: live streams ({}) and replays ({}) cannot share a run; run them as two capflow runs (or set \
+                 streams[].mode)",
+                live.join(", "),
+                replay.join(", ")
+            ));
         }
         p
     }

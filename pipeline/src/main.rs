@@ -53,6 +53,9 @@ struct RunArgs {
     /// not written again, the rest is written, so the output ends up exactly as one clean run's.
     #[arg(long)]
     resume: bool,
+    /// End the run cleanly after this long, e.g. `30s` or `2h` (live streams otherwise run until Ctrl-C/SIGTERM).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
     /// Pixel size of the --input streams, µm per pixel.
     #[arg(long, default_value_t = 2.2)]
     um_per_px: f64,
@@ -134,6 +137,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
                     um_per_px: args.um_per_px,
                     fps: 25.0,
                     recorded_at: None,
+                    mode: Default::default(),
                 })
             })
             .collect::<anyhow::Result<_>>()?;
@@ -174,6 +178,21 @@ fn failpoint() -> anyhow::Result<Option<u64>> {
         .with_context(|| format!("CAPFLOW_FAILPOINT={value:?}: expected abort-before-commit:N"))
 }
 
+/// A flag set by the first Ctrl-C or SIGTERM, which ends the run cleanly (sources stop, open windows are flushed,
+/// committed output stays); a second Ctrl-C or SIGTERM exits at once with status 130.
+fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // The conditional shutdown is registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, std::sync::Arc::clone(&stop))
+            .context("installing the Ctrl-C/SIGTERM handler")?;
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&stop))
+            .context("installing the Ctrl-C/SIGTERM handler")?;
+    }
+    Ok(stop)
+}
+
 /// Prints what this process did; with one process, also the per-patient numbers read back from the table (in a
 /// cluster other processes may still be writing, so each prints only its own part).
 fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
@@ -182,9 +201,17 @@ fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
         outcome.streams.len()
     );
     for s in &outcome.streams {
+        let live = if s.live {
+            format!(
+                "  (live: {} dropped, {} reconnect(s))",
+                s.dropped, s.reconnects
+            )
+        } else {
+            String::new()
+        };
         match &s.error {
             None => println!(
-                "  ok     {:<24} patient {:<10} {:>6} frames  {}",
+                "  ok     {:<24} patient {:<10} {:>6} frames  {}{live}",
                 s.stream_id, s.patient_id, s.frames, s.source
             ),
             Some(e) => println!(
@@ -206,10 +233,14 @@ fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
         let parts: Vec<_> = outcome.parts.iter().filter(|p| p.table == table).collect();
         (parts.iter().map(|p| p.rows).sum(), parts.len())
     };
-    let ((frames, frame_parts), (sites, site_parts), (patients, patient_parts)) =
-        (rows("frames"), rows("sites"), rows("patients"));
+    let ((frames, frame_parts), (sites, site_parts), (patients, patient_parts), (events, _)) = (
+        rows("frames"),
+        rows("sites"),
+        rows("patients"),
+        rows("stream_events"),
+    );
     println!(
-        "committed {frames} frame rows ({frame_parts} part(s)), {sites} site rows ({site_parts}) and {patients} patient rows ({patient_parts}) to {}",
+        "committed {frames} frame rows ({frame_parts} part(s)), {sites} site rows ({site_parts}), {patients} patient rows ({patient_parts}) and {events} stream events to {}",
         outcome.output
     );
     let skipped = outcome.parts.iter().filter(|p| p.skipped).count();
@@ -305,6 +336,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let options = RunOptions {
                 resume: args.resume,
                 abort_before_commit: failpoint()?,
+                stop: Some(stop_on_signals()?),
+                duration: args.duration,
             };
             let outcome = run(&config, &cluster, &options)?;
             print_summary(

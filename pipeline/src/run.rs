@@ -11,14 +11,22 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use arrow::record_batch::RecordBatch;
-use capflow_ingest::{Frame, PixelFormat, Source, SourceOptions, StreamInfo};
+use capflow_ingest::reader::now_ms;
+use capflow_ingest::{
+    Backoff, DropPolicy, Frame, PixelFormat, Popped, ReaderOptions, SourceOptions, StreamInfo,
+    StreamMode, StreamReader,
+};
 use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
-use capflow_operators::records::{FrameMetrics, PatientWindow, SiteWindow, StreamRecord};
+use capflow_operators::records::{
+    EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEvent, StreamRecord,
+};
 use capflow_operators::windows::{window_start, PatientKey, SiteKey};
 use capflow_operators::{
     ort_environment, AnalyseFlow, CloseWindows, Evidence, EvidenceImage, Exact, Part, PartKey,
@@ -26,8 +34,8 @@ use capflow_operators::{
 };
 use capflow_sinks::partition::date_of;
 use capflow_sinks::{
-    frames_batch, open_job, open_output, patients_batch, sites_batch, Job, PartId, Pseudonymiser,
-    RetryPolicy, Table, TableWriter,
+    frames_batch, open_job, open_output, patients_batch, sites_batch, stream_events_batch, Job,
+    PartId, Pseudonymiser, RetryPolicy, Table, TableWriter,
 };
 use ort::environment::Environment;
 use timely::container::CapacityContainerBuilder;
@@ -36,7 +44,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::{CommunicationConfig, WorkerConfig};
 
-use crate::config::{Config, StreamConfig};
+use crate::config::{Config, DropPolicyName, StreamConfig};
 use crate::model::{load_model, ort_library};
 
 /// Timely's process settings, as `-w`, `-n`, `-p`, `-h` on the command line.
@@ -129,6 +137,12 @@ pub struct StreamOutcome {
     pub source: String,
     /// Frames decoded and sent for analysis.
     pub frames: u64,
+    /// Followed live (dropping when behind, reconnecting when lost) rather than replayed.
+    pub live: bool,
+    /// Frames a live stream dropped because processing fell behind.
+    pub dropped: u64,
+    /// Times a live source was lost and came back.
+    pub reconnects: u64,
     /// Why the stream failed, if it did (frames before the failure are still analysed and written).
     pub error: Option<String>,
 }
@@ -147,7 +161,7 @@ pub struct PartOutcome {
 }
 
 /// How to start a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Continue a job in an output that already holds it (else it is an error); without it, an output holding
     /// the same job is re-run idempotently, one holding another job is refused.
@@ -155,6 +169,11 @@ pub struct RunOptions {
     /// Testing hook: abort the process (as `kill -9` would) after uploading this many parts but before
     /// committing the last one. `CAPFLOW_FAILPOINT=abort-before-commit:N` on the command line.
     pub abort_before_commit: Option<u64>,
+    /// Ends the run cleanly once set (Ctrl-C, SIGTERM): sources stop, frames already decoded are analysed, open
+    /// windows are closed and written with the frames they have, and everything committed stays readable.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Ends the run the same way after this long (`--duration`), for scripts and live smoke tests.
+    pub duration: Option<Duration>,
 }
 
 /// What a run did, gathered from all workers of this process.
@@ -191,6 +210,14 @@ struct RunContext {
     env: Environment,
     writer: TableWriter,
     pixel_format: PixelFormat,
+    stop: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl RunContext {
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
 }
 
 /// Replaces every stream's patient id by its keyed pseudonym when `output.pseudonymise` is on; a no-op otherwise.
@@ -265,6 +292,8 @@ pub fn run(
         env,
         writer,
         pixel_format,
+        stop: options.stop.clone().unwrap_or_default(),
+        deadline: options.duration.map(|d| Instant::now() + d),
     });
 
     let ctx_retries = ctx.writer.clone();
@@ -364,10 +393,75 @@ fn write_evidence(writer: &TableWriter, log: &RefCell<WorkerReport>, image: Evid
     }
 }
 
+/// Writes a stream's events, one part per UTC day, named after the stream and the first event's start.
+fn write_events(writer: &TableWriter, log: &RefCell<WorkerReport>, events: Vec<StreamEvent>) {
+    let mut by_day: BTreeMap<(String, String), Vec<StreamEvent>> = BTreeMap::new();
+    for event in events {
+        by_day
+            .entry((event.patient_id.clone(), date_of(event.start_ms)))
+            .or_default()
+            .push(event);
+    }
+    for ((patient_id, date), rows) in by_day {
+        let name = format!("part-{}-{}", rows[0].stream_id, rows[0].start_ms);
+        let part = Part {
+            patient_id,
+            date,
+            name,
+            rows,
+        };
+        write_part(writer, log, Table::StreamEvents, part, stream_events_batch);
+    }
+}
+
 struct Running {
-    source: Source,
+    reader: StreamReader,
     head: Option<Frame>,
+    /// The reader has closed and its queue is drained.
+    closed: bool,
     outcome: StreamOutcome,
+    /// Events not written yet, and when they were last written.
+    events: Vec<StreamEvent>,
+    flushed_at: Instant,
+}
+
+impl Running {
+    /// Pops the stream's next frame, waiting up to `timeout`; notes when the stream has ended.
+    fn pop(&mut self, timeout: Duration) -> Option<Frame> {
+        match self.reader.pop_timeout(timeout) {
+            Popped::Item(frame) => Some(frame),
+            Popped::Empty => None,
+            Popped::Closed => {
+                self.close();
+                None
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.reader.join();
+        if let Some(e) = self.reader.take_error() {
+            tracing::warn!(stream = %self.outcome.stream_id, frames = self.outcome.frames, error = %e, "stream failed");
+            self.outcome.error = Some(e.to_string());
+        }
+        self.outcome.dropped = self.reader.dropped();
+        self.outcome.reconnects = self.reader.reconnects();
+    }
+
+    /// Collects the reader's new events; returns those due for writing (all at the end, else every `every`).
+    fn due_events(&mut self, every: Duration) -> Option<Vec<StreamEvent>> {
+        self.events.extend(self.reader.take_events());
+        let due = self.closed || (self.outcome.live && self.flushed_at.elapsed() >= every);
+        if !due || self.events.is_empty() {
+            return None;
+        }
+        self.flushed_at = Instant::now();
+        Some(std::mem::take(&mut self.events))
+    }
 }
 
 fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerReport {
@@ -515,12 +609,6 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             );
     });
 
-    let options = SourceOptions {
-        format: ctx.pixel_format,
-        queue_frames: config.ingest.queue_frames,
-        sequence_fps: 25.0,
-        stall_timeout: std::time::Duration::from_secs_f64(config.ingest.stall_timeout_s),
-    };
     let mut running: Vec<Running> = Vec::new();
     let mut finished: Vec<StreamOutcome> = Vec::new();
     for (i, stream) in config.streams.iter().enumerate() {
@@ -532,19 +620,38 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             patient_id: stream.patient.clone(),
             source: stream.source.clone(),
             frames: 0,
+            live: stream.is_live(),
+            dropped: 0,
+            reconnects: 0,
             error: None,
         };
-        match open_stream(stream, &options) {
-            Ok(source) => {
-                tracing::info!(stream = %stream.id, worker = index, "stream opened");
+        match open_stream(stream, config, ctx.pixel_format) {
+            Ok(reader) => {
+                tracing::info!(stream = %stream.id, worker = index, live = outcome.live, "stream opened");
                 running.push(Running {
-                    source,
+                    reader,
                     head: None,
+                    closed: false,
                     outcome,
+                    events: Vec::new(),
+                    flushed_at: Instant::now(),
                 })
             }
             Err(e) => {
                 tracing::warn!(stream = %stream.id, error = %e, "stream could not be opened");
+                let at = stream.recorded_at_ms().unwrap_or(0);
+                let event = StreamEvent {
+                    stream_id: stream.id.clone(),
+                    patient_id: stream.patient.clone(),
+                    site: stream.site.clone(),
+                    kind: EventKind::Failed,
+                    start_ms: at,
+                    end_ms: at,
+                    frames_lost: 0,
+                    attempts: 0,
+                    detail: Some(e.clone()),
+                };
+                write_events(&ctx.writer, &log, vec![event]);
                 finished.push(StreamOutcome {
                     error: Some(e),
                     ..outcome
@@ -553,41 +660,21 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         }
     }
 
-    // Merge this worker's streams in event-time order, so the input's time (the watermark) only moves forward.
+    // Replays are merged in event-time order, so the input's time (the watermark) only moves forward and the
+    // output is the same on every run. Live streams are served round-robin, one frame each per round, and the
+    // watermark follows the wall clock (minus a delay), so windows close on time even while a source is away.
     let tick = spec.tick();
-    loop {
-        if ctx.writer.gave_up() {
-            // The store stayed down past the retry period: stop reading; what is committed stays as it is.
-            for r in running.iter_mut().filter(|r| r.outcome.error.is_none()) {
-                r.outcome.error = Some("not finished: the output store was unreachable".into());
-            }
-            break;
-        }
-        for r in running
-            .iter_mut()
-            .filter(|r| r.head.is_none() && r.outcome.error.is_none())
-        {
-            match r.source.next_frame() {
-                Ok(Some(frame)) => r.head = Some(frame),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(stream = %r.outcome.stream_id, frames = r.outcome.frames, error = %e, "stream failed");
-                    r.outcome.error = Some(e.to_string());
-                }
-            }
-        }
-        let next = running
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.head.as_ref().map(|f| (f.event_time_ms(), i)))
-            .min();
-        let Some((event_ms, i)) = next else { break };
-        let frame = running[i]
-            .head
-            .take()
-            .expect("chosen stream has a head frame");
-        running[i].outcome.frames += 1;
-        let time = window_start(event_ms.max(0), tick) as u64;
+    let live_config = &config.ingest.live;
+    let delay_ms = (live_config.watermark_delay_s * 1000.0).round() as i64;
+    let flush_every = Duration::from_secs_f64(live_config.events_flush_s);
+    let mut stopping = false;
+    let send = |input: &mut InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>>,
+                r: &mut Running,
+                mut frame: Frame| {
+        // Numbered as analysed: a live stream's dropped frames leave no holes in the `frames` table's chunks.
+        frame.index = r.outcome.frames;
+        r.outcome.frames += 1;
+        let time = (window_start(frame.event_time_ms().max(0), tick) as u64).max(*input.time());
         if time > *input.time() {
             input.advance_to(time);
         }
@@ -595,11 +682,96 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         // The handle buffers sends; push each frame on so the operator sees it now.
         input.flush();
         shared.pending.set(shared.pending.get() + 1);
+    };
+    loop {
+        if ctx.writer.gave_up() {
+            // The store stayed down past the retry period: stop reading; what is committed stays as it is.
+            for r in running.iter_mut().filter(|r| r.outcome.error.is_none()) {
+                r.reader.stop();
+                r.outcome.error = Some("not finished: the output store was unreachable".into());
+            }
+            break;
+        }
+        if !stopping && ctx.stop_requested() {
+            stopping = true;
+            tracing::info!(
+                worker = index,
+                "stopping: sources close, open windows are flushed"
+            );
+            for r in &running {
+                r.reader.stop();
+            }
+        }
+        let mut progressed = false;
+        for r in running.iter_mut().filter(|r| r.outcome.live && !r.closed) {
+            if let Some(frame) = r.pop(Duration::ZERO) {
+                send(&mut input, r, frame);
+                progressed = true;
+            }
+        }
+        let mut waiting = None;
+        for (i, r) in running.iter_mut().enumerate() {
+            if !r.outcome.live && !r.closed && r.head.is_none() {
+                r.head = r.pop(Duration::ZERO);
+                if r.head.is_none() && !r.closed {
+                    waiting = Some(i);
+                }
+            }
+        }
+        if waiting.is_none() {
+            let next = running
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.head.as_ref().map(|f| (f.event_time_ms(), i)))
+                .min();
+            if let Some((_, i)) = next {
+                let frame = running[i]
+                    .head
+                    .take()
+                    .expect("chosen stream has a head frame");
+                send(&mut input, &mut running[i], frame);
+                progressed = true;
+            }
+        }
+        let replaying = running.iter().any(|r| !r.outcome.live && !r.closed);
+        if !replaying && running.iter().any(|r| r.outcome.live && !r.closed) {
+            let watermark = window_start((now_ms() - delay_ms).max(0), tick) as u64;
+            if watermark > *input.time() {
+                input.advance_to(watermark);
+            }
+        }
+        for r in &mut running {
+            if let Some(events) = r.due_events(flush_every) {
+                write_events(&ctx.writer, &log, events);
+            }
+        }
+        if running.iter().all(|r| r.closed && r.head.is_none()) {
+            break;
+        }
         while shared.pending.get() > config.ingest.max_pending_frames {
             worker.step();
         }
+        if !progressed {
+            // Nothing to send: analyse what is pending, then wait briefly for the stream the merge needs.
+            worker.step_or_park(Some(Duration::from_millis(if waiting.is_some() {
+                0
+            } else {
+                5
+            })));
+            if let Some(i) = waiting {
+                running[i].head = running[i].pop(Duration::from_millis(10));
+            }
+        }
     }
-    finished.extend(running.into_iter().map(|r| r.outcome));
+    for mut r in running {
+        r.close();
+        let events = r.reader.take_events();
+        r.events.extend(events);
+        if !r.events.is_empty() {
+            write_events(&ctx.writer, &log, std::mem::take(&mut r.events));
+        }
+        finished.push(r.outcome);
+    }
     drop(input);
     while worker.has_dataflows() {
         worker.step_or_park(None);
@@ -610,7 +782,11 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     report
 }
 
-fn open_stream(stream: &StreamConfig, options: &SourceOptions) -> Result<Source, String> {
+fn open_stream(
+    stream: &StreamConfig,
+    config: &Config,
+    format: PixelFormat,
+) -> Result<StreamReader, String> {
     let recorded_at_ms = stream.recorded_at_ms()?;
     let info = StreamInfo {
         stream_id: stream.id.clone(),
@@ -619,11 +795,45 @@ fn open_stream(stream: &StreamConfig, options: &SourceOptions) -> Result<Source,
         um_per_px: stream.um_per_px,
         recorded_at_ms,
     };
-    let options = SourceOptions {
-        sequence_fps: stream.fps,
-        ..options.clone()
+    let ingest = &config.ingest;
+    let live = &ingest.live;
+    let options = if stream.is_live() {
+        ReaderOptions {
+            source: SourceOptions {
+                format,
+                queue_frames: ingest.queue_frames,
+                sequence_fps: stream.fps,
+                stall_timeout: Duration::from_secs_f64(live.stall_timeout_s),
+            },
+            mode: StreamMode::Live,
+            queue_frames: live.queue_frames as usize,
+            drop_policy: match live.drop_policy {
+                DropPolicyName::DropOldest => DropPolicy::DropOldest,
+                DropPolicyName::KeepEveryNth => DropPolicy::KeepEveryNth(live.keep_every_nth),
+            },
+            backoff: Backoff {
+                initial: Duration::from_secs_f64(live.reconnect_initial_s),
+                max: Duration::from_secs_f64(live.reconnect_max_s),
+                factor: 2.0,
+            },
+            give_up_after: live.give_up_after_s.map(Duration::from_secs_f64),
+            nominal_fps: stream.fps,
+        }
+    } else {
+        ReaderOptions {
+            source: SourceOptions {
+                format,
+                queue_frames: ingest.queue_frames,
+                sequence_fps: stream.fps,
+                stall_timeout: Duration::from_secs_f64(ingest.stall_timeout_s),
+            },
+            mode: StreamMode::Replay,
+            queue_frames: ingest.queue_frames as usize,
+            nominal_fps: stream.fps,
+            ..ReaderOptions::default()
+        }
     };
-    Source::open(&stream.source, Arc::new(info), &options).map_err(|e| e.to_string())
+    StreamReader::spawn(&stream.source, info, options).map_err(|e| e.to_string())
 }
 
 /// One patient's numbers over a whole run: frame-weighted means of the window values that exist.

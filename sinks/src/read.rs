@@ -94,11 +94,12 @@ pub fn read_patients(output: &Output, handle: &Handle) -> Result<Vec<PatientWind
 
 /// Reads the whole `stream_events` table, sorted by patient, stream, start and kind. Blocks on `handle`; returns
 /// [`SinkError::InsideRuntime`] when called inside a tokio runtime context (use [`read_stream_events_async`] there).
-pub fn read_stream_events(
-    output: &Output,
-    handle: &Handle,
-) -> Result<Vec<StreamEvent>, SinkError> {
-    block_on(handle, "read_stream_events", read_stream_events_async(output))
+pub fn read_stream_events(output: &Output, handle: &Handle) -> Result<Vec<StreamEvent>, SinkError> {
+    block_on(
+        handle,
+        "read_stream_events",
+        read_stream_events_async(output),
+    )
 }
 
 /// Async variant of [`read_stream_events`].

@@ -18,9 +18,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use capflow_operators::records::{
-    EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEvent,
-};
+use capflow_operators::records::{EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEvent};
 
 use crate::SinkError;
 

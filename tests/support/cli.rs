@@ -1,6 +1,7 @@
 //! Running the `capflow` binary from the tests of the `capflow` package, with its output echoed for failures.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// The binary under test.
@@ -34,4 +35,30 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The Python with DuckDB and pyarrow: `$CAPFLOW_PYTHON`, else the workspace's `.venv/` (`make setup`).
+pub fn python() -> Option<String> {
+    std::env::var("CAPFLOW_PYTHON").ok().or_else(|| {
+        let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        local.is_file().then(|| local.display().to_string())
+    })
+}
+
+/// The output tables under `root` as DuckDB and pyarrow read them (`tests/read_tables.py`).
+pub fn duckdb_view(root: &Path) -> serde_json::Value {
+    let py = python()
+        .expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/read_tables.py");
+    let out = Command::new(py)
+        .arg(script)
+        .arg(root)
+        .output()
+        .expect("python runs");
+    assert!(
+        !out.stdout.is_empty(),
+        "reader printed nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("reader prints JSON")
 }

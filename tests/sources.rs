@@ -1,0 +1,378 @@
+//! Sources end to end through the `capflow` binary: a live RTSP stream whose server is killed and restarted and
+//! which SIGTERM ends cleanly; eight live streams sharing two cores; files that ffmpeg (not capflow) wrote in
+//! several containers and codecs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/rtsp_server.rs"]
+mod rtsp_server;
+
+use cli::{capflow, duckdb_view, CAPFLOW};
+use rtsp_server::{free_port, RtspServer};
+use serde_json::Value;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A generated sublingual clip's PNG frames (`%06d.png`), and the MP4 capflow's own encoder wrote of them.
+fn synth_clip(dir: &Path, frames: u32) -> (PathBuf, PathBuf) {
+    let out = capflow(&[
+        "synth",
+        "--preset",
+        "sublingual",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        &frames.to_string(),
+        "--png",
+        "--out",
+        dir.to_str().unwrap(),
+        "--name",
+        "c",
+    ]);
+    assert!(out.status.success());
+    (dir.join("c/frames"), dir.join("c.mp4"))
+}
+
+/// A config of `streams` (id, patient, source) with 2 s windows writing to `dir/out`.
+fn config(dir: &Path, streams: &[(String, String, String)]) -> PathBuf {
+    let mut text = format!(
+        "[output]\nlocation = \"{}\"\n[windows]\nlength_s = 2.0\n",
+        dir.join("out").display()
+    );
+    for (id, patient, source) in streams {
+        text += &format!(
+            "[[streams]]\nid = \"{id}\"\npatient = \"{patient}\"\nsite = \"sublingual\"\nsource = \"{source}\"\n\
+             um_per_px = 1.5\n"
+        );
+    }
+    let path = dir.join("capflow.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `capflow run` in the background, its output in `dir/run.log`.
+fn spawn_run(dir: &Path, args: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.join("run.log")).unwrap();
+    Command::new(CAPFLOW)
+        .arg("run")
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("capflow runs")
+}
+
+/// Peak and current resident memory of a running process, KiB, from /proc.
+fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Waits for `child` up to `limit`, sampling its memory every 200 ms; returns the status, the last peak RSS and
+/// every RSS sample (KiB).
+fn wait_sampling(child: &mut Child, limit: Duration) -> (ExitStatus, u64, Vec<u64>) {
+    let deadline = Instant::now() + limit;
+    let (mut peak, mut samples) = (0, Vec::new());
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak, samples);
+        }
+        if let Some((hwm, rss)) = memory_kib(child.id()) {
+            peak = hwm;
+            samples.push(rss);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("capflow did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn log(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
+    eprintln!("--- capflow run ---\n{text}");
+    text
+}
+
+fn events(view: &Value, stream: &str) -> Vec<Value> {
+    view["stream_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["stream_id"] == stream)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_live_rtsp_run_reconnects_after_its_server_restarts_and_ends_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (frames, _) = synth_clip(d, 50);
+    let mut server = RtspServer::start(free_port(), &frames, "%06d.png");
+    let config = config(d, &[("cam-1".into(), "P-live".into(), server.url())]);
+    let mut run = spawn_run(d, &["--config", config.to_str().unwrap()]);
+
+    std::thread::sleep(Duration::from_secs(5));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart();
+    let restarted_ms = now_ms();
+    std::thread::sleep(Duration::from_secs(6));
+    let sent = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (status, peak_kib, _) = wait_sampling(&mut run, Duration::from_secs(60));
+    let text = log(d);
+    assert!(
+        status.success(),
+        "SIGTERM ends a live run cleanly: {status}"
+    );
+    assert!(text.contains("1 reconnect(s)"), "{text}");
+
+    let view = duckdb_view(&d.join("out"));
+    // A burst after a (re)connect may overflow the queue; those drops are counted but not what is tested here.
+    let events: Vec<Value> = events(&view, "cam-1")
+        .into_iter()
+        .filter(|e| e["kind"] != "dropped")
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["started", "gap", "stopped"], "{events:#?}");
+    let gap = &events[1];
+    let (start, end) = (
+        gap["start_ms"].as_i64().unwrap(),
+        gap["end_ms"].as_i64().unwrap(),
+    );
+    assert!(end - start >= 1500, "the 2 s outage is a gap: {gap}");
+    assert!(gap["frames_lost"].as_u64().unwrap() >= 30, "{gap}");
+    assert!(gap["attempts"].as_u64().unwrap() >= 1, "{gap}");
+    assert!(
+        gap["detail"].as_str().unwrap().contains(&server.url()),
+        "{gap}"
+    );
+    eprintln!(
+        "reconnect: first frame {:.2} s after the RTSP server came back; gap {:.2} s, {} frames lost; peak RSS {} MiB",
+        (end - restarted_ms) as f64 / 1000.0,
+        (end - start) as f64 / 1000.0,
+        gap["frames_lost"],
+        peak_kib / 1024
+    );
+
+    // Output resumes after the gap, and the windows open at SIGTERM were flushed.
+    let frames = view["frames"].as_array().unwrap();
+    let before = frames
+        .iter()
+        .filter(|f| f["event_ms"].as_i64().unwrap() <= start)
+        .count();
+    let after = frames
+        .iter()
+        .filter(|f| f["event_ms"].as_i64().unwrap() >= end)
+        .count();
+    assert!(
+        before >= 50 && after >= 50,
+        "{before} frames before the gap, {after} after"
+    );
+    let stopped = events[2]["start_ms"].as_i64().unwrap();
+    let last_window = view["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["window_start_ms"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        last_window + 2_000 > stopped,
+        "the window open at SIGTERM is written: last window at {last_window}, stopped at {stopped}"
+    );
+}
+
+/// Eight live streams from one RTSP server, two workers on the machine's cores, for `duration`.
+fn eight_live_streams(duration: &str, limit: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (frames, _) = synth_clip(d, 50);
+    let server = RtspServer::start(free_port(), &frames, "%06d.png");
+    let streams: Vec<(String, String, String)> = (1..=8u32)
+        .map(|i| {
+            (
+                format!("cam-{i}"),
+                format!("P-{}", i.div_ceil(2)),
+                server.url(),
+            )
+        })
+        .collect();
+    let config = config(d, &streams);
+    let mut run = spawn_run(
+        d,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--duration",
+            duration,
+            "-w",
+            "2",
+        ],
+    );
+    let (status, peak_kib, samples) = wait_sampling(&mut run, limit);
+    let text = log(d);
+    assert!(status.success(), "{status}");
+
+    let view = duckdb_view(&d.join("out"));
+    let mut per_stream = std::collections::BTreeMap::new();
+    for f in view["frames"].as_array().unwrap() {
+        *per_stream
+            .entry(f["stream_id"].as_str().unwrap().to_string())
+            .or_insert(0u64) += 1;
+    }
+    let dropped: u64 = view["stream_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "dropped")
+        .map(|e| e["frames_lost"].as_u64().unwrap())
+        .sum();
+    let (min, max) = (
+        *per_stream.values().min().unwrap(),
+        *per_stream.values().max().unwrap(),
+    );
+    let half = samples.len() / 2;
+    let late_rss = samples[half..].iter().max().copied().unwrap_or(0);
+    let early_rss = samples[..half].iter().max().copied().unwrap_or(0);
+    eprintln!(
+        "8 live streams for {duration}: frames analysed per stream {per_stream:?}, {dropped} dropped; \
+         peak RSS {} MiB (max RSS first half {} MiB, second half {} MiB)",
+        peak_kib / 1024,
+        early_rss / 1024,
+        late_rss / 1024
+    );
+    assert_eq!(per_stream.len(), 8, "every stream was served: {text}");
+    assert!(min * 2 >= max, "no stream starved: {per_stream:?}");
+    assert!(
+        dropped > 0,
+        "2 cores cannot analyse 8 × 25 fps, so frames drop and are counted"
+    );
+    assert!(
+        late_rss <= early_rss + early_rss / 4 + 64 * 1024,
+        "memory does not grow with lag: {early_rss} KiB then {late_rss} KiB"
+    );
+}
+
+#[test]
+fn eight_live_streams_share_two_cores_fairly_dropping_with_bounded_memory() {
+    eight_live_streams("20s", Duration::from_secs(120));
+}
+
+/// The issue's soak: `cargo test --release --test sources -- --ignored --nocapture` (about 3 minutes).
+#[test]
+#[ignore = "two-minute soak; run with --ignored"]
+fn eight_live_streams_for_two_minutes() {
+    eight_live_streams("120s", Duration::from_secs(300));
+}
+
+#[test]
+fn files_from_ffmpeg_in_several_containers_give_the_metrics_of_the_lossless_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (frames, ours) = synth_clip(d, 25);
+    let pattern = frames.join("%06d.png");
+    let encodings: [(&str, &[&str]); 4] = [
+        (
+            "h264.mkv",
+            &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "16"],
+        ),
+        (
+            "h264.mov",
+            &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "16"],
+        ),
+        ("mjpeg.avi", &["-c:v", "mjpeg", "-q:v", "2"]),
+        ("raw.avi", &["-c:v", "rawvideo", "-pix_fmt", "bgr24"]),
+    ];
+    let mut streams = vec![
+        (
+            "png".to_string(),
+            "P".to_string(),
+            frames.display().to_string(),
+        ),
+        (
+            "ours".to_string(),
+            "P".to_string(),
+            ours.display().to_string(),
+        ),
+    ];
+    for (name, codec) in encodings {
+        let path = d.join(name);
+        let out = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-y", "-framerate", "25", "-i"])
+            .arg(&pattern)
+            .args(codec)
+            .arg(&path)
+            .output()
+            .expect("ffmpeg is installed by `make setup`");
+        assert!(
+            out.status.success(),
+            "ffmpeg {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        streams.push((
+            name.replace('.', "-"),
+            "P".into(),
+            path.display().to_string(),
+        ));
+    }
+    let config = config(d, &streams);
+    let run = capflow(&["run", "--config", config.to_str().unwrap()]);
+    assert!(run.status.success());
+
+    let view = duckdb_view(&d.join("out"));
+    let mut means = std::collections::BTreeMap::new();
+    for f in view["frames"].as_array().unwrap() {
+        let e = means
+            .entry(f["stream_id"].as_str().unwrap().to_string())
+            .or_insert((0u64, 0.0f64, 0.0f64));
+        e.0 += 1;
+        e.1 += f["capillary_count"].as_f64().unwrap();
+        e.2 += f["area_fraction"].as_f64().unwrap();
+    }
+    let (n0, count0, area0) = means["png"];
+    eprintln!("per stream: frames, mean capillaries, mean area fraction");
+    for (stream, (n, count, area)) in &means {
+        eprintln!(
+            "  {stream:<10} {n:>3} {:>7.2} {:>7.4}",
+            count / *n as f64,
+            area / *n as f64
+        );
+    }
+    assert_eq!(means.len(), 6, "every file decoded: {means:?}");
+    for (stream, (n, count, area)) in &means {
+        assert_eq!(*n, n0, "{stream}: every frame decoded");
+        let area_err = (area - area0).abs() / area0;
+        let count_err = (count - count0).abs() / count0.max(1.0);
+        assert!(
+            area_err < 0.10 && count_err < 0.25,
+            "{stream}: area fraction {:.4} vs {:.4} from the lossless frames, count {:.2} vs {:.2}",
+            area / *n as f64,
+            area0 / n0 as f64,
+            count / *n as f64,
+            count0 / n0 as f64
+        );
+    }
+}
