@@ -115,7 +115,7 @@ impl<T> FrameQueue<T> {
         } else {
             let keep_new = match policy {
                 DropPolicy::DropOldest => true,
-                DropPolicy::KeepEveryNth(n) => index % u64::from(n.max(1)) == 0,
+                DropPolicy::KeepEveryNth(n) => index.is_multiple_of(u64::from(n.max(1))),
             };
             state.dropped += 1;
             if keep_new {
