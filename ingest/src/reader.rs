@@ -198,8 +198,10 @@ impl StreamReader {
     }
 
     /// Asks the thread to stop: the source is closed, queued frames stay poppable, a `stopped` event is recorded.
+    /// Closing the queue also wakes a replay blocked on a full queue.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.queue.close();
     }
 
     /// Frames decoded so far.
@@ -295,7 +297,9 @@ fn replay(mut source: Source, stream: &StreamInfo, shared: &Shared) {
                 last_ms = Some(t);
                 shared.decoded.fetch_add(1, Ordering::Relaxed);
                 if shared.queue.push_blocking(frame).is_err() {
-                    break; // closed by the consumer
+                    // Stopped while waiting for room.
+                    events.at(EventKind::Stopped, t);
+                    break;
                 }
             }
             Ok(None) => {

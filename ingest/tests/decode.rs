@@ -166,3 +166,41 @@ fn a_silent_stream_is_given_up_as_stalled_instead_of_blocking_forever() {
     // The stream stays ended.
     assert!(source.next_frame().unwrap().is_none());
 }
+
+#[test]
+fn a_replay_reader_delivers_every_frame_in_order_and_stops_even_when_blocked_on_a_full_queue() {
+    use capflow_ingest::{EventKind, Popped, ReaderOptions, StreamReader};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = make_mp4(dir.path(), 30);
+    let options = ReaderOptions {
+        queue_frames: 2,
+        ..Default::default()
+    };
+    let info = StreamInfo::new("s1", "p1", "forearm", 2.2);
+
+    // Read to the end: every frame, in order, never dropped; started and ended events.
+    let mut reader =
+        StreamReader::spawn(clip.to_str().unwrap(), info.clone(), options.clone()).unwrap();
+    let mut indices = Vec::new();
+    loop {
+        match reader.pop_timeout(Duration::from_millis(200)) {
+            Popped::Item(frame) => indices.push(frame.index),
+            Popped::Empty => {}
+            Popped::Closed => break,
+        }
+    }
+    reader.join();
+    assert_eq!(indices, (0..30).collect::<Vec<u64>>());
+    assert_eq!(reader.dropped(), 0);
+    let kinds: Vec<EventKind> = reader.take_events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Started, EventKind::Ended]);
+
+    // Never popped: the decoder blocks on the full queue; stop still ends the thread.
+    let mut reader = StreamReader::spawn(clip.to_str().unwrap(), info, options).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    reader.stop();
+    reader.join();
+    let kinds: Vec<EventKind> = reader.take_events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Started, EventKind::Stopped]);
+}

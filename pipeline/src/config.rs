@@ -35,6 +35,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The streams to analyse.
     pub streams: Vec<StreamConfig>,
+    /// A study manifest (CSV, one recording per row) whose rows are added to `streams`; relative to the config.
+    pub manifest: Option<String>,
 }
 
 /// Output location and table layout.
@@ -200,6 +202,8 @@ pub struct IngestConfig {
     pub stall_timeout_s: f64,
     /// How live sources (cameras, RTSP, RTP/UDP) queue, drop and reconnect.
     pub live: LiveConfig,
+    /// Endpoint, region and credentials for `s3://` sources (else the standard AWS_* environment variables).
+    pub s3: S3Options,
 }
 
 impl Default for IngestConfig {
@@ -209,6 +213,7 @@ impl Default for IngestConfig {
             max_pending_frames: 8,
             stall_timeout_s: 20.0,
             live: LiveConfig::default(),
+            s3: S3Options::default(),
         }
     }
 }
@@ -305,6 +310,10 @@ pub struct StreamConfig {
     /// `auto` (from the source), `live` or `replay`.
     #[serde(default)]
     pub mode: StreamModeName,
+    /// What GStreamer opens when it is not `source` itself: a presigned HTTP URL for an `s3://` source. Never
+    /// configured, never printed or stored (it grants read access until it expires).
+    #[serde(skip)]
+    pub fetch_url: Option<String>,
 }
 
 fn default_um_per_px() -> f64 {
@@ -344,6 +353,95 @@ impl StreamConfig {
     }
 }
 
+/// One row of a study manifest: an archived recording. Only `source` and `patient` are required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestRow {
+    source: String,
+    patient: String,
+    #[serde(default)]
+    site: Option<String>,
+    #[serde(default)]
+    recorded_at: Option<String>,
+    #[serde(default)]
+    um_per_px: Option<f64>,
+    #[serde(default)]
+    fps: Option<f64>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    mode: Option<StreamModeName>,
+}
+
+/// A stream id made of a patient id and a source's file name: letters, digits, `-` and `_`, at most 64.
+fn derived_id(patient: &str, source: &str) -> String {
+    let stem = source
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(source)
+        .split('?')
+        .next()
+        .unwrap_or("");
+    let stem = stem.rsplit_once('.').map_or(stem, |(s, _)| s);
+    let id: String = format!("{patient}-{stem}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    id.chars().take(64).collect()
+}
+
+/// Reads a study manifest: a CSV file with a header row naming some of `source`, `patient` (both required),
+/// `site`, `recorded_at`, `um_per_px`, `fps`, `id` and `mode`. Relative sources are relative to the manifest's
+/// folder; sources may be files, folders, URIs or `s3://bucket/key` objects. A missing `id` is made of the patient
+/// and the file name. Errors name the file and the line.
+pub fn load_manifest(path: &Path) -> Result<Vec<StreamConfig>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_path(path)
+        .map_err(|e| format!("manifest {}: {e} (check the manifest path)", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut streams = Vec::new();
+    for (i, row) in reader.deserialize::<ManifestRow>().enumerate() {
+        let row = row.map_err(|e| {
+            format!(
+                "manifest {} row {}: {e} (columns: source, patient, site, recorded_at, um_per_px, fps, id, mode)",
+                path.display(),
+                i + 1
+            )
+        })?;
+        let source = if !row.source.contains("://") && Path::new(&row.source).is_relative() {
+            base.join(&row.source).display().to_string()
+        } else {
+            row.source.clone()
+        };
+        streams.push(StreamConfig {
+            id: row
+                .id
+                .unwrap_or_else(|| derived_id(&row.patient, &row.source)),
+            site: row.site.unwrap_or_default(),
+            um_per_px: row.um_per_px.unwrap_or_else(default_um_per_px),
+            fps: row.fps.unwrap_or_else(default_fps),
+            recorded_at: row.recorded_at.filter(|t| !t.is_empty()),
+            mode: row.mode.unwrap_or_default(),
+            patient: row.patient,
+            source,
+            fetch_url: None,
+        });
+    }
+    if streams.is_empty() {
+        return Err(format!("manifest {}: no rows", path.display()));
+    }
+    Ok(streams)
+}
+
 /// Parses a config file's text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
     toml::from_str(text).map_err(|e| format!("config {origin}: {e}"))
@@ -362,8 +460,19 @@ impl Config {
         shaping.model.intra_threads = 0;
         shaping.model.ort_library = None;
         shaping.ingest = IngestConfig::default();
+        // The manifest's rows are in `streams` already.
+        shaping.manifest = None;
         let json = serde_json::to_vec(&shaping).expect("a config always serialises");
         capflow_sinks::commit::sha256_hex(&json)
+    }
+
+    /// Adds the manifest's rows (if any) to the streams; the manifest path is relative to `base`.
+    pub fn load_manifest(&mut self, base: &Path) -> Result<(), String> {
+        if let Some(manifest) = &self.manifest {
+            let path = base.join(manifest);
+            self.streams.extend(load_manifest(&path)?);
+        }
+        Ok(())
     }
 
     /// Makes relative stream sources relative to `base` (the config file's folder); URIs are left alone.

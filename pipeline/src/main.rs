@@ -46,6 +46,10 @@ struct RunArgs {
     /// UTF-8.
     #[arg(long = "input", action = ArgAction::Append)]
     inputs: Vec<std::ffi::OsString>,
+    /// A study manifest (CSV: source, patient and optionally site, recorded_at, um_per_px, fps, id, mode; one
+    /// recording per row; sources may be files, folders, URIs or s3://bucket/key) whose rows are analysed too.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
     /// Patient id of each --input, in order (one --patient applies to all inputs).
     #[arg(long = "patient", action = ArgAction::Append)]
     patients: Vec<String>,
@@ -93,7 +97,9 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
             })?;
             let mut config =
                 config::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
-            config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.resolve_paths(base);
+            config.load_manifest(base).map_err(anyhow::Error::msg)?;
             Ok(config)
         }
         None => {
@@ -106,11 +112,12 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
-    let mut config = if args.config.is_none() && !args.inputs.is_empty() {
-        Config::default()
-    } else {
-        load_config(args.config.as_deref())?
-    };
+    let mut config =
+        if args.config.is_none() && (!args.inputs.is_empty() || args.manifest.is_some()) {
+            Config::default()
+        } else {
+            load_config(args.config.as_deref())?
+        };
     if !args.inputs.is_empty() {
         let patients: Vec<&String> = match args.patients.len() {
             1 => vec![&args.patients[0]; args.inputs.len()],
@@ -138,11 +145,17 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
                     fps: 25.0,
                     recorded_at: None,
                     mode: Default::default(),
+                    fetch_url: None,
                 })
             })
             .collect::<anyhow::Result<_>>()?;
     } else if !args.patients.is_empty() {
         bail!("--patient needs --input");
+    }
+    if let Some(manifest) = &args.manifest {
+        config
+            .streams
+            .extend(config::load_manifest(manifest).map_err(anyhow::Error::msg)?);
     }
     if let Some(output) = &args.output {
         config.output.location = output.clone();

@@ -260,6 +260,21 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
+    // Archived recordings on S3 are streamed over presigned HTTP URLs (GStreamer reads them with range requests).
+    let mut config = config.clone();
+    for stream in &mut config.streams {
+        if stream.source.starts_with("s3://") || stream.source.starts_with("s3a://") {
+            let url = runtime
+                .block_on(capflow_sinks::presign_s3_get(
+                    &stream.source,
+                    &config.ingest.s3,
+                    Duration::from_secs(7 * 24 * 3600),
+                ))
+                .with_context(|| format!("stream {}: signing {}", stream.id, stream.source))?;
+            stream.fetch_url = Some(url);
+        }
+    }
+    let config = &config;
     let output = open_output(&config.output.location, &config.output.s3)
         .with_context(|| format!("opening output {}", config.output.location))?;
     let url = output.url.clone();
@@ -415,6 +430,7 @@ fn write_events(writer: &TableWriter, log: &RefCell<WorkerReport>, events: Vec<S
 }
 
 struct Running {
+    stream: StreamConfig,
     reader: StreamReader,
     head: Option<Frame>,
     /// The reader has closed and its queue is drained.
@@ -446,7 +462,7 @@ impl Running {
         self.reader.join();
         if let Some(e) = self.reader.take_error() {
             tracing::warn!(stream = %self.outcome.stream_id, frames = self.outcome.frames, error = %e, "stream failed");
-            self.outcome.error = Some(e.to_string());
+            self.outcome.error = Some(scrub(&self.stream, e.to_string()));
         }
         self.outcome.dropped = self.reader.dropped();
         self.outcome.reconnects = self.reader.reconnects();
@@ -454,7 +470,12 @@ impl Running {
 
     /// Collects the reader's new events; returns those due for writing (all at the end, else every `every`).
     fn due_events(&mut self, every: Duration) -> Option<Vec<StreamEvent>> {
-        self.events.extend(self.reader.take_events());
+        let stream = &self.stream;
+        self.events
+            .extend(self.reader.take_events().into_iter().map(|mut e| {
+                e.detail = e.detail.map(|d| scrub(stream, d));
+                e
+            }));
         let due = self.closed || (self.outcome.live && self.flushed_at.elapsed() >= every);
         if !due || self.events.is_empty() {
             return None;
@@ -629,6 +650,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             Ok(reader) => {
                 tracing::info!(stream = %stream.id, worker = index, live = outcome.live, "stream opened");
                 running.push(Running {
+                    stream: stream.clone(),
                     reader,
                     head: None,
                     closed: false,
@@ -765,10 +787,8 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     }
     for mut r in running {
         r.close();
-        let events = r.reader.take_events();
-        r.events.extend(events);
-        if !r.events.is_empty() {
-            write_events(&ctx.writer, &log, std::mem::take(&mut r.events));
+        if let Some(events) = r.due_events(flush_every) {
+            write_events(&ctx.writer, &log, events);
         }
         finished.push(r.outcome);
     }
@@ -833,7 +853,16 @@ fn open_stream(
             ..ReaderOptions::default()
         }
     };
-    StreamReader::spawn(&stream.source, info, options).map_err(|e| e.to_string())
+    let location = stream.fetch_url.as_deref().unwrap_or(&stream.source);
+    StreamReader::spawn(location, info, options).map_err(|e| scrub(stream, e.to_string()))
+}
+
+/// `text` with a stream's presigned URL (a temporary credential) replaced by its `s3://` source.
+fn scrub(stream: &StreamConfig, text: String) -> String {
+    match &stream.fetch_url {
+        Some(url) => text.replace(url.as_str(), &stream.source),
+        None => text,
+    }
 }
 
 /// One patient's numbers over a whole run: frame-weighted means of the window values that exist.

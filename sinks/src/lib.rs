@@ -82,5 +82,5 @@ pub use schema::{
     columns, frames_batch, frames_from_batch, patients_batch, patients_from_batch, sites_batch,
     sites_from_batch, stream_events_batch, stream_events_from_batch, Table, SCHEMA_VERSION,
 };
-pub use store::{open_output, Output, S3Options};
+pub use store::{open_output, presign_s3_get, Output, S3Options};
 pub use writer::{evidence_path, Commit, RetryPolicy, TableWriter};

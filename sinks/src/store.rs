@@ -167,7 +167,8 @@ fn file_url(dir: &FsPath) -> String {
         .unwrap_or_else(|()| dir.display().to_string())
 }
 
-fn open_s3(url: &Url, s3: &S3Options) -> Result<Output, SinkError> {
+/// The S3 client settings for `url` (`s3://bucket/prefix`): its bucket, the prefix as a path, and the builder.
+fn s3_builder(url: &Url, s3: &S3Options) -> Result<(AmazonS3Builder, String, Path), SinkError> {
     let location = url.as_str();
     let bucket = url
         .host_str()
@@ -207,6 +208,12 @@ fn open_s3(url: &Url, s3: &S3Options) -> Result<Output, SinkError> {
     if s3.virtual_hosted_style {
         builder = builder.with_virtual_hosted_style_request(true);
     }
+    Ok((builder, bucket.to_string(), root))
+}
+
+fn open_s3(url: &Url, s3: &S3Options) -> Result<Output, SinkError> {
+    let location = url.as_str();
+    let (builder, bucket, root) = s3_builder(url, s3)?;
     let store = builder.build().map_err(|source| SinkError::OpenStore {
         url: location.to_string(),
         source,
@@ -216,6 +223,35 @@ fn open_s3(url: &Url, s3: &S3Options) -> Result<Output, SinkError> {
         url: format!("s3://{bucket}/{root}"),
         root,
     })
+}
+
+/// A time-limited URL that reads the object at `location` (`s3://bucket/key`) over HTTP(S), signed with the S3
+/// settings (SigV4 query signing; no request is made). GStreamer's HTTP source streams archived videos through it
+/// with range requests, so MP4s seek and nothing is copied to local disk first. The URL grants read access to
+/// that one object until it expires: keep it out of logs and tables.
+pub async fn presign_s3_get(
+    location: &str,
+    s3: &S3Options,
+    expires_in: Duration,
+) -> Result<String, SinkError> {
+    use object_store::signer::{Method, Signer};
+    let url = Url::parse(location).map_err(|e| invalid(location, e.to_string()))?;
+    if !matches!(url.scheme(), "s3" | "s3a") {
+        return Err(invalid(location, "expected s3://bucket/key"));
+    }
+    let (builder, _, key) = s3_builder(&url, s3)?;
+    let store = builder.build().map_err(|source| SinkError::OpenStore {
+        url: location.to_string(),
+        source,
+    })?;
+    let signed = store
+        .signed_url(Method::GET, &key, expires_in)
+        .await
+        .map_err(|source| SinkError::Store {
+            path: location.to_string(),
+            source,
+        })?;
+    Ok(signed.to_string())
 }
 
 /// An [`Output`] for a cloud store built from `url`: the prefix inside the bucket or container is the URL's path
