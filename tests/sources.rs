@@ -455,3 +455,89 @@ fn a_study_manifest_replays_local_and_s3_archives_alike() {
         .collect();
     assert_eq!(events, ["started", "ended"]);
 }
+
+#[test]
+fn a_config_reload_adds_and_removes_live_streams_while_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (frames, _) = synth_clip(d, 50);
+    let server = RtspServer::start(free_port(), &frames, "%06d.png");
+    let stream = |id: &str| (id.to_string(), "P-1".to_string(), server.url());
+    let config = config(d, &[stream("cam-a")]);
+    let mut run = spawn_run(
+        d,
+        &["--config", config.to_str().unwrap(), "--follow", "-w", "2"],
+    );
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([name, &run.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    let rewrite = |streams: &[(String, String, String)]| {
+        let written = self::config(d, streams);
+        assert_eq!(written, config);
+    };
+    rewrite(&[stream("cam-a"), stream("cam-b")]);
+    signal("-HUP");
+    let added_ms = now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    rewrite(&[stream("cam-b")]);
+    signal("-HUP");
+    let removed_ms = now_ms();
+    std::thread::sleep(Duration::from_secs(4));
+    // A broken reload is refused and changes nothing.
+    std::fs::write(&config, "this is not toml").unwrap();
+    signal("-HUP");
+    std::thread::sleep(Duration::from_secs(2));
+    signal("-TERM");
+    let (status, _, _) = wait_sampling(&mut run, Duration::from_secs(60));
+    let text = log(d);
+    assert!(status.success(), "{status}");
+    assert!(text.contains("config reload refused"), "{text}");
+
+    let view = duckdb_view(&d.join("out"));
+    let times = |stream: &str| -> Vec<i64> {
+        view["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["stream_id"] == stream)
+            .map(|f| f["event_ms"].as_i64().unwrap())
+            .collect()
+    };
+    let (a, b) = (times("cam-a"), times("cam-b"));
+    assert!(
+        a.len() >= 100 && b.len() >= 100,
+        "cam-a {} frames, cam-b {}",
+        a.len(),
+        b.len()
+    );
+    let (a_last, b_first, b_last) = (
+        *a.iter().max().unwrap(),
+        *b.iter().min().unwrap(),
+        *b.iter().max().unwrap(),
+    );
+    assert!(
+        b_first >= added_ms - 1000,
+        "cam-b starts at the first reload"
+    );
+    assert!(
+        a_last <= removed_ms + 1000,
+        "cam-a stops at the second reload"
+    );
+    assert!(
+        b_last >= removed_ms + 4000,
+        "cam-b goes on after cam-a left"
+    );
+    for stream in ["cam-a", "cam-b"] {
+        let kinds: Vec<String> = events(&view, stream)
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .filter(|k| k != "dropped")
+            .collect();
+        assert_eq!(kinds, ["started", "stopped"], "{stream}");
+    }
+}

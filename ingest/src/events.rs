@@ -25,6 +25,16 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Started,
+        EventKind::Gap,
+        EventKind::Dropped,
+        EventKind::Ended,
+        EventKind::Stopped,
+        EventKind::Failed,
+    ];
+
     /// The name stored in the `kind` column.
     pub fn name(self) -> &'static str {
         match self {
@@ -39,16 +49,7 @@ impl EventKind {
 
     /// The kind named `name` in the `kind` column.
     pub fn from_name(name: &str) -> Option<EventKind> {
-        [
-            EventKind::Started,
-            EventKind::Gap,
-            EventKind::Dropped,
-            EventKind::Ended,
-            EventKind::Stopped,
-            EventKind::Failed,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
+        EventKind::ALL.into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -82,16 +83,12 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for kind in [
-            EventKind::Started,
-            EventKind::Gap,
-            EventKind::Dropped,
-            EventKind::Ended,
-            EventKind::Stopped,
-            EventKind::Failed,
-        ] {
+        for kind in EventKind::ALL {
             assert_eq!(EventKind::from_name(kind.name()), Some(kind));
         }
+        let names: std::collections::BTreeSet<&str> =
+            EventKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), EventKind::ALL.len(), "names are distinct");
         assert_eq!(EventKind::from_name("nope"), None);
     }
 }

@@ -442,6 +442,21 @@ pub fn load_manifest(path: &Path) -> Result<Vec<StreamConfig>, String> {
     Ok(streams)
 }
 
+/// Reads a config file: parsed, its relative paths resolved against its folder, its manifest's rows added.
+pub fn load_file(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "reading config {}: {e} (check the --config path)",
+            path.display()
+        )
+    })?;
+    let mut config = parse(&text, &path.display().to_string())?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(base);
+    config.load_manifest(base)?;
+    Ok(config)
+}
+
 /// Parses a config file's text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
     toml::from_str(text).map_err(|e| format!("config {origin}: {e}"))
@@ -741,5 +756,51 @@ source = "z.mp4"
         let mut s = parse(DEFAULT_CONFIG, "default").unwrap().streams.remove(0);
         s.recorded_at = Some("1970-01-01T00:00:01Z".into());
         assert_eq!(s.recorded_at_ms(), Ok(1000));
+    }
+
+    #[test]
+    fn a_manifest_adds_streams_relative_to_its_folder_and_errors_name_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("study.csv");
+        std::fs::write(
+            &path,
+            "# a study\nsource,patient,site,um_per_px\nvisits/a b.mp4,P1,sublingual,1.5\n\
+             s3://bucket/x/p2.avi,P2,,\n",
+        )
+        .unwrap();
+        let streams = load_manifest(&path).unwrap();
+        assert_eq!(streams.len(), 2);
+        assert_eq!(streams[0].id, "P1-a_b");
+        assert_eq!(
+            streams[0].source,
+            dir.path().join("visits/a b.mp4").display().to_string()
+        );
+        assert_eq!(streams[0].um_per_px, 1.5);
+        assert_eq!(
+            (streams[1].id.as_str(), streams[1].source.as_str()),
+            ("P2-p2", "s3://bucket/x/p2.avi")
+        );
+        assert_eq!(streams[1].um_per_px, default_um_per_px());
+
+        std::fs::write(&path, "source,patient,colour\na.mp4,P1,red\n").unwrap();
+        let err = load_manifest(&path).unwrap_err();
+        assert!(
+            err.contains("study.csv row 1") && err.contains("colour"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn live_and_replay_streams_cannot_share_a_run() {
+        let mut config = parse(DEFAULT_CONFIG, "default").unwrap();
+        config.streams[0].source = "rtsp://cam/1".into();
+        assert!(config.streams[0].is_live());
+        let problems = config.problems();
+        assert!(
+            problems.iter().any(|p| p.contains("cannot share a run")),
+            "{problems:?}"
+        );
+        config.streams[0].mode = StreamModeName::Replay;
+        assert!(!config.streams[0].is_live());
     }
 }

@@ -60,6 +60,10 @@ struct RunArgs {
     /// End the run cleanly after this long, e.g. `30s` or `2h` (live streams otherwise run until Ctrl-C/SIGTERM).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<std::time::Duration>,
+    /// Keep running after every stream has ended, waiting for streams that a config reload adds (SIGHUP re-reads
+    /// --config: new streams start, removed ones stop, the others go on), until Ctrl-C, SIGTERM or --duration.
+    #[arg(long)]
+    follow: bool,
     /// Pixel size of the --input streams, µm per pixel.
     #[arg(long, default_value_t = 2.2)]
     um_per_px: f64,
@@ -88,20 +92,7 @@ struct RunArgs {
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "reading config {} (check the --config path)",
-                    path.display()
-                )
-            })?;
-            let mut config =
-                config::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.resolve_paths(base);
-            config.load_manifest(base).map_err(anyhow::Error::msg)?;
-            Ok(config)
-        }
+        Some(path) => config::load_file(path).map_err(anyhow::Error::msg),
         None => {
             let mut config = config::parse(DEFAULT_CONFIG, "embedded configs/default.toml")
                 .map_err(anyhow::Error::msg)?;
@@ -204,6 +195,28 @@ fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicB
             .context("installing the Ctrl-C/SIGTERM handler")?;
     }
     Ok(stop)
+}
+
+/// Counts SIGHUPs, each asking the workers to re-read the streams of `path`.
+fn reload_on_hangup(path: &Path, follow: bool) -> anyhow::Result<capflow::run::Reload> {
+    use signal_hook::consts::SIGHUP;
+    let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP])
+        .context("installing the SIGHUP (config reload) handler")?;
+    let counter = std::sync::Arc::clone(&generation);
+    std::thread::Builder::new()
+        .name("capflow-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .context("starting the SIGHUP thread")?;
+    Ok(capflow::run::Reload {
+        path: path.to_owned(),
+        generation,
+        follow,
+    })
 }
 
 /// Prints what this process did; with one process, also the per-patient numbers read back from the table (in a
@@ -351,6 +364,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 abort_before_commit: failpoint()?,
                 stop: Some(stop_on_signals()?),
                 duration: args.duration,
+                reload: match &args.config {
+                    Some(path) => Some(reload_on_hangup(path, args.follow)?),
+                    None if args.follow => {
+                        bail!("--follow needs --config (the file a reload re-reads)")
+                    }
+                    None => None,
+                },
             };
             let outcome = run(&config, &cluster, &options)?;
             print_summary(

@@ -1,7 +1,7 @@
 //! Graph assembly: sources → stabilise → segment → flow → `frames` table, and → per-site and per-patient windows →
 //! `sites` and `patients` tables.
 //!
-//! Every worker builds the same dataflow. Stream `i` is decoded by worker `i % peers`; its frames stay on that worker
+//! Every worker builds the same dataflow. A stream is decoded by the worker its id hashes to; its frames stay on that worker
 //! through stabilisation, segmentation and flow analysis (pixels never cross workers or processes); frame rows are
 //! routed by patient, one part per stream and chunk of frames; window records are exchanged by patient inside
 //! `reduce`, and the worker that owns a patient writes its site and patient parts. Part names depend only on the data, so output is identical whatever the
@@ -174,6 +174,19 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Ends the run the same way after this long (`--duration`), for scripts and live smoke tests.
     pub duration: Option<Duration>,
+    /// Re-read the config's streams whenever this generation changes (SIGHUP): add and remove streams at run time.
+    pub reload: Option<Reload>,
+}
+
+/// Where and when to reload the streams of a running job.
+#[derive(Clone, Debug)]
+pub struct Reload {
+    /// The config file to read again.
+    pub path: PathBuf,
+    /// Bumped on each reload request (SIGHUP); workers compare it with the generation they last applied.
+    pub generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Keep running when every stream has ended, waiting for streams a reload adds, until stopped.
+    pub follow: bool,
 }
 
 /// What a run did, gathered from all workers of this process.
@@ -212,6 +225,8 @@ struct RunContext {
     pixel_format: PixelFormat,
     stop: Arc<AtomicBool>,
     deadline: Option<Instant>,
+    reload: Option<Reload>,
+    io: tokio::runtime::Handle,
 }
 
 impl RunContext {
@@ -260,20 +275,8 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    // Archived recordings on S3 are streamed over presigned HTTP URLs (GStreamer reads them with range requests).
     let mut config = config.clone();
-    for stream in &mut config.streams {
-        if stream.source.starts_with("s3://") || stream.source.starts_with("s3a://") {
-            let url = runtime
-                .block_on(capflow_sinks::presign_s3_get(
-                    &stream.source,
-                    &config.ingest.s3,
-                    Duration::from_secs(7 * 24 * 3600),
-                ))
-                .with_context(|| format!("stream {}: signing {}", stream.id, stream.source))?;
-            stream.fetch_url = Some(url);
-        }
-    }
+    sign_s3_sources(&mut config, runtime.handle())?;
     let config = &config;
     let output = open_output(&config.output.location, &config.output.s3)
         .with_context(|| format!("opening output {}", config.output.location))?;
@@ -309,6 +312,8 @@ pub fn run(
         pixel_format,
         stop: options.stop.clone().unwrap_or_default(),
         deadline: options.duration.map(|d| Instant::now() + d),
+        reload: options.reload.clone(),
+        io: runtime.handle().clone(),
     });
 
     let ctx_retries = ctx.writer.clone();
@@ -439,6 +444,8 @@ struct Running {
     /// Events not written yet, and when they were last written.
     events: Vec<StreamEvent>,
     flushed_at: Instant,
+    /// Index of the first frame (frames this stream id had before it was removed and added again).
+    first_index: u64,
 }
 
 impl Running {
@@ -632,55 +639,22 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
 
     let mut running: Vec<Running> = Vec::new();
     let mut finished: Vec<StreamOutcome> = Vec::new();
-    for (i, stream) in config.streams.iter().enumerate() {
-        if i % peers != index {
-            continue;
-        }
-        let outcome = StreamOutcome {
-            stream_id: stream.id.clone(),
-            patient_id: stream.patient.clone(),
-            source: stream.source.clone(),
-            frames: 0,
-            live: stream.is_live(),
-            dropped: 0,
-            reconnects: 0,
-            error: None,
-        };
-        match open_stream(stream, config, ctx.pixel_format) {
-            Ok(reader) => {
-                tracing::info!(stream = %stream.id, worker = index, live = outcome.live, "stream opened");
-                running.push(Running {
-                    stream: stream.clone(),
-                    reader,
-                    head: None,
-                    closed: false,
-                    outcome,
-                    events: Vec::new(),
-                    flushed_at: Instant::now(),
-                })
-            }
-            Err(e) => {
-                tracing::warn!(stream = %stream.id, error = %e, "stream could not be opened");
-                let at = stream.recorded_at_ms().unwrap_or(0);
-                let event = StreamEvent {
-                    stream_id: stream.id.clone(),
-                    patient_id: stream.patient.clone(),
-                    site: stream.site.clone(),
-                    kind: EventKind::Failed,
-                    start_ms: at,
-                    end_ms: at,
-                    frames_lost: 0,
-                    attempts: 0,
-                    detail: Some(e.clone()),
-                };
-                write_events(&ctx.writer, &log, vec![event]);
-                finished.push(StreamOutcome {
-                    error: Some(e),
-                    ..outcome
-                })
-            }
+    // Frames analysed per stream id over the run, so a stream removed and added again goes on numbering.
+    let mut numbered: BTreeMap<String, u64> = BTreeMap::new();
+    for stream in config
+        .streams
+        .iter()
+        .filter(|s| owner(&s.id, peers) == index)
+    {
+        match start_stream(stream, ctx, index, &log, 0) {
+            Ok(r) => running.push(r),
+            Err(outcome) => finished.push(*outcome),
         }
     }
+    let mut generation = ctx
+        .reload
+        .as_ref()
+        .map(|r| r.generation.load(Ordering::SeqCst));
 
     // Replays are merged in event-time order, so the input's time (the watermark) only moves forward and the
     // output is the same on every run. Live streams are served round-robin, one frame each per round, and the
@@ -694,7 +668,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 r: &mut Running,
                 mut frame: Frame| {
         // Numbered as analysed: a live stream's dropped frames leave no holes in the `frames` table's chunks.
-        frame.index = r.outcome.frames;
+        frame.index = r.first_index + r.outcome.frames;
         r.outcome.frames += 1;
         let time = (window_start(frame.event_time_ms().max(0), tick) as u64).max(*input.time());
         if time > *input.time() {
@@ -722,6 +696,13 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             );
             for r in &running {
                 r.reader.stop();
+            }
+        }
+        if let Some(reload) = &ctx.reload {
+            let now = reload.generation.load(Ordering::SeqCst);
+            if generation != Some(now) && !stopping {
+                generation = Some(now);
+                apply_reload(ctx, reload, index, peers, &mut running, &mut numbered, &log);
             }
         }
         let mut progressed = false;
@@ -767,7 +748,22 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 write_events(&ctx.writer, &log, events);
             }
         }
-        if running.iter().all(|r| r.closed && r.head.is_none()) {
+        // Finished streams leave the loop (their counts are kept for a stream added again later).
+        for r in running.iter_mut().filter(|r| r.closed && r.head.is_none()) {
+            if let Some(events) = r.due_events(flush_every) {
+                write_events(&ctx.writer, &log, events);
+            }
+        }
+        let (done, open): (Vec<Running>, Vec<Running>) = std::mem::take(&mut running)
+            .into_iter()
+            .partition(|r| r.closed && r.head.is_none());
+        running = open;
+        for r in done {
+            numbered.insert(r.stream.id.clone(), r.first_index + r.outcome.frames);
+            finished.push(r.outcome);
+        }
+        let follow = ctx.reload.as_ref().is_some_and(|r| r.follow) && !stopping;
+        if running.is_empty() && !follow {
             break;
         }
         while shared.pending.get() > config.ingest.max_pending_frames {
@@ -798,8 +794,131 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     }
     let mut report = log.take();
     report.errors.extend(shared.errors.take());
-    report.streams = finished;
+    report.streams.extend(finished);
     report
+}
+
+/// The worker (of `peers`) that decodes stream `id`: a hash of the id, so adding or removing streams at run time
+/// moves no other stream, and every process agrees without talking.
+fn owner(id: &str, peers: usize) -> usize {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % peers.max(1) as u64) as usize
+}
+
+/// Opens a stream's reader; a stream that cannot be opened gets a `failed` event and its (boxed) outcome back.
+fn start_stream(
+    stream: &StreamConfig,
+    ctx: &RunContext,
+    worker: usize,
+    log: &RefCell<WorkerReport>,
+    first_index: u64,
+) -> Result<Running, Box<StreamOutcome>> {
+    let outcome = StreamOutcome {
+        stream_id: stream.id.clone(),
+        patient_id: stream.patient.clone(),
+        source: stream.source.clone(),
+        frames: 0,
+        live: stream.is_live(),
+        dropped: 0,
+        reconnects: 0,
+        error: None,
+    };
+    match open_stream(stream, &ctx.config, ctx.pixel_format) {
+        Ok(reader) => {
+            tracing::info!(stream = %stream.id, worker, live = outcome.live, "stream opened");
+            Ok(Running {
+                stream: stream.clone(),
+                reader,
+                head: None,
+                closed: false,
+                outcome,
+                events: Vec::new(),
+                flushed_at: Instant::now(),
+                first_index,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(stream = %stream.id, error = %e, "stream could not be opened");
+            let at = stream.recorded_at_ms().unwrap_or(0);
+            let event = StreamEvent {
+                stream_id: stream.id.clone(),
+                patient_id: stream.patient.clone(),
+                site: stream.site.clone(),
+                kind: EventKind::Failed,
+                start_ms: at,
+                end_ms: at,
+                frames_lost: 0,
+                attempts: 0,
+                detail: Some(e.clone()),
+            };
+            write_events(&ctx.writer, log, vec![event]);
+            Err(Box::new(StreamOutcome {
+                error: Some(e),
+                ..outcome
+            }))
+        }
+    }
+}
+
+/// The streams of the config file as it is now, checked and ready to open (pseudonymised, S3 sources signed).
+fn reloaded_streams(ctx: &RunContext, reload: &Reload) -> anyhow::Result<Vec<StreamConfig>> {
+    let mut config = crate::config::load_file(&reload.path).map_err(anyhow::Error::msg)?;
+    pseudonymise(&mut config)?;
+    let problems = config.problems();
+    if !problems.is_empty() {
+        bail!("invalid config:\n  {}", problems.join("\n  "));
+    }
+    if config.streams.iter().any(|s| s.is_live()) != ctx.config.streams.iter().any(|s| s.is_live())
+        && !ctx.config.streams.is_empty()
+    {
+        bail!("a live run cannot switch to replays (or back) on reload; start another run");
+    }
+    sign_s3_sources(&mut config, &ctx.io)?;
+    Ok(config.streams)
+}
+
+/// Applies a config reload to this worker's streams: streams no longer listed stop (their frames so far are
+/// analysed and written), new ones start; the others go on untouched. Other settings need a restart.
+fn apply_reload(
+    ctx: &RunContext,
+    reload: &Reload,
+    worker: usize,
+    peers: usize,
+    running: &mut Vec<Running>,
+    numbered: &mut BTreeMap<String, u64>,
+    log: &RefCell<WorkerReport>,
+) {
+    let streams = match reloaded_streams(ctx, reload) {
+        Ok(streams) => streams,
+        Err(e) => {
+            tracing::error!(config = %reload.path.display(), error = %format!("{e:#}"), "config reload refused; the running streams go on");
+            return;
+        }
+    };
+    let wanted: BTreeMap<&str, &StreamConfig> = streams
+        .iter()
+        .filter(|s| owner(&s.id, peers) == worker)
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    for r in running
+        .iter()
+        .filter(|r| !wanted.contains_key(r.stream.id.as_str()))
+    {
+        tracing::info!(stream = %r.stream.id, "stream removed from the config; stopping it");
+        r.reader.stop();
+    }
+    for (id, stream) in wanted {
+        if running.iter().any(|r| r.stream.id == id) {
+            continue;
+        }
+        let first = numbered.get(id).copied().unwrap_or(0);
+        match start_stream(stream, ctx, worker, log, first) {
+            Ok(r) => running.push(r),
+            Err(outcome) => log.borrow_mut().streams.push(*outcome),
+        }
+    }
 }
 
 fn open_stream(
@@ -855,6 +974,23 @@ fn open_stream(
     };
     let location = stream.fetch_url.as_deref().unwrap_or(&stream.source);
     StreamReader::spawn(location, info, options).map_err(|e| scrub(stream, e.to_string()))
+}
+
+/// Archived recordings on S3 are streamed over presigned HTTP URLs (GStreamer reads them with range requests).
+fn sign_s3_sources(config: &mut Config, io: &tokio::runtime::Handle) -> anyhow::Result<()> {
+    for stream in &mut config.streams {
+        if stream.source.starts_with("s3://") || stream.source.starts_with("s3a://") {
+            let url = io
+                .block_on(capflow_sinks::presign_s3_get(
+                    &stream.source,
+                    &config.ingest.s3,
+                    Duration::from_secs(7 * 24 * 3600),
+                ))
+                .with_context(|| format!("stream {}: signing {}", stream.id, stream.source))?;
+            stream.fetch_url = Some(url);
+        }
+    }
+    Ok(())
 }
 
 /// `text` with a stream's presigned URL (a temporary credential) replaced by its `s3://` source.
