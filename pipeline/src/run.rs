@@ -748,19 +748,17 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 write_events(&ctx.writer, &log, events);
             }
         }
-        // Finished streams leave the loop (their counts are kept for a stream added again later).
-        for r in running.iter_mut().filter(|r| r.closed && r.head.is_none()) {
-            if let Some(events) = r.due_events(flush_every) {
-                write_events(&ctx.writer, &log, events);
+        // Finished streams (their events written just above) leave the loop; their counts are kept for a stream
+        // added again later.
+        if running.iter().any(|r| r.closed && r.head.is_none()) {
+            let (done, open): (Vec<Running>, Vec<Running>) = std::mem::take(&mut running)
+                .into_iter()
+                .partition(|r| r.closed && r.head.is_none());
+            running = open;
+            for r in done {
+                numbered.insert(r.stream.id.clone(), r.first_index + r.outcome.frames);
+                finished.push(r.outcome);
             }
-        }
-        let (done, open): (Vec<Running>, Vec<Running>) = std::mem::take(&mut running)
-            .into_iter()
-            .partition(|r| r.closed && r.head.is_none());
-        running = open;
-        for r in done {
-            numbered.insert(r.stream.id.clone(), r.first_index + r.outcome.frames);
-            finished.push(r.outcome);
         }
         let follow = ctx.reload.as_ref().is_some_and(|r| r.follow) && !stopping;
         if running.is_empty() && !follow {
