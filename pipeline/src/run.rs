@@ -705,6 +705,25 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 apply_reload(ctx, reload, index, peers, &mut running, &mut numbered, &log);
             }
         }
+        // Finished streams leave the loop before any index into `running` is taken below (their last events are
+        // written now); their counts are kept for a stream added again later.
+        if running.iter().any(|r| r.closed && r.head.is_none()) {
+            let (done, open): (Vec<Running>, Vec<Running>) = std::mem::take(&mut running)
+                .into_iter()
+                .partition(|r| r.closed && r.head.is_none());
+            running = open;
+            for mut r in done {
+                if let Some(events) = r.due_events(flush_every) {
+                    write_events(&ctx.writer, &log, events);
+                }
+                numbered.insert(r.stream.id.clone(), r.first_index + r.outcome.frames);
+                finished.push(r.outcome);
+            }
+        }
+        let follow = ctx.reload.as_ref().is_some_and(|r| r.follow) && !stopping;
+        if running.is_empty() && !follow {
+            break;
+        }
         let mut progressed = false;
         for r in running.iter_mut().filter(|r| r.outcome.live && !r.closed) {
             if let Some(frame) = r.pop(Duration::ZERO) {
@@ -748,22 +767,6 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 write_events(&ctx.writer, &log, events);
             }
         }
-        // Finished streams (their events written just above) leave the loop; their counts are kept for a stream
-        // added again later.
-        if running.iter().any(|r| r.closed && r.head.is_none()) {
-            let (done, open): (Vec<Running>, Vec<Running>) = std::mem::take(&mut running)
-                .into_iter()
-                .partition(|r| r.closed && r.head.is_none());
-            running = open;
-            for r in done {
-                numbered.insert(r.stream.id.clone(), r.first_index + r.outcome.frames);
-                finished.push(r.outcome);
-            }
-        }
-        let follow = ctx.reload.as_ref().is_some_and(|r| r.follow) && !stopping;
-        if running.is_empty() && !follow {
-            break;
-        }
         while shared.pending.get() > config.ingest.max_pending_frames {
             worker.step();
         }
@@ -787,8 +790,10 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         finished.push(r.outcome);
     }
     drop(input);
+    // Bounded parks: a CI run once left a worker parked for good here after its peer had finished (a wake-up that
+    // never came); waking every 50 ms costs nothing and lets it see the dataflow complete.
     while worker.has_dataflows() {
-        worker.step_or_park(None);
+        worker.step_or_park(Some(Duration::from_millis(50)));
     }
     let mut report = log.take();
     report.errors.extend(shared.errors.take());
