@@ -31,17 +31,20 @@ def main(root: str) -> None:
             ).fetchall()
         )
     rows = con.execute(
-        f"""SELECT patient_id, stream_id, frame_index, capillary_count, area_fraction, epoch_ms(event_time) AS event_ms
+        f"""SELECT patient_id, stream_id, frame_index, capillary_count, area_fraction, epoch_ms(event_time) AS event_ms,
+                   um_per_px
             FROM read_parquet('{frames}', hive_partitioning = true) ORDER BY stream_id, frame_index"""
     ).fetchall()
     out["frames"] = [
-        dict(zip(["patient_id", "stream_id", "frame_index", "capillary_count", "area_fraction", "event_ms"], r))
+        dict(
+            zip(["patient_id", "stream_id", "frame_index", "capillary_count", "area_fraction", "event_ms", "um_per_px"], r)
+        )
         for r in rows
     ]
-    columns = ["patient_id", "window_start_ms", "n_frames", "n_sites", "n_valid_sites", "late_frames", "tvd_mm_per_mm2", "ppv_percent", "mfi", "hi"]
+    columns = ["patient_id", "window_start_ms", "n_frames", "n_sites", "n_valid_sites", "late_frames", "tvd_mm_per_mm2", "ppv_percent", "mfi", "hi", "partial"]
     wrows = con.execute(
         f"""SELECT patient_id, epoch_ms(window_start), n_frames, n_sites, n_valid_sites, late_frames, tvd_mm_per_mm2,
-                   ppv_percent, mfi, hi
+                   ppv_percent, mfi, hi, partial
             FROM read_parquet('{patients}', hive_partitioning = true) ORDER BY 1, 2"""
     ).fetchall()
     out["patients"] = [dict(zip(columns, r)) for r in wrows]

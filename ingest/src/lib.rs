@@ -27,6 +27,7 @@ pub mod queue;
 pub mod reader;
 mod sequence;
 mod source;
+pub mod synthetic;
 
 pub use backoff::Backoff;
 pub use error::IngestError;

@@ -26,7 +26,8 @@ pub enum StreamMode {
 }
 
 impl StreamMode {
-    /// The mode a source location implies: RTSP, RTP/UDP, SRT and V4L2 devices are live, everything else replays.
+    /// The mode a source location implies: RTSP, RTP/UDP, SRT, V4L2 devices and the generator (`synth://`) are live,
+    /// everything else replays.
     pub fn detect(location: &str) -> StreamMode {
         let lower = location.to_ascii_lowercase();
         let live = [
@@ -35,7 +36,8 @@ impl StreamMode {
         .iter()
         .any(|scheme| lower.starts_with(scheme))
             || lower.starts_with("/dev/video")
-            || lower.starts_with("v4l2://");
+            || lower.starts_with("v4l2://")
+            || lower.starts_with(crate::synthetic::SCHEME);
         if live {
             StreamMode::Live
         } else {

@@ -85,8 +85,9 @@ fn make(factory: &str) -> Result<gst::Element, IngestError> {
 }
 
 impl Source {
-    /// Opens `location`: a video file path, a folder of images, a V4L2 camera (`/dev/videoN` or `v4l2:///dev/videoN`)
-    /// or a URI (`file://`, `rtsp://`, `udp://`, `http://`, ...).
+    /// Opens `location`: a video file path, a folder of images, a V4L2 camera (`/dev/videoN` or `v4l2:///dev/videoN`),
+    /// capflow's generator (`synth://skin?width=320&height=240`, see [`crate::synthetic`]) or a URI (`file://`,
+    /// `rtsp://`, `udp://`, `http://`, ...).
     ///
     /// Fails fast when a path does not exist; decoding problems surface from [`Source::next_frame`].
     pub fn open(
@@ -123,7 +124,16 @@ impl Source {
         let v4l2_device = location
             .strip_prefix("v4l2://")
             .or_else(|| location.starts_with("/dev/video").then_some(location));
-        let decoder = if let Some(device) = v4l2_device {
+        let decoder = if location.starts_with(crate::synthetic::SCHEME) {
+            // capflow's generator as a live camera: raw RGB straight into the converter.
+            let spec = crate::synthetic::parse(location)?;
+            let (generator, handle) = crate::synthetic::generator(&pipeline, location, spec)?;
+            generator
+                .link(&convert)
+                .map_err(|e| pipeline_error(e.to_string()))?;
+            feeder = Some(handle);
+            generator
+        } else if let Some(device) = v4l2_device {
             // A camera: its raw or MJPEG output through decodebin.
             let camera = make("v4l2src")?;
             camera.set_property("device", device);

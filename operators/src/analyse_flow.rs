@@ -215,6 +215,7 @@ mod tests {
                 match record {
                     StreamRecord::Frame(_) => rows += 1,
                     StreamRecord::Flow(f) => samples.push(f),
+                    StreamRecord::Edge(_) => unreachable!("the analyser marks no stream edge"),
                 }
             }
         }

@@ -98,6 +98,52 @@ pub enum StreamRecord {
     Frame(FrameMetrics),
     /// One flow window.
     Flow(FlowSample),
+    /// The stream started or ended: a window it cuts is marked `partial`.
+    Edge(StreamEdge),
+}
+
+/// Which edge of a stream's recording a [`StreamEdge`] marks.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum Edge {
+    /// The first frame: windows that began before it are partial.
+    #[default]
+    Start,
+    /// One frame interval past the last frame: windows that end after it are partial.
+    End,
+}
+
+/// Where a stream's recording starts or ends, in event time.
+///
+/// Sent with a stream's first frame and when it ends, is stopped (Ctrl-C, SIGTERM, `--duration`, removed by a
+/// reload) or fails, so the windows it covers only in part are marked `partial`. Both are computed from the frames
+/// alone (the end is the last frame's event time plus the interval before it), so a replay marks the same windows on
+/// every run and with any worker count.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamEdge {
+    /// The stream.
+    pub stream_id: String,
+    /// Patient of the stream.
+    pub patient_id: String,
+    /// Recording site.
+    pub site: String,
+    /// Start or end.
+    pub edge: Edge,
+    /// Index of the stream's first (start) or last (end) frame.
+    pub frame: u64,
+    /// The first frame's event time, or the last frame's plus one frame interval, ms since the Unix epoch.
+    pub event_time_ms: i64,
+}
+
+impl StreamEdge {
+    /// Whether the window `[start_ms, end_ms)` holding this edge is covered only in part.
+    pub fn cuts(&self, start_ms: i64, end_ms: i64) -> bool {
+        match self.edge {
+            Edge::Start => self.event_time_ms > start_ms,
+            Edge::End => self.event_time_ms < end_ms,
+        }
+    }
 }
 
 impl StreamRecord {
@@ -106,6 +152,7 @@ impl StreamRecord {
         match self {
             StreamRecord::Frame(f) => f.event_time_ms,
             StreamRecord::Flow(f) => f.event_time_ms,
+            StreamRecord::Edge(e) => e.event_time_ms,
         }
     }
 
@@ -114,6 +161,16 @@ impl StreamRecord {
         match self {
             StreamRecord::Frame(f) => &f.patient_id,
             StreamRecord::Flow(f) => &f.patient_id,
+            StreamRecord::Edge(e) => &e.patient_id,
+        }
+    }
+
+    /// Stream the record belongs to.
+    pub fn stream_id(&self) -> &str {
+        match self {
+            StreamRecord::Frame(f) => &f.stream_id,
+            StreamRecord::Flow(f) => &f.stream_id,
+            StreamRecord::Edge(e) => &e.stream_id,
         }
     }
 }
@@ -179,6 +236,9 @@ pub struct SiteWindow {
     pub quality_score: u32,
     /// Whether the window is good enough to enter patient aggregates.
     pub quality_ok: bool,
+    /// The stream started, ended or was stopped inside the window (start or end of a clip or a live run, Ctrl-C,
+    /// SIGTERM, `--duration`, added or removed by a reload), so the window holds less than its length of recording.
+    pub partial: bool,
     /// The window's evidence image (the first segmented frame with the vessels drawn over it), relative to the
     /// output root; `None` when evidence images are off or the window has no segmented frame.
     pub evidence_path: Option<String>,
@@ -224,4 +284,6 @@ pub struct PatientWindow {
     pub hi: Option<f64>,
     /// Experimental: mean red-cell velocity over valid sites, µm/s.
     pub rbc_velocity_um_s: Option<f64>,
+    /// At least one of the patient's sites is `partial` in this window.
+    pub partial: bool,
 }

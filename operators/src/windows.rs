@@ -7,6 +7,10 @@
 //! patient's streams meet on one worker whichever workers decoded them, and both recompute (retracting the old value)
 //! when a record arrives late but within the allowed lateness.
 //!
+//! A stream's [`StreamEdge`](crate::records::StreamEdge) records (its start and end) go into the windows containing
+//! them too: a site window they cut is marked `partial` (and so is its patient window), and a window holding nothing
+//! else gets no row.
+//!
 //! Timely times are the workers' event-time watermarks. A window closes (see [`crate::CloseWindows`]) when the
 //! watermark passes its end plus the allowed lateness; a frame that arrives after every window it belongs to has
 //! closed is not dropped silently: it is logged and counted in `late_frames` of the patient's windows open at the
@@ -101,6 +105,7 @@ impl SiteSample {
         match &self.0 {
             StreamRecord::Frame(f) => (&f.stream_id, 0, f.frame_index),
             StreamRecord::Flow(f) => (&f.stream_id, 1, f.last_frame),
+            StreamRecord::Edge(e) => (&e.stream_id, 2 + e.edge as u8, e.frame),
         }
     }
 }
@@ -145,18 +150,19 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
-/// The `sites` row of one stream's records in one window (records of other streams must not be passed).
+/// The `sites` row of one stream's records in one window (records of other streams must not be passed); `None`
+/// when the window holds only the stream's edges (it ended exactly on the window's start).
 pub fn site_window(
     key: &SiteKey,
     spec: &WindowSpec,
     records: &[&StreamRecord],
     quality: &QualityConfig,
-) -> SiteWindow {
+) -> Option<SiteWindow> {
     let mut frames: Vec<_> = records
         .iter()
         .filter_map(|r| match r {
             StreamRecord::Frame(f) => Some(f),
-            StreamRecord::Flow(_) => None,
+            _ => None,
         })
         .collect();
     frames.sort_by_key(|f| f.frame_index);
@@ -164,9 +170,15 @@ pub fn site_window(
         .iter()
         .filter_map(|r| match r {
             StreamRecord::Flow(f) => Some(f),
-            StreamRecord::Frame(_) => None,
+            _ => None,
         })
         .collect();
+    if frames.is_empty() && flows.is_empty() {
+        return None;
+    }
+    let partial = records
+        .iter()
+        .any(|r| matches!(r, StreamRecord::Edge(e) if e.cuts(key.1, key.1 + spec.length_ms)));
     let n = frames.len();
     let avg = |f: fn(&crate::records::FrameMetrics) -> f64| {
         mean(frames.iter().map(|r| f(r))).unwrap_or(0.0)
@@ -213,7 +225,7 @@ pub fn site_window(
     };
     let q = score(&evidence, quality);
     let first = frames.first();
-    SiteWindow {
+    Some(SiteWindow {
         patient_id: key.0.clone(),
         stream_id: key.2.clone(),
         site: first
@@ -246,8 +258,9 @@ pub fn site_window(
         q_stability: q.stability,
         quality_score: q.total,
         quality_ok: q.quality_ok,
+        partial,
         evidence_path: None,
-    }
+    })
 }
 
 /// The `patients` row of one patient window from its sites' rows and the count of late frames.
@@ -285,6 +298,7 @@ pub fn patient_window(
         mfi: mean(mfis.iter().copied()),
         hi,
         rbc_velocity_um_s: over_flow(|s| s.rbc_velocity_um_s),
+        partial: sites.iter().any(|s| s.partial),
     }
 }
 
@@ -356,17 +370,14 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
                                                 1isize,
                                             ));
                                         }
-                                    } else {
+                                    } else if let StreamRecord::Flow(_) = &record {
                                         tracing::warn!(
                                             stream = ?record, watermark_ms = time,
                                             "flow sample arrived after its window closed; dropped from that window"
                                         );
                                     }
                                 }
-                                let stream = match &record {
-                                    StreamRecord::Frame(f) => f.stream_id.clone(),
-                                    StreamRecord::Flow(f) => f.stream_id.clone(),
-                                };
+                                let stream = record.stream_id().to_owned();
                                 for s in starts.into_iter().filter(|&s| spec.close_time(s) > time) {
                                     session.give((
                                         Routed::Site(
@@ -395,7 +406,9 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
                     .filter(|(_, diff)| *diff > 0)
                     .map(|(s, _)| &s.0)
                     .collect();
-                output.push((Exact(site_window(key, &spec, &records, &quality)), 1));
+                if let Some(row) = site_window(key, &spec, &records, &quality) {
+                    output.push((Exact(row), 1));
+                }
             });
         let late = routed.flat_map(|r| match r {
             Routed::Late(k, v) => Some((k, v)),

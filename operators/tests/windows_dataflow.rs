@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use capflow_operators::quality::QualityConfig;
 use capflow_operators::records::{
-    FlowSample, FrameMetrics, PatientWindow, SiteWindow, StreamRecord,
+    Edge, FlowSample, FrameMetrics, PatientWindow, SiteWindow, StreamEdge, StreamRecord,
 };
 use capflow_operators::windows::{PatientKey, SiteKey};
 use capflow_operators::{CloseWindows, Exact, PatientWindows, WindowSpec};
@@ -232,4 +232,55 @@ fn sliding_windows_put_a_frame_in_every_window_that_contains_it() {
     assert_eq!(spec.starts(-1), vec![-10_000, -5_000]);
     assert_eq!(spec.tick(), 5_000);
     assert_eq!(WindowSpec::tumbling(1_000).starts(1_999), vec![1_000]);
+}
+
+fn edge(stream: &str, edge: Edge, frame: u64, event_ms: i64) -> StreamRecord {
+    StreamRecord::Edge(StreamEdge {
+        stream_id: stream.into(),
+        patient_id: "p".into(),
+        site: format!("site-{stream}"),
+        edge,
+        frame,
+        event_time_ms: event_ms,
+    })
+}
+
+#[test]
+fn streams_starting_or_ending_inside_a_window_mark_it_and_its_patient_partial() {
+    for workers in [1, 3] {
+        let mut records = two_sites();
+        // `a` goes on for 15 s and stops at 15.5 s; `b` ends one interval after its frame at 9.1 s, exactly on the
+        // window's end, so its window is whole and the next (empty) one gets no row.
+        for i in 10..15u64 {
+            records.push(frame("a", i, i as i64 * 1000, 10));
+        }
+        records.push(edge("a", Edge::End, 14, 15_500));
+        records.push(edge("b", Edge::End, 9, 10_000));
+        // Both start on the window's start (`b` 100 ms in: its first window is partial), `c` starts at 12 s.
+        records.push(edge("a", Edge::Start, 0, 0));
+        records.push(edge("b", Edge::Start, 0, 100));
+        records.push(frame("c", 0, 12_000, 10));
+        records.push(edge("c", Edge::Start, 0, 12_000));
+        let (sites, patients) = run(workers, vec![(0, records)]);
+        let marks: Vec<(i64, &str, bool)> = sites
+            .iter()
+            .map(|s| (s.window_start_ms, s.stream_id.as_str(), s.partial))
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                (0, "a", false),
+                (0, "b", true),
+                (10_000, "a", true),
+                (10_000, "c", true)
+            ],
+            "{sites:#?}"
+        );
+        let marks: Vec<(i64, bool)> = patients
+            .iter()
+            .map(|p| (p.window_start_ms, p.partial))
+            .collect();
+        assert_eq!(marks, [(0, true), (10_000, true)]);
+        assert_eq!(patients[1].n_frames, 6, "edges are not frames");
+    }
 }

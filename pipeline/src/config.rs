@@ -35,9 +35,32 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The streams to analyse.
     pub streams: Vec<StreamConfig>,
-    /// A study manifest (CSV, one recording per row) whose rows are added to `streams`; relative to the config.
+    /// A study manifest (CSV or Parquet, one recording per row) whose rows are added to `streams`; relative to the
+    /// config.
     pub manifest: Option<String>,
+    /// Device profiles by name (`[profiles.<name>]`): the pixel size and frame rate of a camera, shared by the streams
+    /// (and manifest rows) that name it. Added to the built-in [`BUILTIN_PROFILES`].
+    pub profiles: std::collections::BTreeMap<String, DeviceProfile>,
 }
+
+/// A camera or microscope: what its streams share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProfile {
+    /// Pixel size at the camera's working resolution, µm per pixel (calibrate with a stage micrometer).
+    pub um_per_px: f64,
+    /// Nominal frame rate, frames per second.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Free text: device, objective, resolution, where the calibration came from.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Profiles every config knows: `hdmia-skin`, the replaced system's skin capillaroscope (1920×1080, 2.2 µm per
+/// pixel, the constant its code uses, 25 fps). Sublingual SDF/IDF pixel sizes vary by device and resolution and are
+/// not well published, so they are left to `[profiles.<name>]` with a measured value.
+pub const BUILTIN_PROFILES: &[(&str, f64, f64)] = &[("hdmia-skin", 2.2, 25.0)];
 
 /// Output location and table layout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -296,13 +319,16 @@ pub struct StreamConfig {
     pub site: String,
     /// File, image folder or URI; relative paths are relative to the config file.
     pub source: String,
-    /// Pixel size, µm per pixel.
-    #[serde(default = "default_um_per_px")]
-    pub um_per_px: f64,
+    /// Device profile (a `[profiles.<name>]` or built-in name) giving `um_per_px` and `fps` where the stream does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Pixel size, µm per pixel; from the profile if unset, else 2.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub um_per_px: Option<f64>,
     /// Frame rate of image sequences (videos carry their own timing); for live streams, the nominal rate that
-    /// counts the frames a gap cost.
-    #[serde(default = "default_fps")]
-    pub fps: f64,
+    /// counts the frames a gap cost. From the profile if unset, else 25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
     /// RFC 3339 time of the first frame, e.g. `2026-03-01T08:00:00Z`; event times start at the Unix epoch if unset.
     /// Live streams are timed by the receive wall clock instead.
     #[serde(default)]
@@ -325,6 +351,16 @@ fn default_fps() -> f64 {
 }
 
 impl StreamConfig {
+    /// Pixel size, µm per pixel (after [`Config::apply_profiles`], the profile's if the stream sets none).
+    pub fn um_per_px(&self) -> f64 {
+        self.um_per_px.unwrap_or_else(default_um_per_px)
+    }
+
+    /// Nominal frame rate (after [`Config::apply_profiles`], the profile's if the stream sets none).
+    pub fn fps(&self) -> f64 {
+        self.fps.unwrap_or_else(default_fps)
+    }
+
     /// Whether the stream is followed live.
     pub fn is_live(&self) -> bool {
         match self.mode {
@@ -354,24 +390,30 @@ impl StreamConfig {
 }
 
 /// One row of a study manifest: an archived recording. Only `source` and `patient` are required.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ManifestRow {
-    source: String,
-    patient: String,
+pub(crate) struct ManifestRow {
+    pub(crate) source: String,
+    pub(crate) patient: String,
     #[serde(default)]
-    site: Option<String>,
+    pub(crate) site: Option<String>,
     #[serde(default)]
-    recorded_at: Option<String>,
+    pub(crate) recorded_at: Option<String>,
     #[serde(default)]
-    um_per_px: Option<f64>,
+    pub(crate) um_per_px: Option<f64>,
     #[serde(default)]
-    fps: Option<f64>,
+    pub(crate) fps: Option<f64>,
     #[serde(default)]
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(default)]
-    mode: Option<StreamModeName>,
+    pub(crate) mode: Option<StreamModeName>,
+    #[serde(default)]
+    pub(crate) profile: Option<String>,
 }
+
+/// The manifest columns, in the order the errors list them.
+pub(crate) const MANIFEST_COLUMNS: &str =
+    "source, patient, site, recorded_at, profile, um_per_px, fps, id, mode";
 
 /// A stream id made of a patient id and a source's file name: letters, digits, `-` and `_`, at most 64.
 fn derived_id(patient: &str, source: &str) -> String {
@@ -397,26 +439,22 @@ fn derived_id(patient: &str, source: &str) -> String {
     id.chars().take(64).collect()
 }
 
-/// Reads a study manifest: a CSV file with a header row naming some of `source`, `patient` (both required),
-/// `site`, `recorded_at`, `um_per_px`, `fps`, `id` and `mode`. Relative sources are relative to the manifest's
-/// folder; sources may be files, folders, URIs or `s3://bucket/key` objects. A missing `id` is made of the patient
-/// and the file name. Errors name the file and the line.
+/// Reads a study manifest: a CSV file with a header row, or a Parquet file (`.parquet`), with columns naming some of
+/// `source`, `patient` (both required), `site`, `recorded_at`, `profile`, `um_per_px`, `fps`, `id` and `mode`.
+/// Relative sources are relative to the manifest's folder; sources may be files, folders, URIs or `s3://bucket/key`
+/// objects. A missing `id` is made of the patient and the file name. Errors name the file and the row.
 pub fn load_manifest(path: &Path) -> Result<Vec<StreamConfig>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_path(path)
-        .map_err(|e| format!("manifest {}: {e} (check the manifest path)", path.display()))?;
+    let is_parquet = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let rows = if is_parquet {
+        crate::manifest::parquet_rows(path)?
+    } else {
+        csv_rows(path)?
+    };
     let base = path.parent().unwrap_or(Path::new("."));
     let mut streams = Vec::new();
-    for (i, row) in reader.deserialize::<ManifestRow>().enumerate() {
-        let row = row.map_err(|e| {
-            format!(
-                "manifest {} row {}: {e} (columns: source, patient, site, recorded_at, um_per_px, fps, id, mode)",
-                path.display(),
-                i + 1
-            )
-        })?;
+    for row in rows {
         let source = if !row.source.contains("://") && Path::new(&row.source).is_relative() {
             base.join(&row.source).display().to_string()
         } else {
@@ -427,8 +465,9 @@ pub fn load_manifest(path: &Path) -> Result<Vec<StreamConfig>, String> {
                 .id
                 .unwrap_or_else(|| derived_id(&row.patient, &row.source)),
             site: row.site.unwrap_or_default(),
-            um_per_px: row.um_per_px.unwrap_or_else(default_um_per_px),
-            fps: row.fps.unwrap_or_else(default_fps),
+            profile: row.profile.filter(|p| !p.is_empty()),
+            um_per_px: row.um_per_px,
+            fps: row.fps,
             recorded_at: row.recorded_at.filter(|t| !t.is_empty()),
             mode: row.mode.unwrap_or_default(),
             patient: row.patient,
@@ -440,6 +479,27 @@ pub fn load_manifest(path: &Path) -> Result<Vec<StreamConfig>, String> {
         return Err(format!("manifest {}: no rows", path.display()));
     }
     Ok(streams)
+}
+
+fn csv_rows(path: &Path) -> Result<Vec<ManifestRow>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_path(path)
+        .map_err(|e| format!("manifest {}: {e} (check the manifest path)", path.display()))?;
+    reader
+        .deserialize::<ManifestRow>()
+        .enumerate()
+        .map(|(i, row)| {
+            row.map_err(|e| {
+                format!(
+                    "manifest {} row {}: {e} (columns: {MANIFEST_COLUMNS})",
+                    path.display(),
+                    i + 1
+                )
+            })
+        })
+        .collect()
 }
 
 /// Reads a config file: parsed, its relative paths resolved against its folder, its manifest's rows added.
@@ -479,6 +539,45 @@ impl Config {
         shaping.manifest = None;
         let json = serde_json::to_vec(&shaping).expect("a config always serialises");
         capflow_sinks::commit::sha256_hex(&json)
+    }
+
+    /// The profile called `name`: the config's own, else a built-in one.
+    pub fn profile(&self, name: &str) -> Option<DeviceProfile> {
+        self.profiles.get(name).cloned().or_else(|| {
+            BUILTIN_PROFILES
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|&(_, um_per_px, fps)| DeviceProfile {
+                    um_per_px,
+                    fps,
+                    description: "built in".into(),
+                })
+        })
+    }
+
+    /// Every profile name a stream may use, sorted.
+    pub fn profile_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.profiles.keys().cloned().collect();
+        names.extend(BUILTIN_PROFILES.iter().map(|(n, _, _)| n.to_string()));
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Fills each stream's unset `um_per_px` and `fps` from its profile (an unknown profile is left for
+    /// [`Config::problems`] to report). Values a stream sets itself win.
+    pub fn apply_profiles(&mut self) {
+        let resolved: Vec<Option<DeviceProfile>> = self
+            .streams
+            .iter()
+            .map(|s| s.profile.as_deref().and_then(|n| self.profile(n)))
+            .collect();
+        for (stream, profile) in self.streams.iter_mut().zip(resolved) {
+            if let Some(profile) = profile {
+                stream.um_per_px.get_or_insert(profile.um_per_px);
+                stream.fps.get_or_insert(profile.fps);
+            }
+        }
     }
 
     /// Adds the manifest's rows (if any) to the streams; the manifest path is relative to `base`.
@@ -608,6 +707,19 @@ impl Config {
                     .into(),
             );
         }
+        for (name, profile) in &self.profiles {
+            if !(profile.um_per_px.is_finite()
+                && profile.um_per_px > 0.0
+                && profile.um_per_px < 1000.0)
+            {
+                p.push(format!(
+                    "profiles.{name}.um_per_px must be within (0, 1000) µm per pixel"
+                ));
+            }
+            if !(profile.fps.is_finite() && profile.fps > 0.0 && profile.fps <= 1000.0) {
+                p.push(format!("profiles.{name}.fps must be within (0, 1000]"));
+            }
+        }
         if self.streams.is_empty() {
             p.push("streams: at least one stream is needed ([[streams]] in the config, or --input/--patient)".into());
         }
@@ -640,12 +752,21 @@ impl Config {
             if s.source.trim().is_empty() {
                 p.push(format!("{key}.source must not be empty"));
             }
-            if !(s.um_per_px.is_finite() && s.um_per_px > 0.0 && s.um_per_px < 1000.0) {
+            if let Some(name) = &s.profile {
+                if self.profile(name).is_none() {
+                    p.push(format!(
+                        "{key}.profile {name:?} is not defined (add [profiles.{name}] with um_per_px and fps; known: {})",
+                        self.profile_names().join(", ")
+                    ));
+                }
+            }
+            let (um, fps) = (s.um_per_px(), s.fps());
+            if !(um.is_finite() && um > 0.0 && um < 1000.0) {
                 p.push(format!(
                     "{key}.um_per_px must be within (0, 1000) µm per pixel"
                 ));
             }
-            if !(s.fps.is_finite() && s.fps > 0.0 && s.fps <= 1000.0) {
+            if !(fps.is_finite() && fps > 0.0 && fps <= 1000.0) {
                 p.push(format!("{key}.fps must be within (0, 1000]"));
             }
             if let Err(e) = s.recorded_at_ms() {
@@ -775,18 +896,70 @@ source = "z.mp4"
             streams[0].source,
             dir.path().join("visits/a b.mp4").display().to_string()
         );
-        assert_eq!(streams[0].um_per_px, 1.5);
+        assert_eq!(streams[0].um_per_px, Some(1.5));
         assert_eq!(
             (streams[1].id.as_str(), streams[1].source.as_str()),
             ("P2-p2", "s3://bucket/x/p2.avi")
         );
-        assert_eq!(streams[1].um_per_px, default_um_per_px());
+        assert_eq!(streams[1].um_per_px, None);
+        assert_eq!(streams[1].um_per_px(), default_um_per_px());
 
         std::fs::write(&path, "source,patient,colour\na.mp4,P1,red\n").unwrap();
         let err = load_manifest(&path).unwrap_err();
         assert!(
             err.contains("study.csv row 1") && err.contains("colour"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn profiles_fill_what_a_stream_leaves_unset_and_unknown_ones_are_named() {
+        let text = r#"
+[profiles.cytocam]
+um_per_px = 1.0
+fps = 30
+description = "IDF, calibrated 2026-01 with a stage micrometer"
+
+[[streams]]
+id = "a"
+patient = "P1"
+source = "a.mp4"
+profile = "cytocam"
+
+[[streams]]
+id = "b"
+patient = "P1"
+source = "b.mp4"
+profile = "cytocam"
+um_per_px = 1.2
+
+[[streams]]
+id = "c"
+patient = "P1"
+source = "c.mp4"
+profile = "hdmia-skin"
+
+[[streams]]
+id = "d"
+patient = "P1"
+source = "d.mp4"
+profile = "microscan"
+"#;
+        let mut config = parse(text, "t.toml").unwrap();
+        config.apply_profiles();
+        let got: Vec<(f64, f64)> = config
+            .streams
+            .iter()
+            .map(|s| (s.um_per_px(), s.fps()))
+            .collect();
+        assert_eq!(got, [(1.0, 30.0), (1.2, 30.0), (2.2, 25.0), (2.2, 25.0)]);
+        let problems = config.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("streams[3].profile \"microscan\"")
+                && problems[0].contains("[profiles.microscan]")
+                && problems[0].contains("cytocam, hdmia-skin"),
+            "{problems:?}"
         );
     }
 

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod config;
 pub mod eval;
 pub mod imageio;
+mod manifest;
 pub mod model;
 pub mod run;
 pub mod synth_cmd;

@@ -46,8 +46,9 @@ struct RunArgs {
     /// UTF-8.
     #[arg(long = "input", action = ArgAction::Append)]
     inputs: Vec<std::ffi::OsString>,
-    /// A study manifest (CSV: source, patient and optionally site, recorded_at, um_per_px, fps, id, mode; one
-    /// recording per row; sources may be files, folders, URIs or s3://bucket/key) whose rows are analysed too.
+    /// A study manifest (CSV, or Parquet named *.parquet: source, patient and optionally site, recorded_at, profile,
+    /// um_per_px, fps, id, mode; one recording per row; sources may be files, folders, URIs or s3://bucket/key)
+    /// whose rows are analysed too.
     #[arg(long)]
     manifest: Option<PathBuf>,
     /// Patient id of each --input, in order (one --patient applies to all inputs).
@@ -64,9 +65,12 @@ struct RunArgs {
     /// --config: new streams start, removed ones stop, the others go on), until Ctrl-C, SIGTERM or --duration.
     #[arg(long)]
     follow: bool,
-    /// Pixel size of the --input streams, µm per pixel.
-    #[arg(long, default_value_t = 2.2)]
-    um_per_px: f64,
+    /// Pixel size of the --input streams, µm per pixel (default: the --profile's, else 2.2).
+    #[arg(long)]
+    um_per_px: Option<f64>,
+    /// Device profile of the --input streams: a `[profiles.<name>]` of the config, or built in (`hdmia-skin`).
+    #[arg(long)]
+    profile: Option<String>,
     /// Output folder or s3://bucket/prefix (overrides output.location).
     #[arg(long)]
     output: Option<String>,
@@ -132,8 +136,9 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
                         .map(|s| s.to_string_lossy().into_owned())
                         .unwrap_or_default(),
                     source: source_text(input)?,
+                    profile: args.profile.clone(),
                     um_per_px: args.um_per_px,
-                    fps: 25.0,
+                    fps: None,
                     recorded_at: None,
                     mode: Default::default(),
                     fetch_url: None,
@@ -421,7 +426,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
-            let config = load_config(config.as_deref())?;
+            let mut config = load_config(config.as_deref())?;
+            config.apply_profiles();
             let problems = config.problems();
             print!(
                 "{}",

@@ -25,7 +25,7 @@ use capflow_ingest::{
 use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
 use capflow_operators::records::{
-    EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEvent, StreamRecord,
+    Edge, EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEdge, StreamEvent, StreamRecord,
 };
 use capflow_operators::windows::{window_start, PatientKey, SiteKey};
 use capflow_operators::{
@@ -40,7 +40,7 @@ use capflow_sinks::{
 use ort::environment::Environment;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::{CommunicationConfig, WorkerConfig};
 
@@ -256,6 +256,7 @@ pub fn run(
 ) -> anyhow::Result<RunOutcome> {
     let mut config = config.clone();
     pseudonymise(&mut config)?;
+    config.apply_profiles();
     let config = &config;
     let problems = config.problems();
     if !problems.is_empty() {
@@ -446,6 +447,9 @@ struct Running {
     flushed_at: Instant,
     /// Index of the first frame (frames this stream id had before it was removed and added again).
     first_index: u64,
+    /// Event times of the last two frames sent, ms: where the stream's data ends when it finishes.
+    last_event_ms: Option<i64>,
+    last_interval_ms: i64,
 }
 
 impl Running {
@@ -490,6 +494,56 @@ impl Running {
         self.flushed_at = Instant::now();
         Some(std::mem::take(&mut self.events))
     }
+
+    /// An edge of the stream's recording at `event_time_ms`, by frame `frame`.
+    fn edge(&self, edge: Edge, frame: u64, event_time_ms: i64) -> StreamRecord {
+        StreamRecord::Edge(StreamEdge {
+            stream_id: self.stream.id.clone(),
+            patient_id: self.stream.patient.clone(),
+            site: self.stream.site.clone(),
+            edge,
+            frame,
+            event_time_ms,
+        })
+    }
+
+    /// Where the stream's data ends (one frame interval past its last frame), once it has sent a frame.
+    fn end(&self) -> Option<StreamRecord> {
+        let last = self.last_event_ms?;
+        let frame = (self.first_index + self.outcome.frames).saturating_sub(1);
+        Some(self.edge(Edge::End, frame, last + self.last_interval_ms))
+    }
+}
+
+/// The dataflow's two inputs: decoded frames, and the starts and ends of streams (which mark the windows they cut
+/// `partial`). They advance together, so neither holds the watermark back.
+struct Inputs {
+    frames: InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>>,
+    ends: InputHandle<u64, CapacityContainerBuilder<Vec<StreamRecord>>>,
+}
+
+impl Inputs {
+    fn time(&self) -> u64 {
+        *self.frames.time()
+    }
+
+    /// Moves both inputs' watermark to `time` (never back).
+    fn advance_to(&mut self, time: u64) {
+        if time > self.time() {
+            self.frames.advance_to(time);
+            self.ends.advance_to(time);
+        }
+    }
+
+    /// Sends the end of a stream that has finished (a stream that never sent a frame has none).
+    fn send_end(&mut self, r: &Running, tick: i64) {
+        if let Some(end) = r.end() {
+            let time = (window_start(end.event_time_ms().max(0), tick) as u64).max(self.time());
+            self.advance_to(time);
+            self.ends.send(end);
+            self.ends.flush();
+        }
+    }
 }
 
 fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerReport {
@@ -522,7 +576,10 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         .expect("the model was checked before the workers started");
     let shared = SegmentShared::default();
     let log = Rc::new(RefCell::new(WorkerReport::default()));
-    let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
+    let mut inputs = Inputs {
+        frames: InputHandle::new(),
+        ends: InputHandle::new(),
+    };
     let probe = ProbeHandle::new();
 
     let frames_per_part = config.output.frames_per_part;
@@ -532,11 +589,11 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     // A chunk of windows is complete once its last window has closed.
     let chunk_complete = move |chunk: i64| spec.close_time(chunk + chunk_ms - spec.hop_ms);
     worker.dataflow::<u64, _, _>(|scope| {
-        let mut analysed =
-            input
-                .to_stream(scope)
-                .stabilise(input_spec)
-                .segment(segmenter, params, shared.clone());
+        let mut analysed = inputs
+            .frames
+            .to_stream(scope)
+            .stabilise(input_spec)
+            .segment(segmenter, params, shared.clone());
         if config.output.evidence {
             let (writer, log_evidence) = (ctx.writer.clone(), Rc::clone(&log));
             analysed = analysed.evidence(spec, config.vessels.small_diameter_um, move |image| {
@@ -549,7 +606,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             .clone()
             .flat_map(|r| match r {
                 StreamRecord::Frame(f) => Some(f),
-                StreamRecord::Flow(_) => None,
+                _ => None,
             })
             .write_parts(
                 "WriteFrames",
@@ -567,7 +624,9 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 |a, b| a.frame_index.cmp(&b.frame_index),
                 move |part| write_part(&writer, &log_frames, Table::Frames, part, frames_batch),
             );
-        let (sites, patients) = records.patient_windows(spec, config.quality.clone());
+        let (sites, patients) = records
+            .concat(inputs.ends.to_stream(scope))
+            .patient_windows(spec, config.quality.clone());
         let (writer, log_sites) = (ctx.writer.clone(), Rc::clone(&log));
         let evidence = config.output.evidence;
         sites
@@ -664,19 +723,23 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     let delay_ms = (live_config.watermark_delay_s * 1000.0).round() as i64;
     let flush_every = Duration::from_secs_f64(live_config.events_flush_s);
     let mut stopping = false;
-    let send = |input: &mut InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>>,
-                r: &mut Running,
-                mut frame: Frame| {
+    let send = |inputs: &mut Inputs, r: &mut Running, mut frame: Frame| {
         // Numbered as analysed: a live stream's dropped frames leave no holes in the `frames` table's chunks.
         frame.index = r.first_index + r.outcome.frames;
         r.outcome.frames += 1;
-        let time = (window_start(frame.event_time_ms().max(0), tick) as u64).max(*input.time());
-        if time > *input.time() {
-            input.advance_to(time);
+        let event_ms = frame.event_time_ms();
+        let time = (window_start(event_ms.max(0), tick) as u64).max(inputs.time());
+        inputs.advance_to(time);
+        match r.last_event_ms.replace(event_ms) {
+            Some(last) => r.last_interval_ms = (event_ms - last).max(0),
+            None => {
+                inputs.ends.send(r.edge(Edge::Start, frame.index, event_ms));
+                inputs.ends.flush();
+            }
         }
-        input.send(frame);
+        inputs.frames.send(frame);
         // The handle buffers sends; push each frame on so the operator sees it now.
-        input.flush();
+        inputs.frames.flush();
         shared.pending.set(shared.pending.get() + 1);
     };
     loop {
@@ -713,6 +776,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 .partition(|r| r.closed && r.head.is_none());
             running = open;
             for mut r in done {
+                inputs.send_end(&r, tick);
                 if let Some(events) = r.due_events(flush_every) {
                     write_events(&ctx.writer, &log, events);
                 }
@@ -727,7 +791,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         let mut progressed = false;
         for r in running.iter_mut().filter(|r| r.outcome.live && !r.closed) {
             if let Some(frame) = r.pop(Duration::ZERO) {
-                send(&mut input, r, frame);
+                send(&mut inputs, r, frame);
                 progressed = true;
             }
         }
@@ -751,16 +815,13 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     .head
                     .take()
                     .expect("chosen stream has a head frame");
-                send(&mut input, &mut running[i], frame);
+                send(&mut inputs, &mut running[i], frame);
                 progressed = true;
             }
         }
         let replaying = running.iter().any(|r| !r.outcome.live && !r.closed);
         if !replaying && running.iter().any(|r| r.outcome.live && !r.closed) {
-            let watermark = window_start((now_ms() - delay_ms).max(0), tick) as u64;
-            if watermark > *input.time() {
-                input.advance_to(watermark);
-            }
+            inputs.advance_to(window_start((now_ms() - delay_ms).max(0), tick) as u64);
         }
         for r in &mut running {
             if let Some(events) = r.due_events(flush_every) {
@@ -784,12 +845,13 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     }
     for mut r in running {
         r.close();
+        inputs.send_end(&r, tick);
         if let Some(events) = r.due_events(flush_every) {
             write_events(&ctx.writer, &log, events);
         }
         finished.push(r.outcome);
     }
-    drop(input);
+    drop(inputs);
     // Bounded parks: a CI run once left a worker parked for good here after its peer had finished (a wake-up that
     // never came); waking every 50 ms costs nothing and lets it see the dataflow complete.
     while worker.has_dataflows() {
@@ -840,6 +902,8 @@ fn start_stream(
                 events: Vec::new(),
                 flushed_at: Instant::now(),
                 first_index,
+                last_event_ms: None,
+                last_interval_ms: 0,
             })
         }
         Err(e) => {
@@ -869,6 +933,7 @@ fn start_stream(
 fn reloaded_streams(ctx: &RunContext, reload: &Reload) -> anyhow::Result<Vec<StreamConfig>> {
     let mut config = crate::config::load_file(&reload.path).map_err(anyhow::Error::msg)?;
     pseudonymise(&mut config)?;
+    config.apply_profiles();
     let problems = config.problems();
     if !problems.is_empty() {
         bail!("invalid config:\n  {}", problems.join("\n  "));
@@ -934,7 +999,7 @@ fn open_stream(
         stream_id: stream.id.clone(),
         patient_id: stream.patient.clone(),
         site: stream.site.clone(),
-        um_per_px: stream.um_per_px,
+        um_per_px: stream.um_per_px(),
         recorded_at_ms,
     };
     let ingest = &config.ingest;
@@ -944,7 +1009,7 @@ fn open_stream(
             source: SourceOptions {
                 format,
                 queue_frames: ingest.queue_frames,
-                sequence_fps: stream.fps,
+                sequence_fps: stream.fps(),
                 stall_timeout: Duration::from_secs_f64(live.stall_timeout_s),
             },
             mode: StreamMode::Live,
@@ -959,19 +1024,19 @@ fn open_stream(
                 factor: 2.0,
             },
             give_up_after: live.give_up_after_s.map(Duration::from_secs_f64),
-            nominal_fps: stream.fps,
+            nominal_fps: stream.fps(),
         }
     } else {
         ReaderOptions {
             source: SourceOptions {
                 format,
                 queue_frames: ingest.queue_frames,
-                sequence_fps: stream.fps,
+                sequence_fps: stream.fps(),
                 stall_timeout: Duration::from_secs_f64(ingest.stall_timeout_s),
             },
             mode: StreamMode::Replay,
             queue_frames: ingest.queue_frames as usize,
-            nominal_fps: stream.fps,
+            nominal_fps: stream.fps(),
             ..ReaderOptions::default()
         }
     };

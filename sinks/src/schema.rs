@@ -26,8 +26,9 @@ use crate::SinkError;
 /// incompatible change to the columns below.
 ///
 /// Version 2 replaced the `windows` table by `sites` and `patients` and added the vessel, flow and quality columns;
-/// version 3 added `sites.evidence_path`; version 4 added the `stream_events` table.
-pub const SCHEMA_VERSION: u32 = 4;
+/// version 3 added `sites.evidence_path`; version 4 added the `stream_events` table; version 5 added `partial` to
+/// `sites` and `patients`.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// One of capflow's four tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -291,6 +292,11 @@ const SITES_COLUMNS: &[(&str, &str, &str)] = &[
         "whether the window is good enough to enter the patients table",
     ),
     (
+        "partial",
+        BOOL,
+        "the stream ended or was stopped inside the window (end of a clip, Ctrl-C, SIGTERM, --duration, removed by a reload): less than the window's length was recorded",
+    ),
+    (
         "evidence_path",
         UTF8_NULLABLE,
         "evidence image of the window (its first segmented frame with the vessels drawn), relative to the output root; null unless output.evidence is on",
@@ -311,6 +317,11 @@ const PATIENTS_COLUMNS: &[(&str, &str, &str)] = &[
         "late_frames",
         UINT64,
         "frames of the patient that arrived after their own window had closed, counted while this window was open",
+    ),
+    (
+        "partial",
+        BOOL,
+        "at least one of the patient's sites is partial in this window",
     ),
     (
         "capillary_count",
@@ -558,6 +569,7 @@ pub fn sites_batch(rows: &[SiteWindow]) -> Result<RecordBatch, SinkError> {
             u8s(rows, |r| r.q_stability),
             u32s(rows, |r| r.quality_score),
             bools(rows, |r| r.quality_ok),
+            bools(rows, |r| r.partial),
             optional_strings(rows, |r| r.evidence_path.as_deref()),
         ],
     )
@@ -574,6 +586,7 @@ pub fn patients_batch(rows: &[PatientWindow]) -> Result<RecordBatch, SinkError> 
             u32s(rows, |r| r.n_valid_sites),
             u64s(rows, |r| r.n_frames),
             u64s(rows, |r| r.late_frames),
+            bools(rows, |r| r.partial),
             optional_f64s(rows, |r| r.capillary_count),
             optional_f64s(rows, |r| r.capillary_density_per_mm2),
             optional_f64s(rows, |r| r.area_fraction),
@@ -789,6 +802,7 @@ pub(crate) fn sites_from_batch_at(
     let q_stability = c.get::<UInt8Array>("q_stability")?;
     let quality_score = c.get::<UInt32Array>("quality_score")?;
     let quality_ok = c.get::<BooleanArray>("quality_ok")?;
+    let partial = c.get::<BooleanArray>("partial")?;
     let evidence_path = c.nullable::<StringArray>("evidence_path")?;
     Ok((0..batch.num_rows())
         .map(|i| SiteWindow {
@@ -821,6 +835,7 @@ pub(crate) fn sites_from_batch_at(
             q_stability: q_stability.value(i),
             quality_score: quality_score.value(i),
             quality_ok: quality_ok.value(i),
+            partial: partial.value(i),
             evidence_path: evidence_path
                 .is_valid(i)
                 .then(|| evidence_path.value(i).to_string()),
@@ -844,6 +859,7 @@ pub(crate) fn patients_from_batch_at(
     let n_valid_sites = c.get::<UInt32Array>("n_valid_sites")?;
     let n_frames = c.get::<UInt64Array>("n_frames")?;
     let late_frames = c.get::<UInt64Array>("late_frames")?;
+    let partial = c.get::<BooleanArray>("partial")?;
     let capillary_count = c.nullable::<Float64Array>("capillary_count")?;
     let capillary_density = c.nullable::<Float64Array>("capillary_density_per_mm2")?;
     let area_fraction = c.nullable::<Float64Array>("area_fraction")?;
@@ -864,6 +880,7 @@ pub(crate) fn patients_from_batch_at(
             n_valid_sites: n_valid_sites.value(i),
             n_frames: n_frames.value(i),
             late_frames: late_frames.value(i),
+            partial: partial.value(i),
             capillary_count: optional(capillary_count, i),
             capillary_density_per_mm2: optional(capillary_density, i),
             area_fraction: optional(area_fraction, i),
@@ -981,6 +998,7 @@ mod tests {
             q_stability: 1,
             quality_score: 12,
             quality_ok: flow,
+            partial: !flow,
             evidence_path: flow
                 .then(|| format!("evidence/patient_id={patient}/{stream}_{start}.png")),
         }
@@ -1006,6 +1024,7 @@ mod tests {
             mfi: valid.then_some(2.75),
             hi: None,
             rbc_velocity_um_s: valid.then_some(850.0),
+            partial: valid,
         }
     }
 
@@ -1081,8 +1100,8 @@ mod tests {
                 "evidence_path"
             ]
         );
-        // Everything but the window bounds and the counts.
-        assert_eq!(nullable(Table::Patients).len(), PATIENTS_COLUMNS.len() - 6);
+        // Everything but the window bounds, the counts and `partial`.
+        assert_eq!(nullable(Table::Patients).len(), PATIENTS_COLUMNS.len() - 7);
         assert_eq!(nullable(Table::StreamEvents), vec!["detail"]);
     }
 

@@ -47,7 +47,8 @@ def main(root: str, readme: str) -> None:
             FROM {scan(root, 'patients')} ORDER BY 1, 2"""
     ).fetchall()
     out["sites"] = con.execute(
-        f"""SELECT patient_id, stream_id, epoch_ms(window_start), quality_ok, q_focus, quality_score, ppv_percent, mfi
+        f"""SELECT patient_id, stream_id, epoch_ms(window_start), quality_ok, q_focus, quality_score, ppv_percent, mfi,
+                   partial
             FROM {scan(root, 'sites')} ORDER BY 1, 2, 3"""
     ).fetchall()
     out["frames"] = con.execute(

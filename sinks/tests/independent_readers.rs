@@ -157,6 +157,7 @@ fn pyarrow_and_duckdb_read_every_table_with_types_and_nulls() {
     }
     let sites = &view["duckdb_types"]["sites"];
     assert_eq!(sites["quality_ok"], "BOOLEAN");
+    assert_eq!(sites["partial"], "BOOLEAN");
     assert_eq!(sites["q_focus"], "UTINYINT");
     assert_eq!(sites["window_start"], "TIMESTAMP WITH TIME ZONE");
     assert_eq!(view["duckdb_types"]["patients"]["hi"], "DOUBLE");
@@ -193,15 +194,15 @@ fn pyarrow_and_duckdb_read_every_table_with_types_and_nulls() {
             ["p002", T0, T0 + 5_000, 2, 0, 16.5, 87.5, 2.5, 0.4, 640.0],
         ])
     );
-    // patient_id, stream_id, window_start, quality_ok, q_focus, quality_score, ppv, mfi.
+    // patient_id, stream_id, window_start, quality_ok, q_focus, quality_score, ppv, mfi, partial.
     assert_eq!(
         view["sites"],
         json!([
-            ["p001", "s1", T0, true, 0, 2, 87.5, 2.5],
-            ["p001", "s1", T0 + 5_000, false, 10, 12, null, null],
-            ["p001", "s2", T0, true, 0, 2, 87.5, 2.5],
-            ["p001", "s2", T0 + 5_000, false, 10, 12, null, null],
-            ["p002", "s3", T0, true, 0, 2, 87.5, 2.5],
+            ["p001", "s1", T0, true, 0, 2, 87.5, 2.5, false],
+            ["p001", "s1", T0 + 5_000, false, 10, 12, null, null, true],
+            ["p001", "s2", T0, true, 0, 2, 87.5, 2.5, false],
+            ["p001", "s2", T0 + 5_000, false, 10, 12, null, null, true],
+            ["p002", "s3", T0, true, 0, 2, 87.5, 2.5, false],
         ])
     );
     let frames = view["frames"].as_array().unwrap();

@@ -71,6 +71,7 @@ pub fn site(patient: &str, stream: &str, start: i64, flow: bool) -> SiteWindow {
         q_stability: 1,
         quality_score: if flow { 2 } else { 12 },
         quality_ok: flow,
+        partial: !flow,
         evidence_path: flow.then(|| format!("evidence/patient_id={patient}/{stream}_{start}.png")),
     }
 }
@@ -97,6 +98,7 @@ pub fn patient(patient: &str, start: i64, valid: bool) -> PatientWindow {
         mfi: valid.then_some(2.5),
         hi: valid.then_some(0.4),
         rbc_velocity_um_s: valid.then_some(640.0),
+        partial: !valid,
     }
 }
 
