@@ -69,6 +69,8 @@ fn spawn_run(dir: &Path, args: &[&str]) -> Child {
     Command::new(CAPFLOW)
         .arg("run")
         .args(args)
+        // The reader's INFO lines say when a stream's event time switches to the sender's clock.
+        .env("CAPFLOW_LOG", "warn,capflow_ingest::reader=info")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .stdin(Stdio::null())
@@ -113,6 +115,20 @@ fn log(dir: &Path) -> String {
     text
 }
 
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 fn events(view: &Value, stream: &str) -> Vec<Value> {
     view["stream_events"]
         .as_array()
@@ -150,6 +166,11 @@ fn a_live_rtsp_run_reconnects_after_its_server_restarts_and_ends_cleanly_on_sigt
         "SIGTERM ends a live run cleanly: {status}"
     );
     assert!(text.contains("1 reconnect(s)"), "{text}");
+    // GStreamer's RTSP server sends RTCP sender reports: event time switches to the sender's NTP clock.
+    assert!(
+        text.contains("event time now follows the sender's clock"),
+        "{text}"
+    );
 
     let view = duckdb_view(&d.join("out"));
     // A burst after a (re)connect may overflow the queue; those drops are counted but not what is tested here.
@@ -487,6 +508,69 @@ fn a_study_manifest_replays_local_and_s3_archives_alike() {
     assert_eq!(events, ["started", "ended"]);
 }
 
+/// Plays the PNG frames in `frames` as live H.264 at 25 fps to 127.0.0.1:`port` over UDP, wrapped by `payload`.
+fn udp_sender(frames: &Path, port: u16, payload: &str) -> Child {
+    let pipeline = format!(
+        "multifilesrc location={}/%06d.png loop=true caps=image/png,framerate=25/1 ! pngdec ! videoconvert \
+         ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! {payload} \
+         ! udpsink host=127.0.0.1 port={port}",
+        frames.display()
+    );
+    Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0 runs (make setup installs gstreamer1.0-tools)")
+}
+
+#[test]
+fn udp_mpeg_ts_and_raw_rtp_senders_are_live_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (frames, _) = synth_clip(d, 25);
+    for (name, payload, uri) in [
+        ("udp", "mpegtsmux", "udp://127.0.0.1:{port}"),
+        (
+            "rtp",
+            "rtph264pay config-interval=1 pt=96",
+            "rtp://127.0.0.1:{port}?encoding-name=H264",
+        ),
+    ] {
+        let port = free_port();
+        let mut sender = udp_sender(&frames, port, payload);
+        let uri = uri.replace("{port}", &port.to_string());
+        let out = d.join(name);
+        let run = capflow(&[
+            "run",
+            "--input",
+            &uri,
+            "--patient",
+            "P-net",
+            "--output",
+            out.to_str().unwrap(),
+            "--duration",
+            "6s",
+        ]);
+        let _ = sender.kill();
+        let _ = sender.wait();
+        let text = cli::text(&run);
+        assert!(run.status.success(), "{name}: {text}");
+        let view = duckdb_view(&out);
+        let frames = view["frames"].as_array().unwrap().len();
+        let kinds: Vec<String> = events(&view, "input-0")
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect();
+        eprintln!("{name}: {frames} frames in 6 s, events {kinds:?}");
+        // Decoding starts at the first key frame (one a second); the rest of the 6 s is analysed.
+        assert!(frames >= 25, "{name}: {frames} frames: {text}");
+        assert_eq!(kinds.first().map(String::as_str), Some("started"), "{name}");
+        assert_eq!(kinds.last().map(String::as_str), Some("stopped"), "{name}");
+    }
+}
+
 #[test]
 fn the_generator_is_a_live_source_that_duration_ends_with_its_cut_windows_partial() {
     let dir = tempfile::tempdir().unwrap();
@@ -506,6 +590,13 @@ fn the_generator_is_a_live_source_that_duration_ends_with_its_cut_windows_partia
             ),
         ],
     );
+    // Frame parts of a second of event time: each is written once the watermark passes its end.
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[output]\n",
+        "[output]\nlive_frames_part_s = 1.0\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
     let run = capflow(&[
         "run",
         "--config",
@@ -516,6 +607,24 @@ fn the_generator_is_a_live_source_that_duration_ends_with_its_cut_windows_partia
     let text = cli::text(&run);
     assert!(run.status.success(), "{text}");
     let view = duckdb_view(&d.join("out"));
+    let parts: Vec<String> = walk(&d.join("out/frames"))
+        .into_iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+        .filter(|name| name.starts_with("part-gen-a-t"))
+        .collect();
+    assert!(parts.len() >= 3, "one part per second of gen-a: {parts:?}");
+    let mut indices: Vec<u64> = view["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["stream_id"] == "gen-a")
+        .map(|f| f["frame_index"].as_u64().unwrap())
+        .collect();
+    indices.sort();
+    assert!(
+        indices.iter().enumerate().all(|(i, &f)| f == i as u64),
+        "every frame row once, none lost between parts: {indices:?}"
+    );
     for stream in ["gen-a", "gen-b"] {
         let kinds: Vec<String> = events(&view, stream)
             .iter()

@@ -376,14 +376,34 @@ fn live(location: &str, stream: &StreamInfo, options: &ReaderOptions, shared: &S
             Ok(mut source) => {
                 source.set_cancel(Arc::clone(&shared.stop));
                 let mut anchored: Option<Arc<StreamInfo>> = None;
+                let mut sender_clock = false;
                 loop {
                     match source.next_frame() {
                         Ok(Some(mut frame)) => {
-                            // The sender's clock (PTS from RTP timestamps) anchored at the receive wall clock of
-                            // the connection's first frame.
+                            // The stream's PTS (from RTP timestamps) anchored at the receive wall clock of the
+                            // connection's first frame, until the sender reports its own (NTP) wall clock: then at
+                            // that, once, so event times are the sender's capture times from there on.
+                            let pts_ms = (frame.pts_ns / 1_000_000) as i64;
+                            if let (false, Some(sender_ms)) =
+                                (sender_clock, source.sender_time_ms())
+                            {
+                                sender_clock = true;
+                                let receive_ms = anchored
+                                    .as_ref()
+                                    .map_or(now_ms() - pts_ms, |a| a.recorded_at_ms);
+                                tracing::info!(
+                                    stream = %stream.stream_id,
+                                    sender_minus_receive_ms = sender_ms - pts_ms - receive_ms,
+                                    "event time now follows the sender's clock (RTCP sender reports)"
+                                );
+                                anchored = Some(Arc::new(StreamInfo {
+                                    recorded_at_ms: sender_ms - pts_ms,
+                                    ..stream.clone()
+                                }));
+                            }
                             let info = anchored.get_or_insert_with(|| {
                                 Arc::new(StreamInfo {
-                                    recorded_at_ms: now_ms() - (frame.pts_ns / 1_000_000) as i64,
+                                    recorded_at_ms: now_ms() - pts_ms,
                                     ..stream.clone()
                                 })
                             });

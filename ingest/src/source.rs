@@ -61,6 +61,7 @@ pub struct Source {
     bus: gst::Bus,
     next_index: u64,
     first_pts: Option<u64>,
+    sender_time_ms: Option<i64>,
     feeder: Option<JoinHandle<()>>,
     finished: bool,
     stall_timeout: Duration,
@@ -148,6 +149,15 @@ impl Source {
         } else if is_uri {
             let decoder = make("uridecodebin")?;
             decoder.set_property("uri", location);
+            // RTSP: tag each frame with the sender's NTP wall clock once an RTCP sender report has arrived.
+            decoder.connect("source-setup", false, |args| {
+                if let Some(source) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                    if source.has_property("add-reference-timestamp-meta") {
+                        source.set_property("add-reference-timestamp-meta", true);
+                    }
+                }
+                None
+            });
             pipeline
                 .add(&decoder)
                 .map_err(|e| pipeline_error(e.to_string()))?;
@@ -211,6 +221,7 @@ impl Source {
             bus,
             next_index: 0,
             first_pts: None,
+            sender_time_ms: None,
             feeder,
             finished: false,
             stall_timeout: options.stall_timeout,
@@ -239,6 +250,13 @@ impl Source {
     /// silent: how a stream is stopped at shutdown or removed at run time.
     pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
         self.cancel = Some(flag);
+    }
+
+    /// The sender's wall-clock time of the frame [`Source::next_frame`] returned last, ms since the Unix epoch: the
+    /// NTP time an RTSP sender reports in its RTCP sender reports (the first few frames, before the first report, have
+    /// none), or `None` for sources without one.
+    pub fn sender_time_ms(&self) -> Option<i64> {
+        self.sender_time_ms
     }
 
     /// Blocks until the next frame is decoded; `Ok(None)` at end of stream or once cancelled.
@@ -343,6 +361,9 @@ impl Source {
         // Encoders with B-frames start PTS above zero; frames are timed from the first one.
         let pts = buffer.pts().map(|t| t.nseconds()).unwrap_or(0);
         let first = *self.first_pts.get_or_insert(pts);
+        self.sender_time_ms = buffer
+            .iter_meta::<gst::meta::ReferenceTimestampMeta>()
+            .find_map(|meta| sender_ms(meta.reference().structure(0)?.name(), meta.timestamp()));
         Ok(Frame {
             stream: Arc::clone(&self.info),
             index,
@@ -366,6 +387,19 @@ impl Source {
 impl Drop for Source {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_TO_UNIX_S: i64 = 2_208_988_800;
+
+/// A reference timestamp as Unix milliseconds, for the NTP and Unix references (`timestamp/x-ntp`, `timestamp/x-unix`).
+fn sender_ms(reference: &str, timestamp: gst::ClockTime) -> Option<i64> {
+    let ms = (timestamp.nseconds() / 1_000_000) as i64;
+    match reference {
+        "timestamp/x-ntp" => Some(ms - NTP_TO_UNIX_S * 1000),
+        "timestamp/x-unix" => Some(ms),
+        _ => None,
     }
 }
 
@@ -449,6 +483,16 @@ fn sequence_decoder(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sender_times_convert_from_the_ntp_epoch() {
+        // 2026-11-28T00:00:00Z is 1_795_824_000 s after 1970.
+        let ntp = gst::ClockTime::from_seconds((1_795_824_000 + NTP_TO_UNIX_S) as u64);
+        assert_eq!(sender_ms("timestamp/x-ntp", ntp), Some(1_795_824_000_000));
+        let unix = gst::ClockTime::from_mseconds(1_500);
+        assert_eq!(sender_ms("timestamp/x-unix", unix), Some(1_500));
+        assert_eq!(sender_ms("timestamp/x-ptp", unix), None);
+    }
 
     #[test]
     fn pack_rows_drops_stride_padding() {

@@ -70,8 +70,11 @@ pub struct OutputConfig {
     pub location: String,
     /// Endpoint, region and credentials for `s3://` (else the standard AWS_* environment variables).
     pub s3: S3Options,
-    /// Rows of the `frames` table per Parquet part, per stream.
+    /// Rows of the `frames` table per Parquet part, per stream (replays).
     pub frames_per_part: usize,
+    /// Live runs: seconds of event time per `frames` part, per stream. A part is written once the watermark passes
+    /// its end, so a crash loses at most this much of the frame rows (windows are written as they close).
+    pub live_frames_part_s: f64,
     /// Windows of the `sites` and `patients` tables per Parquet part, per patient.
     pub windows_per_part: usize,
     /// How long a write keeps retrying while the store is unreachable before the run fails, seconds. The pipeline
@@ -94,6 +97,7 @@ impl Default for OutputConfig {
             location: "./capflow-out".into(),
             s3: S3Options::default(),
             frames_per_part: 10_000,
+            live_frames_part_s: 60.0,
             windows_per_part: 360,
             retry_timeout_s: 300.0,
             pseudonymise: false,
@@ -610,6 +614,9 @@ impl Config {
         }
         if self.output.frames_per_part == 0 {
             p.push("output.frames_per_part must be >= 1".into());
+        }
+        if !(1.0..=86_400.0).contains(&self.output.live_frames_part_s) {
+            p.push("output.live_frames_part_s must be within 1..=86400 seconds".into());
         }
         if self.output.windows_per_part == 0 {
             p.push("output.windows_per_part must be >= 1".into());

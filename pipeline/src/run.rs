@@ -602,6 +602,15 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         }
         let records = analysed.analyse_flow(config.flow.clone());
         let (writer, log_frames) = (ctx.writer.clone(), Rc::clone(&log));
+        // Replays cut frame parts by frame index (the same files on every run); live runs by event time, so a part
+        // is written minutes, not hours, after its frames (a crash loses at most one part's rows per stream).
+        let live_part_ms = config
+            .streams
+            .iter()
+            .any(|s| s.is_live())
+            .then(|| (config.output.live_frames_part_s * 1000.0).round() as i64);
+        // A live frame arriving after its part was written goes into a part of its own (`-late-N`).
+        let mut written: BTreeMap<(String, String, String), usize> = BTreeMap::new();
         records
             .clone()
             .flat_map(|r| match r {
@@ -610,19 +619,45 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             })
             .write_parts(
                 "WriteFrames",
-                move |row: &FrameMetrics| PartKey {
-                    patient_id: row.patient_id.clone(),
-                    date: date_of(row.event_time_ms),
-                    name: format!(
-                        "part-{}-{:06}",
-                        row.stream_id,
-                        row.frame_index / frames_per_chunk
-                    ),
-                    complete_rows: Some(frames_per_part),
-                    complete_at: None,
+                move |row: &FrameMetrics| match live_part_ms {
+                    None => PartKey {
+                        patient_id: row.patient_id.clone(),
+                        date: date_of(row.event_time_ms),
+                        name: format!(
+                            "part-{}-{:06}",
+                            row.stream_id,
+                            row.frame_index / frames_per_chunk
+                        ),
+                        complete_rows: Some(frames_per_part),
+                        complete_at: None,
+                    },
+                    Some(part_ms) => {
+                        let start = window_start(row.event_time_ms, part_ms);
+                        PartKey {
+                            patient_id: row.patient_id.clone(),
+                            date: date_of(row.event_time_ms),
+                            name: format!("part-{}-t{start}", row.stream_id),
+                            complete_rows: None,
+                            complete_at: Some((start + part_ms).max(0) as u64),
+                        }
+                    }
                 },
                 |a, b| a.frame_index.cmp(&b.frame_index),
-                move |part| write_part(&writer, &log_frames, Table::Frames, part, frames_batch),
+                move |mut part: Part<FrameMetrics>| {
+                    if live_part_ms.is_some() {
+                        let key = (
+                            part.patient_id.clone(),
+                            part.date.clone(),
+                            part.name.clone(),
+                        );
+                        let seen = written.entry(key).or_default();
+                        if *seen > 0 {
+                            part.name = format!("{}-late-{seen}", part.name);
+                        }
+                        *seen += 1;
+                    }
+                    write_part(&writer, &log_frames, Table::Frames, part, frames_batch)
+                },
             );
         let (sites, patients) = records
             .concat(inputs.ends.to_stream(scope))
