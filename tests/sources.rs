@@ -572,6 +572,78 @@ fn udp_mpeg_ts_and_raw_rtp_senders_are_live_sources() {
 }
 
 #[test]
+fn an_mjpeg_http_camera_is_a_live_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (frames, _) = synth_clip(d, 25);
+    let jpegs = d.join("jpegs");
+    std::fs::create_dir_all(&jpegs).unwrap();
+    let encoded = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(
+            format!(
+                "multifilesrc location={}/%06d.png index=0 stop-index=24 caps=image/png,framerate=25/1 ! pngdec \
+                 ! videoconvert ! jpegenc ! multifilesink location={}/%03d.jpg",
+                frames.display(),
+                jpegs.display()
+            )
+            .split_whitespace(),
+        )
+        .status()
+        .unwrap();
+    assert!(encoded.success());
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/mjpeg_server.py");
+    let mut server = Command::new("python3")
+        .arg(script)
+        .args(["--port", &port.to_string(), "--frames"])
+        .arg(&jpegs)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let config = d.join("capflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[output]\nlocation = \"{}\"\n[[streams]]\nid = \"mjpeg\"\npatient = \"P-cam\"\n\
+             source = \"http://127.0.0.1:{port}/\"\nmode = \"live\"\n",
+            d.join("out").display()
+        ),
+    )
+    .unwrap();
+    let run = capflow(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--duration",
+        "5s",
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = cli::text(&run);
+    assert!(run.status.success(), "{text}");
+    let view = duckdb_view(&d.join("out"));
+    let times: Vec<i64> = view["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["event_ms"].as_i64().unwrap())
+        .collect();
+    eprintln!("MJPEG over HTTP: {} frames in 5 s", times.len());
+    assert!(times.len() >= 25, "{} frames: {text}", times.len());
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "frames are timed as they arrive, not all at zero: {times:?}"
+    );
+    let kinds: Vec<String> = events(&view, "mjpeg")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["started", "stopped"], "{text}");
+}
+
+#[test]
 fn the_generator_is_a_live_source_that_duration_ends_with_its_cut_windows_partial() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -39,6 +39,9 @@ pub struct SourceOptions {
     /// stalled. Some damaged files leave GStreamer's demuxer waiting for data that never comes, and a live sender
     /// can go silent; neither may block the worker (and every other stream on it) forever.
     pub stall_timeout: Duration,
+    /// The source is a live feed: an HTTP source is then read as a camera (MJPEG over HTTP, timestamped on arrival,
+    /// no buffering) rather than downloaded as a file.
+    pub live: bool,
 }
 
 impl Default for SourceOptions {
@@ -48,6 +51,7 @@ impl Default for SourceOptions {
             queue_frames: 4,
             sequence_fps: 25.0,
             stall_timeout: Duration::from_secs(20),
+            live: false,
         }
     }
 }
@@ -149,11 +153,31 @@ impl Source {
         } else if is_uri {
             let decoder = make("uridecodebin")?;
             decoder.set_property("uri", location);
-            // RTSP: tag each frame with the sender's NTP wall clock once an RTCP sender report has arrived.
-            decoder.connect("source-setup", false, |args| {
+            let live = options.live;
+            decoder.connect("source-setup", false, move |args| {
                 if let Some(source) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                    // RTSP: tag each frame with the sender's NTP wall clock once an RTCP sender report arrives.
                     if source.has_property("add-reference-timestamp-meta") {
                         source.set_property("add-reference-timestamp-meta", true);
+                    }
+                    // A live HTTP camera (MJPEG): no download buffering, frames timed as they arrive.
+                    if live && source.has_property("is-live") && source.has_property("do-timestamp")
+                    {
+                        source.set_property("is-live", true);
+                        source.set_property("do-timestamp", true);
+                    }
+                }
+                None
+            });
+            // MJPEG over HTTP (multipart/x-mixed-replace): one stream whose type never changes; without this the
+            // demuxer never says it has all its pads and decodebin holds every frame back.
+            decoder.connect("deep-element-added", false, |args| {
+                if let Some(element) = args.get(2).and_then(|v| v.get::<gst::Element>().ok()) {
+                    if element
+                        .factory()
+                        .is_some_and(|f| f.name() == "multipartdemux")
+                    {
+                        element.set_property("single-stream", true);
                     }
                 }
                 None
