@@ -263,6 +263,67 @@ fn two_workers_write_the_same_rows_and_files_as_one() {
 }
 
 #[test]
+fn a_panicking_worker_fails_the_run_instead_of_hanging_and_resume_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let small = [
+        "--preset", "skin", "--width", "320", "--height", "240", "--frames", "12", "--fps", "10",
+    ];
+    let (a, _) = synth(d, "a", &[&small[..], &["--seed", "1"]].concat());
+    let (b, _) = synth(d, "b", &[&small[..], &["--seed", "2"]].concat());
+    let (c, _) = synth(d, "c", &[&small[..], &["--seed", "3"]].concat());
+    let streams = [
+        ("a", "p1", a.as_path(), 2.2),
+        ("b", "p1", b.as_path(), 2.2),
+        ("c", "p2", c.as_path(), 2.2),
+    ];
+    let clean = d.join("clean");
+    let config = write_config(d, &clean, &streams);
+    let run = capflow(&["run", "--config", config.to_str().unwrap(), "-w", "2"]);
+    assert!(run.status.success(), "{}", text(&run));
+
+    let out = d.join("out");
+    let config = write_config(d, &out, &streams);
+    let mut child = Command::new(CAPFLOW)
+        .args(["run", "--config", config.to_str().unwrap(), "-w", "2"])
+        .env("CAPFLOW_FAILPOINT", "panic-worker:1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a run whose worker panicked hung instead of failing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let failed = child.wait_with_output().unwrap();
+    let said = text(&failed);
+    assert!(!failed.status.success(), "{said}");
+    assert!(
+        said.contains("a worker failed (worker 1: CAPFLOW_FAILPOINT=panic-worker:1)")
+            && said.contains("--resume"),
+        "{said}"
+    );
+    let run = capflow(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "-w",
+        "2",
+        "--resume",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        sorted_tables(&out),
+        sorted_tables(&clean),
+        "the resumed run equals a clean one"
+    );
+}
+
+#[test]
 fn a_folder_of_png_frames_runs_without_a_config() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

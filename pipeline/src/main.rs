@@ -176,15 +176,23 @@ fn source_text(input: &std::ffi::OsStr) -> anyhow::Result<String> {
 }
 
 /// The testing failpoint from `CAPFLOW_FAILPOINT` (`abort-before-commit:N`), if set.
-fn failpoint() -> anyhow::Result<Option<u64>> {
+/// The testing failpoints from `CAPFLOW_FAILPOINT`: `abort-before-commit:N` or `panic-worker:I`.
+fn failpoint() -> anyhow::Result<(Option<u64>, Option<usize>)> {
     let Ok(value) = std::env::var("CAPFLOW_FAILPOINT") else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    value
-        .strip_prefix("abort-before-commit:")
-        .and_then(|n| n.parse().ok())
-        .map(Some)
-        .with_context(|| format!("CAPFLOW_FAILPOINT={value:?}: expected abort-before-commit:N"))
+    let number = |prefix: &str| {
+        value
+            .strip_prefix(prefix)
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    if let Some(n) = number("abort-before-commit:") {
+        return Ok((Some(n), None));
+    }
+    if let Some(i) = number("panic-worker:") {
+        return Ok((None, Some(i as usize)));
+    }
+    bail!("CAPFLOW_FAILPOINT={value:?}: expected abort-before-commit:N or panic-worker:I")
 }
 
 /// A flag set by the first Ctrl-C or SIGTERM, which ends the run cleanly (sources stop, open windows are flushed,
@@ -364,9 +372,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 process: args.process,
                 hostfile: args.hostfile.clone(),
             };
+            let (abort_before_commit, panic_worker) = failpoint()?;
             let options = RunOptions {
                 resume: args.resume,
-                abort_before_commit: failpoint()?,
+                abort_before_commit,
+                panic_worker,
                 stop: Some(stop_on_signals()?),
                 duration: args.duration,
                 reload: match &args.config {

@@ -169,6 +169,9 @@ pub struct RunOptions {
     /// Testing hook: abort the process (as `kill -9` would) after uploading this many parts but before
     /// committing the last one. `CAPFLOW_FAILPOINT=abort-before-commit:N` on the command line.
     pub abort_before_commit: Option<u64>,
+    /// Testing hook: this worker panics after its first frame (`CAPFLOW_FAILPOINT=panic-worker:I`), to check that
+    /// its peers then stop instead of waiting for it forever.
+    pub panic_worker: Option<usize>,
     /// Ends the run cleanly once set (Ctrl-C, SIGTERM): sources stop, frames already decoded are analysed, open
     /// windows are closed and written with the frames they have, and everything committed stays readable.
     pub stop: Option<Arc<AtomicBool>>,
@@ -227,11 +230,22 @@ struct RunContext {
     deadline: Option<Instant>,
     reload: Option<Reload>,
     io: tokio::runtime::Handle,
+    /// Set when a worker of this process panicked: the others stop too, instead of waiting for its progress.
+    worker_failed: AtomicBool,
+    /// What the first panicking worker said.
+    panic_message: std::sync::Mutex<Option<String>>,
+    panic_worker: Option<usize>,
 }
 
 impl RunContext {
     fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.stop.load(Ordering::SeqCst)
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+            || self.peer_failed()
+    }
+
+    fn peer_failed(&self) -> bool {
+        self.worker_failed.load(Ordering::SeqCst)
     }
 }
 
@@ -315,22 +329,55 @@ pub fn run(
         deadline: options.duration.map(|d| Instant::now() + d),
         reload: options.reload.clone(),
         io: runtime.handle().clone(),
+        worker_failed: AtomicBool::new(false),
+        panic_message: Default::default(),
+        panic_worker: options.panic_worker,
     });
+    let ctx_panics = Arc::clone(&ctx);
 
     let ctx_retries = ctx.writer.clone();
-    let guards =
-        timely::execute(timely_config, move |worker| worker_main(worker, &ctx)).map_err(|e| {
-            anyhow::anyhow!(
-                "starting timely workers: {e} (check -n/-p/-h and that peers are reachable)"
-            )
-        })?;
+    let guards = timely::execute(timely_config, move |worker| {
+        // A panicking worker (a bug) flags its peers, which then stop and return instead of waiting for its
+        // progress forever; the run then fails with the panic's message.
+        let ran =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker_main(worker, &ctx)));
+        ran.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            let index = worker.index();
+            if let Ok(mut first) = ctx.panic_message.lock() {
+                first.get_or_insert(format!("worker {index}: {message}"));
+            }
+            ctx.worker_failed.store(true, Ordering::SeqCst);
+            std::panic::resume_unwind(panic)
+        })
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "starting timely workers: {e} (check -n/-p/-h and that peers are reachable)"
+        )
+    })?;
     let mut outcome = RunOutcome {
         output: url,
         previously_committed: state.committed_parts,
         ..Default::default()
     };
     for result in guards.join() {
-        let report = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+        let report = result.map_err(|e| {
+            let said = ctx_panics
+                .panic_message
+                .lock()
+                .ok()
+                .and_then(|m| m.clone())
+                .unwrap_or(e);
+            anyhow::anyhow!(
+                "a worker failed ({said}); its peers stopped, committed parts are intact (rerun with --resume; \
+                 please report the panic)"
+            )
+        })?;
         outcome.streams.extend(report.streams);
         outcome.parts.extend(report.parts);
         outcome.errors.extend(report.errors);
@@ -775,6 +822,9 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         inputs.frames.send(frame);
         // The handle buffers sends; push each frame on so the operator sees it now.
         inputs.frames.flush();
+        if ctx.panic_worker == Some(index) {
+            panic!("CAPFLOW_FAILPOINT=panic-worker:{index}");
+        }
         shared.pending.set(shared.pending.get() + 1);
     };
     loop {
@@ -889,8 +939,15 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     drop(inputs);
     // Bounded parks: a CI run once left a worker parked for good here after its peer had finished (a wake-up that
     // never came); waking every 50 ms costs nothing and lets it see the dataflow complete.
-    while worker.has_dataflows() {
+    while worker.has_dataflows() && !ctx.peer_failed() {
         worker.step_or_park(Some(Duration::from_millis(50)));
+    }
+    if ctx.peer_failed() {
+        // The failed peer's progress never comes: drop the dataflow (what it had not written is lost to this run;
+        // committed parts are intact) so this worker can return.
+        for id in worker.installed_dataflows() {
+            worker.drop_dataflow(id);
+        }
     }
     let mut report = log.take();
     report.errors.extend(shared.errors.take());
@@ -996,7 +1053,10 @@ fn apply_reload(
     let streams = match reloaded_streams(ctx, reload) {
         Ok(streams) => streams,
         Err(e) => {
-            tracing::error!(config = %reload.path.display(), error = %format!("{e:#}"), "config reload refused; the running streams go on");
+            // Every worker reads the file; one says so.
+            if worker == 0 {
+                tracing::error!(config = %reload.path.display(), error = %format!("{e:#}"), "config reload refused; the running streams go on");
+            }
             return;
         }
     };
