@@ -188,3 +188,52 @@ fn a_slow_consumer_makes_a_live_stream_drop_and_count_frames_with_a_bounded_queu
         "every drop is in a dropped event: {events:#?}"
     );
 }
+
+#[test]
+fn a_missing_camera_device_is_an_error_naming_it() {
+    // No camera exists on CI machines (nor a v4l2loopback module): this checks what a user sees when the device is
+    // absent or unplugged; the capture path itself is GStreamer's v4l2src.
+    let info = std::sync::Arc::new(StreamInfo::new("cam", "p", "nailfold", 1.2));
+    for location in ["/dev/video97", "v4l2:///dev/video97"] {
+        let err = capflow_ingest::Source::open(location, info.clone(), &SourceOptions::default())
+            .and_then(|mut s| s.next_frame().map(|_| s))
+            .expect_err("no such device");
+        let text = err.to_string();
+        assert!(
+            text.contains(location) && text.contains("camera"),
+            "{location}: {text}"
+        );
+    }
+}
+
+#[test]
+fn the_generator_plays_in_real_time_as_a_live_reader() {
+    let info = StreamInfo::new("gen", "p", "skin", 2.2);
+    let mut reader = StreamReader::spawn(
+        "synth://skin?width=96&height=64&fps=20&length_s=0.5",
+        info,
+        live_options(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < 15 && start.elapsed() < Duration::from_secs(20) {
+        if let Popped::Item(frame) = reader.pop_timeout(Duration::from_millis(100)) {
+            assert_eq!((frame.width, frame.height), (96, 64));
+            times.push(frame.pts_ns);
+        }
+    }
+    reader.stop();
+    reader.join();
+    assert_eq!(
+        times.len(),
+        15,
+        "the generator keeps playing past its 10-frame loop"
+    );
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "timestamps advance through the loop: {times:?}"
+    );
+    let kinds: Vec<EventKind> = reader.take_events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Started, EventKind::Stopped]);
+}
