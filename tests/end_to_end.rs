@@ -227,16 +227,32 @@ fn sorted_tables(root: &Path) -> (Vec<String>, Vec<String>, Vec<PathBuf>) {
     )
 }
 
+/// Three small generated skin clips (12 frames at 10 fps, seeds 1-3) named a, b and c.
+fn three_small_clips(d: &Path) -> [PathBuf; 3] {
+    let small = [
+        "--preset", "skin", "--width", "320", "--height", "240", "--frames", "12", "--fps", "10",
+    ];
+    ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            synth(
+                d,
+                name,
+                &[&small[..], &["--seed", &(i + 1).to_string()]].concat(),
+            )
+            .0
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap()
+}
+
 #[test]
 fn two_workers_write_the_same_rows_and_files_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let small = [
-        "--preset", "skin", "--width", "320", "--height", "240", "--frames", "12", "--fps", "10",
-    ];
-    let (a, _) = synth(d, "a", &[&small[..], &["--seed", "1"]].concat());
-    let (b, _) = synth(d, "b", &[&small[..], &["--seed", "2"]].concat());
-    let (c, _) = synth(d, "c", &[&small[..], &["--seed", "3"]].concat());
+    let [a, b, c] = three_small_clips(d);
     let mut results = Vec::new();
     for workers in ["1", "2", "3"] {
         let out = d.join(format!("out-w{workers}"));
@@ -266,12 +282,7 @@ fn two_workers_write_the_same_rows_and_files_as_one() {
 fn a_panicking_worker_fails_the_run_instead_of_hanging_and_resume_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let small = [
-        "--preset", "skin", "--width", "320", "--height", "240", "--frames", "12", "--fps", "10",
-    ];
-    let (a, _) = synth(d, "a", &[&small[..], &["--seed", "1"]].concat());
-    let (b, _) = synth(d, "b", &[&small[..], &["--seed", "2"]].concat());
-    let (c, _) = synth(d, "c", &[&small[..], &["--seed", "3"]].concat());
+    let [a, b, c] = three_small_clips(d);
     let streams = [
         ("a", "p1", a.as_path(), 2.2),
         ("b", "p1", b.as_path(), 2.2),

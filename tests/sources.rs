@@ -115,6 +115,17 @@ fn log(dir: &Path) -> String {
     text
 }
 
+/// Runs `capflow run args` to completion against a live `peer` (then stopped), and reads the tables it wrote to
+/// `out`; returns the run's output text and the tables.
+fn run_against(peer: &mut Child, args: &[&str], out: &Path) -> (String, Value) {
+    let run = capflow(&[&["run"], args].concat());
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let text = cli::text(&run);
+    assert!(run.status.success(), "{text}");
+    (text, duckdb_view(out))
+}
+
 /// Every file under `dir`, recursively.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -542,22 +553,9 @@ fn udp_mpeg_ts_and_raw_rtp_senders_are_live_sources() {
         let mut sender = udp_sender(&frames, port, payload);
         let uri = uri.replace("{port}", &port.to_string());
         let out = d.join(name);
-        let run = capflow(&[
-            "run",
-            "--input",
-            &uri,
-            "--patient",
-            "P-net",
-            "--output",
-            out.to_str().unwrap(),
-            "--duration",
-            "6s",
-        ]);
-        let _ = sender.kill();
-        let _ = sender.wait();
-        let text = cli::text(&run);
-        assert!(run.status.success(), "{name}: {text}");
-        let view = duckdb_view(&out);
+        let args = ["--input", &uri, "--patient", "P-net", "--output"];
+        let args = [&args[..], &[out.to_str().unwrap(), "--duration", "6s"]].concat();
+        let (text, view) = run_against(&mut sender, &args, &out);
         let frames = view["frames"].as_array().unwrap().len();
         let kinds: Vec<String> = events(&view, "input-0")
             .iter()
@@ -612,18 +610,8 @@ fn an_mjpeg_http_camera_is_a_live_source() {
         ),
     )
     .unwrap();
-    let run = capflow(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--duration",
-        "5s",
-    ]);
-    let _ = server.kill();
-    let _ = server.wait();
-    let text = cli::text(&run);
-    assert!(run.status.success(), "{text}");
-    let view = duckdb_view(&d.join("out"));
+    let args = ["--config", config.to_str().unwrap(), "--duration", "5s"];
+    let (text, view) = run_against(&mut server, &args, &d.join("out"));
     let times: Vec<i64> = view["frames"]
         .as_array()
         .unwrap()
