@@ -719,6 +719,29 @@ fn the_generator_is_a_live_source_that_duration_ends_with_its_cut_windows_partia
         patients.len() >= 2 && last["partial"] == cut,
         "the window --duration cut is partial: {patients:?}"
     );
+
+    // A monitor restarted into the same output adds its rows next to the first run's (a live run's parts are named
+    // by its start, so none of them is taken for an already-committed part).
+    let before = view["frames"].as_array().unwrap().len();
+    let windows_before = patients.len();
+    let run = capflow(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--duration",
+        "3s",
+    ]);
+    let text = cli::text(&run);
+    assert!(run.status.success(), "{text}");
+    let view = duckdb_view(&d.join("out"));
+    assert!(
+        view["frames"].as_array().unwrap().len() >= before + 10,
+        "the restarted run's frames land too: {text}"
+    );
+    assert!(
+        view["patients"].as_array().unwrap().len() > windows_before,
+        "and its windows: {text}"
+    );
 }
 
 #[test]

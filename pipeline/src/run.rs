@@ -234,6 +234,8 @@ struct RunContext {
     worker_failed: AtomicBool,
     /// What the first panicking worker said.
     panic_message: std::sync::Mutex<Option<String>>,
+    /// When this process started the run, ms since the Unix epoch: tags a live run's part names.
+    started_ms: i64,
     panic_worker: Option<usize>,
 }
 
@@ -331,6 +333,7 @@ pub fn run(
         io: runtime.handle().clone(),
         worker_failed: AtomicBool::new(false),
         panic_message: Default::default(),
+        started_ms: now_ms(),
         panic_worker: options.panic_worker,
     });
     let ctx_panics = Arc::clone(&ctx);
@@ -651,11 +654,16 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         let (writer, log_frames) = (ctx.writer.clone(), Rc::clone(&log));
         // Replays cut frame parts by frame index (the same files on every run); live runs by event time, so a part
         // is written minutes, not hours, after its frames (a crash loses at most one part's rows per stream).
-        let live_part_ms = config
-            .streams
-            .iter()
-            .any(|s| s.is_live())
-            .then(|| (config.output.live_frames_part_s * 1000.0).round() as i64);
+        let live = config.streams.iter().any(|s| s.is_live());
+        let live_part_ms = live.then(|| (config.output.live_frames_part_s * 1000.0).round() as i64);
+        // A live run's parts carry the run's start: a restarted monitor writes new parts next to the old ones
+        // instead of finding their names committed (a replay's names are the same on every run, by design).
+        let run_tag = if live {
+            format!("-r{}", ctx.started_ms)
+        } else {
+            String::new()
+        };
+        let (tag_frames, tag_sites, tag_patients) = (run_tag.clone(), run_tag.clone(), run_tag);
         // A live frame arriving after its part was written goes into a part of its own (`-late-N`).
         let mut written: BTreeMap<(String, String, String), usize> = BTreeMap::new();
         records
@@ -683,7 +691,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                         PartKey {
                             patient_id: row.patient_id.clone(),
                             date: date_of(row.event_time_ms),
-                            name: format!("part-{}-t{start}", row.stream_id),
+                            name: format!("part-{}-t{start}{tag_frames}", row.stream_id),
                             complete_rows: None,
                             complete_at: Some((start + part_ms).max(0) as u64),
                         }
@@ -724,7 +732,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     PartKey {
                         patient_id: row.patient_id.clone(),
                         date: date_of(row.window_start_ms),
-                        name: format!("part-{chunk}"),
+                        name: format!("part-{chunk}{tag_sites}"),
                         complete_rows: None,
                         complete_at: Some(chunk_complete(chunk)),
                     }
@@ -760,7 +768,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     PartKey {
                         patient_id: row.patient_id.clone(),
                         date: date_of(row.window_start_ms),
-                        name: format!("part-{chunk}"),
+                        name: format!("part-{chunk}{tag_patients}"),
                         complete_rows: None,
                         complete_at: Some(chunk_complete(chunk)),
                     }
