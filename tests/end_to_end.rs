@@ -635,3 +635,43 @@ fn readme_documents_every_output_column() {
         }
     }
 }
+
+#[test]
+fn model_inspect_prints_the_card_and_the_tensors_and_names_a_broken_model() {
+    let out = capflow(&["model", "inspect", "builtin"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    for expected in [
+        "model   capillary-seg-v1",
+        "input   image: float32 [-1, 2, -1, -1]",
+        "output  prob: float32 [-1, 1, -1, -1]",
+        "channels [green, redness]",
+        "[metrics.heldout_synthetic.skin]",
+        "limit   ",
+    ] {
+        assert!(
+            said.contains(expected),
+            "{expected:?} missing from:\n{said}"
+        );
+    }
+    let out = capflow(&["model", "inspect", "classical"]);
+    assert!(
+        text(&out).contains("capillary-classical-v1"),
+        "{}",
+        text(&out)
+    );
+
+    // A model whose file breaks its card's contract fails here as a run would, naming the card and the shape.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = wrong_shape_model(dir.path());
+    let out = capflow(&["model", "inspect", wrong.to_str().unwrap()]);
+    let said = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("wrong.toml") && said.contains("[N, 1, H, W]"),
+        "{said}"
+    );
+    let out = capflow(&["model", "inspect", "/nonexistent/card.toml"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("/nonexistent/card.toml"));
+}

@@ -38,6 +38,23 @@ pub struct Segmenter {
     channels: usize,
 }
 
+/// One input or output tensor of a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSignature {
+    /// Tensor name.
+    pub name: String,
+    /// Element type, e.g. `float32`.
+    pub element: String,
+    /// Dimensions; -1 is dynamic.
+    pub shape: Vec<i64>,
+}
+
+impl std::fmt::Display for TensorSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} {:?}", self.name, self.element, self.shape)
+    }
+}
+
 impl std::fmt::Debug for Segmenter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segmenter")
@@ -123,6 +140,34 @@ impl Segmenter {
             output_name: card.output.name.clone(),
             channels,
         })
+    }
+
+    /// The model's input and output tensors as ONNX Runtime sees them: name, element type and shape (-1 = dynamic).
+    pub fn signature(&self) -> (Vec<TensorSignature>, Vec<TensorSignature>) {
+        let describe = |name: &str, value: &ValueType| match value {
+            ValueType::Tensor { ty, shape, .. } => TensorSignature {
+                name: name.to_owned(),
+                element: format!("{ty:?}").to_lowercase(),
+                shape: shape.iter().copied().collect(),
+            },
+            other => TensorSignature {
+                name: name.to_owned(),
+                element: format!("{other:?}"),
+                shape: Vec::new(),
+            },
+        };
+        (
+            self.session
+                .inputs()
+                .iter()
+                .map(|i| describe(i.name(), i.dtype()))
+                .collect(),
+            self.session
+                .outputs()
+                .iter()
+                .map(|o| describe(o.name(), o.dtype()))
+                .collect(),
+        )
     }
 
     /// Runs one batch of same-sized inputs and returns one probability plane (`height * width`) per input.

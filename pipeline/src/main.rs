@@ -18,6 +18,18 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Print a model's card and the input/output tensors of its ONNX file, checked the way a run checks them.
+    Inspect {
+        /// `builtin` (the learned model), `classical`, a built-in name, or a model card .toml.
+        card: String,
+        /// ONNX Runtime library (default: ORT_DYLIB_PATH, else what `make setup` installed).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Analyse the streams of a config (default: the bundled demo) or ad-hoc --input/--patient pairs.
     Run(RunArgs),
@@ -27,6 +39,11 @@ enum Command {
     Check {
         /// Config file (default: the embedded default).
         config: Option<PathBuf>,
+    },
+    /// Inspect a model (`capflow model inspect builtin|classical|CARD.toml`).
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
     },
     /// Measure decode-only, inference-only and end-to-end throughput on a generated 1080p clip.
     Bench(capflow::bench::BenchArgs),
@@ -449,6 +466,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
             } else {
                 bail!("invalid config:\n  {}", problems.join("\n  "))
             }
+        }
+        Command::Model {
+            command: ModelCommand::Inspect { card, ort_library },
+        } => {
+            print!(
+                "{}",
+                capflow::model::inspect(&card, ort_library.as_deref())
+                    .with_context(|| format!("inspecting model {card}"))?
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
             capflow::bench::bench(&args)?;

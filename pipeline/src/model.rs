@@ -99,6 +99,90 @@ pub fn ort_library(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// `capflow model inspect`: a model's card and the tensors ONNX Runtime finds in its file, as text.
+///
+/// Opening a session checks the file against the card the way a run does, so a model that would fail a run fails
+/// here with the same message.
+pub fn inspect(card: &str, ort: Option<&Path>) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+
+    let model = load_model(card)?;
+    let library = ort_library(ort)?;
+    let env = capflow_operators::ort_environment(&library)?;
+    let segmenter = capflow_operators::Segmenter::new(&env, &model, 1)?;
+    let (inputs, outputs) = segmenter.signature();
+    let c = &model.card;
+    let mut out = String::new();
+    let digest = capflow_sinks::commit::sha256_hex(&model.onnx);
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "model   {} {} ({}), from {}",
+        c.name, c.version, c.kind, model.origin
+    );
+    let _ = writeln!(
+        out,
+        "onnx    {} ({} bytes, sha256 {digest})",
+        c.onnx,
+        model.onnx.len()
+    );
+    let _ = writeln!(out, "about   {}", c.description.trim());
+    for i in &inputs {
+        let _ = writeln!(out, "input   {i}");
+    }
+    for o in &outputs {
+        let _ = writeln!(out, "output  {o}");
+    }
+    let channels: Vec<String> = c
+        .input
+        .channels
+        .iter()
+        .map(|ch| format!("{ch:?}").to_lowercase())
+        .collect();
+    let range = c
+        .input
+        .um_per_px_range
+        .map(|[lo, hi]| format!(", frames kept within {lo}-{hi} µm/px"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "frames  {} channels [{}], (x·{} − {}) / {}; resized to {} µm/px{range}; padded to a multiple of {}, at \
+         least {} px",
+        c.input.layout,
+        channels.join(", "),
+        c.input.scale,
+        c.input.mean,
+        c.input.std,
+        c.input.um_per_px,
+        c.input.pad_multiple,
+        c.input.min_size
+    );
+    let _ = writeln!(
+        out,
+        "mask    {} > {}; capillaries of {}-{} µm²",
+        c.output.meaning.trim(),
+        c.output.threshold,
+        c.postprocess.min_area_um2,
+        c.postprocess.max_area_um2
+    );
+    for limitation in &c.limitations {
+        let _ = writeln!(out, "limit   {limitation}");
+    }
+    // The card's free-form tables, as TOML under their own names.
+    let mut tables = toml::Table::new();
+    for (title, table) in [("metrics", &c.metrics), ("provenance", &c.provenance)] {
+        if !table.is_empty() {
+            tables.insert(title.into(), toml::Value::Table(table.clone()));
+        }
+    }
+    let _ = write!(
+        out,
+        "{}",
+        toml::to_string_pretty(&tables).unwrap_or_default()
+    );
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
