@@ -100,11 +100,10 @@ pub(crate) fn parquet_rows(path: &Path) -> Result<Vec<ManifestRow>, String> {
 
 /// A column's values as text; timestamps as RFC 3339 UTC.
 fn texts(name: &str, column: &ArrayRef) -> Result<Vec<Option<String>>, String> {
-    if let DataType::Timestamp(unit, _) = column.data_type() {
+    if let DataType::Timestamp(..) = column.data_type() {
         let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))
             .map_err(|e| format!("column `{name}`: {e}"))?;
         let ms = ms.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-        let _ = unit;
         return Ok((0..ms.len())
             .map(|i| {
                 ms.is_valid(i).then(|| {
