@@ -624,9 +624,11 @@ fn an_mjpeg_http_camera_is_a_live_source() {
         times.windows(2).all(|w| w[1] > w[0]),
         "frames are timed as they arrive, not all at zero: {times:?}"
     );
+    // A loaded machine may drop a frame now and then (counted in `dropped` rows); not what is tested here.
     let kinds: Vec<String> = events(&view, "mjpeg")
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_string())
+        .filter(|kind| kind != "dropped")
         .collect();
     assert_eq!(kinds, ["started", "stopped"], "{text}");
 }
@@ -689,6 +691,7 @@ fn the_generator_is_a_live_source_that_duration_ends_with_its_cut_windows_partia
         let kinds: Vec<String> = events(&view, stream)
             .iter()
             .map(|e| e["kind"].as_str().unwrap().to_string())
+            .filter(|kind| kind != "dropped")
             .collect();
         assert_eq!(kinds, ["started", "stopped"], "{stream}: {text}");
         let frames = view["frames"]
