@@ -523,8 +523,38 @@ fn output_to_s3_lands_on_a_real_s3_server_and_reads_back() {
     assert_eq!(view["patients_per_patient"]["p-s3"], 1);
 }
 
+/// Free loopback addresses, one per process.
+fn loopback_hosts(n: usize) -> Vec<String> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// Runs `capflow run` as processes 0..n at the same time (a cluster must start together) and waits for all.
+fn run_cluster(n: usize, extra: &[&str]) {
+    let procs: Vec<_> = (0..n)
+        .map(|p| {
+            Command::new(CAPFLOW)
+                .args(["run", "-p", &p.to_string()])
+                .args(extra)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (p, child) in procs.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "process {p}: {}", text(&out));
+    }
+}
+
 #[test]
-fn two_processes_on_loopback_write_the_same_rows_and_files_as_one() {
+fn two_and_three_processes_on_loopback_write_the_same_rows_and_files_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let small = [
@@ -532,55 +562,134 @@ fn two_processes_on_loopback_write_the_same_rows_and_files_as_one() {
     ];
     let (a, _) = synth(d, "a", &[&small[..], &["--seed", "4"]].concat());
     let (b, _) = synth(d, "b", &[&small[..], &["--seed", "5"]].concat());
-    let streams = |out: &Path| write_config(d, out, &[("a", "p1", &a, 2.2), ("b", "p1", &b, 2.2)]);
+    let (c, _) = synth(d, "c", &[&small[..], &["--seed", "6"]].concat());
+    let streams = |out: &Path| {
+        write_config(
+            d,
+            out,
+            &[
+                ("a", "p1", &a, 2.2),
+                ("b", "p1", &b, 2.2),
+                ("c", "p2", &c, 2.2),
+            ],
+        )
+    };
 
     let single = d.join("single");
     let run = capflow(&["run", "--config", streams(&single).to_str().unwrap()]);
     assert!(run.status.success(), "{}", text(&run));
+    let expected = sorted_tables(&single);
 
-    let cluster = d.join("cluster");
-    let config = streams(&cluster);
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    // Two processes from a hostfile on the command line.
+    let two = d.join("two");
+    let config = streams(&two);
     let hostfile = d.join("hosts.txt");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
-    // The two processes must run at the same time: spawn both, then wait.
-    let mut procs: Vec<_> = (0..2)
-        .map(|p| {
-            Command::new(CAPFLOW)
-                .args([
-                    "run",
-                    "--config",
-                    config.to_str().unwrap(),
-                    "-n",
-                    "2",
-                    "-p",
-                    &p.to_string(),
-                    "-h",
-                ])
-                .arg(&hostfile)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in procs.drain(..) {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(&hostfile, loopback_hosts(2).join("\n")).unwrap();
+    run_cluster(
+        2,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "-n",
+            "2",
+            "-h",
+            hostfile.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(sorted_tables(&two), expected);
+
+    // Three processes from the config's [cluster] table, with two workers each.
+    let three = d.join("three");
+    let config = streams(&three);
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml += &format!(
+        "[cluster]\nprocesses = 3\nworkers = 2\nhosts = {:?}\n",
+        loopback_hosts(3)
+    );
+    std::fs::write(&config, toml).unwrap();
+    run_cluster(3, &["--config", config.to_str().unwrap()]);
+    assert_eq!(sorted_tables(&three), expected);
+}
+
+#[test]
+fn a_process_given_a_wrong_peer_address_fails_fast_naming_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a, _) = synth(
+        d,
+        "a",
+        &[
+            "--preset", "skin", "--width", "160", "--height", "120", "--frames", "3",
+        ],
+    );
+    let out_dir = d.join("out");
+    let config = write_config(d, &out_dir, &[("a", "p1", &a, 2.2)]);
+    // Process 1's peer, process 0, is said to be at a port nobody listens on.
+    let hosts = loopback_hosts(2);
+    let hostfile = d.join("hosts.txt");
+    std::fs::write(&hostfile, hosts.join("\n")).unwrap();
+    let started = std::time::Instant::now();
+    let mut child = Command::new(CAPFLOW)
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "-n",
+            "2",
+            "-p",
+            "1",
+            "-h",
+        ])
+        .arg(&hostfile)
+        .args(["--peer-timeout", "3s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: the process must end by itself well after its 3 s timeout; a hang is killed and fails the test.
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(90) {
+            child.kill().unwrap();
+            panic!("capflow kept waiting for an unreachable peer");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(sorted_tables(&single), sorted_tables(&cluster));
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        said.contains(&format!("connects to process 0 at {}", hosts[0]))
+            && said.contains("could not form the cluster within 3 s"),
+        "{said}"
+    );
+    assert!(
+        !out_dir.exists(),
+        "a process that never joined wrote to its output"
+    );
+
+    // An own address that is not this machine's is named at once.
+    std::fs::write(&hostfile, format!("{}\n192.0.2.7:2102\n", hosts[0])).unwrap();
+    let out = Command::new(CAPFLOW)
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "-n",
+            "2",
+            "-p",
+            "1",
+            "-h",
+        ])
+        .arg(&hostfile)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot listen at its own address 192.0.2.7:2102"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

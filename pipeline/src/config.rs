@@ -41,6 +41,66 @@ pub struct Config {
     /// Device profiles by name (`[profiles.<name>]`): the pixel size and frame rate of a camera, shared by the streams
     /// (and manifest rows) that name it. Added to the built-in [`BUILTIN_PROFILES`].
     pub profiles: std::collections::BTreeMap<String, DeviceProfile>,
+    /// Timely's process settings (`-w`, `-n`, `-h` on the command line win); not part of the job's identity, so a
+    /// resume may use another cluster shape.
+    pub cluster: ClusterConfig,
+}
+
+/// How many workers and processes run the dataflow, and where the processes are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// Processes in the cluster (each started with its own `-p INDEX`).
+    pub processes: usize,
+    /// `host:port` of every process, in process order (default `localhost:2101`, `2102`, …).
+    pub hosts: Vec<String>,
+    /// Seconds a process waits for its peers to connect before it gives up with an error naming them.
+    pub peer_timeout_s: f64,
+}
+
+impl ClusterConfig {
+    /// Every problem of the cluster settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(1..=1024).contains(&self.workers) {
+            p.push("cluster.workers must be within 1..=1024 (worker threads per process)".into());
+        }
+        if !(1..=1024).contains(&self.processes) {
+            p.push("cluster.processes must be within 1..=1024".into());
+        }
+        if !self.hosts.is_empty() && self.hosts.len() < self.processes {
+            p.push(format!(
+                "cluster.hosts lists {} addresses but cluster.processes is {}: give one host:port per process",
+                self.hosts.len(),
+                self.processes
+            ));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            if host
+                .rsplit_once(':')
+                .is_none_or(|(h, port)| h.is_empty() || port.parse::<u16>().is_err())
+            {
+                p.push(format!("cluster.hosts[{i}] {host:?} is not host:port"));
+            }
+        }
+        if !(self.peer_timeout_s.is_finite() && (0.5..=86_400.0).contains(&self.peer_timeout_s)) {
+            p.push("cluster.peer_timeout_s must be within 0.5..=86400 seconds".into());
+        }
+        p
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            workers: 1,
+            processes: 1,
+            hosts: Vec::new(),
+            peer_timeout_s: 60.0,
+        }
+    }
 }
 
 /// A camera or microscope: what its streams share.
@@ -52,15 +112,24 @@ pub struct DeviceProfile {
     /// Nominal frame rate, frames per second.
     #[serde(default = "default_fps")]
     pub fps: f64,
+    /// Frame width in pixels, if known: with `height`, the expected cost that balances streams across workers.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Frame height in pixels, if known.
+    #[serde(default)]
+    pub height: Option<u32>,
     /// Free text: device, objective, resolution, where the calibration came from.
     #[serde(default)]
     pub description: String,
 }
 
+/// A built-in device profile: name, µm per pixel, fps, width, height.
+pub type BuiltinProfile = (&'static str, f64, f64, u32, u32);
+
 /// Profiles every config knows: `hdmia-skin`, the replaced system's skin capillaroscope (1920×1080, 2.2 µm per
 /// pixel, the constant its code uses, 25 fps). Sublingual SDF/IDF pixel sizes vary by device and resolution and are
 /// not well published, so they are left to `[profiles.<name>]` with a measured value.
-pub const BUILTIN_PROFILES: &[(&str, f64, f64)] = &[("hdmia-skin", 2.2, 25.0)];
+pub const BUILTIN_PROFILES: &[BuiltinProfile] = &[("hdmia-skin", 2.2, 25.0, 1920, 1080)];
 
 /// Output location and table layout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -539,6 +608,7 @@ impl Config {
         shaping.model.intra_threads = 0;
         shaping.model.ort_library = None;
         shaping.ingest = IngestConfig::default();
+        shaping.cluster = ClusterConfig::default();
         // The manifest's rows are in `streams` already.
         shaping.manifest = None;
         let json = serde_json::to_vec(&shaping).expect("a config always serialises");
@@ -548,21 +618,22 @@ impl Config {
     /// The profile called `name`: the config's own, else a built-in one.
     pub fn profile(&self, name: &str) -> Option<DeviceProfile> {
         self.profiles.get(name).cloned().or_else(|| {
-            BUILTIN_PROFILES
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .map(|&(_, um_per_px, fps)| DeviceProfile {
+            BUILTIN_PROFILES.iter().find(|(n, ..)| *n == name).map(
+                |&(_, um_per_px, fps, width, height)| DeviceProfile {
                     um_per_px,
                     fps,
+                    width: Some(width),
+                    height: Some(height),
                     description: "built in".into(),
-                })
+                },
+            )
         })
     }
 
     /// Every profile name a stream may use, sorted.
     pub fn profile_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.profiles.keys().cloned().collect();
-        names.extend(BUILTIN_PROFILES.iter().map(|(n, _, _)| n.to_string()));
+        names.extend(BUILTIN_PROFILES.iter().map(|(n, ..)| n.to_string()));
         names.sort();
         names.dedup();
         names
@@ -726,7 +797,15 @@ impl Config {
             if !(profile.fps.is_finite() && profile.fps > 0.0 && profile.fps <= 1000.0) {
                 p.push(format!("profiles.{name}.fps must be within (0, 1000]"));
             }
+            for (key, v) in [("width", profile.width), ("height", profile.height)] {
+                if v.is_some_and(|v| !(1..=65_536).contains(&v)) {
+                    p.push(format!(
+                        "profiles.{name}.{key} must be within 1..=65536 pixels"
+                    ));
+                }
+            }
         }
+        p.extend(self.cluster.problems());
         if self.streams.is_empty() {
             p.push("streams: at least one stream is needed ([[streams]] in the config, or --input/--patient)".into());
         }

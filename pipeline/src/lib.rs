@@ -20,6 +20,7 @@
 
 pub mod annotate;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod eval;
 pub mod imageio;

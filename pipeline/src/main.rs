@@ -94,18 +94,21 @@ struct RunArgs {
     /// Model card .toml (overrides model.card).
     #[arg(long)]
     model: Option<String>,
-    /// Worker threads per process.
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
-    workers: usize,
-    /// Number of processes in a timely cluster.
-    #[arg(short = 'n', long = "processes", default_value_t = 1)]
-    processes: usize,
-    /// This process's index in the cluster.
+    /// Worker threads per process (default: `cluster.workers`, else 1).
+    #[arg(short = 'w', long = "workers")]
+    workers: Option<usize>,
+    /// Number of processes in a timely cluster (default: `cluster.processes`, else 1).
+    #[arg(short = 'n', long = "processes")]
+    processes: Option<usize>,
+    /// This process's index in the cluster, 0 to n-1.
     #[arg(short = 'p', long = "process", default_value_t = 0)]
     process: usize,
-    /// Hostfile: one host:port per process.
+    /// Hostfile: one host:port per process, in process order (default: `cluster.hosts`, else localhost:2101, 2102, …).
     #[arg(short = 'h', long = "hostfile")]
     hostfile: Option<PathBuf>,
+    /// How long to wait for the other processes to connect, e.g. `30s` (default: `cluster.peer_timeout_s`, 60 s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    peer_timeout: Option<std::time::Duration>,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -383,12 +386,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             let config = run_config(&args)?;
-            let cluster = ClusterArgs {
-                workers: args.workers,
-                processes: args.processes,
-                process: args.process,
-                hostfile: args.hostfile.clone(),
-            };
+            let mut cluster = ClusterArgs::from_config(&config.cluster);
+            cluster.workers = args.workers.unwrap_or(cluster.workers);
+            cluster.processes = args.processes.unwrap_or(cluster.processes);
+            cluster.process = args.process;
+            cluster.hostfile = args.hostfile.clone();
+            cluster.peer_timeout = args.peer_timeout.unwrap_or(cluster.peer_timeout);
             let (abort_before_commit, panic_worker) = failpoint()?;
             let options = RunOptions {
                 resume: args.resume,

@@ -1,7 +1,7 @@
 //! Graph assembly: sources → stabilise → segment → flow → `frames` table, and → per-site and per-patient windows →
 //! `sites` and `patients` tables.
 //!
-//! Every worker builds the same dataflow. A stream is decoded by the worker its id hashes to; its frames stay on that worker
+//! Every worker builds the same dataflow. A stream is decoded by the worker [`Placement`] gives it; its frames stay on that worker
 //! through stabilisation, segmentation and flow analysis (pixels never cross workers or processes); frame rows are
 //! routed by patient, one part per stream and chunk of frames; window records are exchanged by patient inside
 //! `reduce`, and the worker that owns a patient writes its site and patient parts. Part names depend only on the data, so output is identical whatever the
@@ -42,89 +42,11 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
-use timely::{CommunicationConfig, WorkerConfig};
 
+pub use crate::cluster::ClusterArgs;
+use crate::cluster::Placement;
 use crate::config::{Config, DropPolicyName, StreamConfig};
 use crate::model::{load_model, ort_library};
-
-/// Timely's process settings, as `-w`, `-n`, `-p`, `-h` on the command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterArgs {
-    /// Worker threads per process.
-    pub workers: usize,
-    /// Number of processes.
-    pub processes: usize,
-    /// This process's index.
-    pub process: usize,
-    /// File with one `host:port` per process (default: localhost:2101, 2102, ...).
-    pub hostfile: Option<PathBuf>,
-}
-
-impl Default for ClusterArgs {
-    fn default() -> Self {
-        ClusterArgs {
-            workers: 1,
-            processes: 1,
-            process: 0,
-            hostfile: None,
-        }
-    }
-}
-
-impl ClusterArgs {
-    /// The timely configuration these settings describe.
-    pub fn timely_config(&self) -> anyhow::Result<timely::Config> {
-        if self.workers == 0 || self.processes == 0 || self.process >= self.processes {
-            bail!(
-                "cluster settings need -w >= 1, -n >= 1 and 0 <= -p < -n (got -w {} -n {} -p {})",
-                self.workers,
-                self.processes,
-                self.process
-            );
-        }
-        let communication = if self.processes > 1 {
-            let addresses = match &self.hostfile {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading hostfile {}", path.display()))?;
-                    let lines: Vec<String> = text
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(String::from)
-                        .collect();
-                    if lines.len() < self.processes {
-                        bail!(
-                            "hostfile {} lists {} addresses but -n is {}",
-                            path.display(),
-                            lines.len(),
-                            self.processes
-                        );
-                    }
-                    lines.into_iter().take(self.processes).collect()
-                }
-                None => (0..self.processes)
-                    .map(|i| format!("localhost:{}", 2101 + i))
-                    .collect(),
-            };
-            CommunicationConfig::Cluster {
-                threads: self.workers,
-                process: self.process,
-                addresses,
-                report: false,
-                zerocopy: false,
-            }
-        } else if self.workers > 1 {
-            CommunicationConfig::Process(self.workers)
-        } else {
-            CommunicationConfig::Thread
-        };
-        Ok(timely::Config {
-            communication,
-            worker: WorkerConfig::default(),
-        })
-    }
-}
 
 /// What happened to one stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -278,13 +200,15 @@ pub fn run(
     if !problems.is_empty() {
         bail!("invalid config:\n  {}", problems.join("\n  "));
     }
-    let timely_config = cluster.timely_config()?;
+    cluster.timely_config()?;
     let model = load_model(&config.model.card)?;
     let library = ort_library(config.model.ort_library.as_deref())?;
     let env = ort_environment(&library)?;
     // Check the model against its card once, before any worker depends on it.
     Segmenter::new(&env, &model, 1)?;
     capflow_ingest::init()?;
+    // Before the output is touched: a process that cannot reach its peers changes nothing.
+    let connected = cluster.connect()?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -339,25 +263,31 @@ pub fn run(
     let ctx_panics = Arc::clone(&ctx);
 
     let ctx_retries = ctx.writer.clone();
-    let guards = timely::execute(timely_config, move |worker| {
-        // A panicking worker (a bug) flags its peers, which then stop and return instead of waiting for its
-        // progress forever; the run then fails with the panic's message.
-        let ran =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker_main(worker, &ctx)));
-        ran.unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
-            let index = worker.index();
-            if let Ok(mut first) = ctx.panic_message.lock() {
-                first.get_or_insert(format!("worker {index}: {message}"));
-            }
-            ctx.worker_failed.store(true, Ordering::SeqCst);
-            std::panic::resume_unwind(panic)
-        })
-    })
+    let guards = timely::execute::execute_from(
+        connected.builders,
+        connected.guard,
+        connected.worker,
+        move |worker| {
+            // A panicking worker (a bug) flags its peers, which then stop and return instead of waiting for its
+            // progress forever; the run then fails with the panic's message.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker_main(worker, &ctx)
+            }));
+            ran.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic".into());
+                let index = worker.index();
+                if let Ok(mut first) = ctx.panic_message.lock() {
+                    first.get_or_insert(format!("worker {index}: {message}"));
+                }
+                ctx.worker_failed.store(true, Ordering::SeqCst);
+                std::panic::resume_unwind(panic)
+            })
+        },
+    )
     .map_err(|e| {
         anyhow::anyhow!(
             "starting timely workers: {e} (check -n/-p/-h and that peers are reachable)"
@@ -585,11 +515,11 @@ impl Inputs {
         }
     }
 
-    /// Sends the end of a stream that has finished (a stream that never sent a frame has none).
-    fn send_end(&mut self, r: &Running, tick: i64) {
+    /// Sends the end of a stream that has finished (a stream that never sent a frame has none), at the current
+    /// watermark: moving it to the end's own time would overtake frames that other streams of this worker have not
+    /// sent yet, and they would arrive late (a replay's output would then depend on which streams share a worker).
+    fn send_end(&mut self, r: &Running) {
         if let Some(end) = r.end() {
-            let time = (window_start(end.event_time_ms().max(0), tick) as u64).max(self.time());
-            self.advance_to(time);
             self.ends.send(end);
             self.ends.flush();
         }
@@ -786,6 +716,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             );
     });
 
+    let placement = Placement::new(config, peers);
     let mut running: Vec<Running> = Vec::new();
     let mut finished: Vec<StreamOutcome> = Vec::new();
     // Frames analysed per stream id over the run, so a stream removed and added again goes on numbering.
@@ -793,7 +724,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     for stream in config
         .streams
         .iter()
-        .filter(|s| owner(&s.id, peers) == index)
+        .filter(|s| placement.owner(&s.id) == index)
     {
         match start_stream(stream, ctx, index, &log, 0) {
             Ok(r) => running.push(r),
@@ -858,7 +789,15 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             let now = reload.generation.load(Ordering::SeqCst);
             if generation != Some(now) && !stopping {
                 generation = Some(now);
-                apply_reload(ctx, reload, index, peers, &mut running, &mut numbered, &log);
+                apply_reload(
+                    ctx,
+                    reload,
+                    index,
+                    &placement,
+                    &mut running,
+                    &mut numbered,
+                    &log,
+                );
             }
         }
         // Finished streams leave the loop before any index into `running` is taken below (their last events are
@@ -869,7 +808,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 .partition(|r| r.closed && r.head.is_none());
             running = open;
             for mut r in done {
-                inputs.send_end(&r, tick);
+                inputs.send_end(&r);
                 if let Some(events) = r.due_events(flush_every) {
                     write_events(&ctx.writer, &log, events);
                 }
@@ -938,7 +877,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     }
     for mut r in running {
         r.close();
-        inputs.send_end(&r, tick);
+        inputs.send_end(&r);
         if let Some(events) = r.due_events(flush_every) {
             write_events(&ctx.writer, &log, events);
         }
@@ -961,15 +900,6 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     report.errors.extend(shared.errors.take());
     report.streams.extend(finished);
     report
-}
-
-/// The worker (of `peers`) that decodes stream `id`: a hash of the id, so adding or removing streams at run time
-/// moves no other stream, and every process agrees without talking.
-fn owner(id: &str, peers: usize) -> usize {
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash % peers.max(1) as u64) as usize
 }
 
 /// Opens a stream's reader; a stream that cannot be opened gets a `failed` event and its (boxed) outcome back.
@@ -1053,7 +983,7 @@ fn apply_reload(
     ctx: &RunContext,
     reload: &Reload,
     worker: usize,
-    peers: usize,
+    placement: &Placement,
     running: &mut Vec<Running>,
     numbered: &mut BTreeMap<String, u64>,
     log: &RefCell<WorkerReport>,
@@ -1070,7 +1000,7 @@ fn apply_reload(
     };
     let wanted: BTreeMap<&str, &StreamConfig> = streams
         .iter()
-        .filter(|s| owner(&s.id, peers) == worker)
+        .filter(|s| placement.owner(&s.id) == worker)
         .map(|s| (s.id.as_str(), s))
         .collect();
     for r in running
@@ -1261,28 +1191,5 @@ mod tests {
         assert_eq!((p.windows, p.valid_windows, p.frames), (3, 2, 9));
         assert_eq!(p.capillary_count, Some(25.0));
         assert_eq!(p.mfi, None);
-    }
-
-    #[test]
-    fn cluster_settings_are_checked_and_default_to_local_ports() {
-        assert!(ClusterArgs {
-            process: 2,
-            processes: 2,
-            ..Default::default()
-        }
-        .timely_config()
-        .is_err());
-        let config = ClusterArgs {
-            processes: 2,
-            ..Default::default()
-        }
-        .timely_config()
-        .unwrap();
-        match config.communication {
-            CommunicationConfig::Cluster { addresses, .. } => {
-                assert_eq!(addresses, ["localhost:2101", "localhost:2102"])
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }
