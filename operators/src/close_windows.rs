@@ -2,7 +2,8 @@
 //!
 //! `reduce` revises a window's row as records arrive (retracting the old value); tables want one row per window, so
 //! this operator accumulates the revisions and releases the consolidated value only when no record of the window can
-//! still arrive.
+//! still arrive. Updates timed at or after a window's close (its records expiring, see [`crate::windows`]) are not
+//! part of its value and are dropped.
 
 use std::collections::BTreeMap;
 
@@ -53,6 +54,10 @@ where
                 input.for_each_stamp(|cap, data| {
                     for batch in data {
                         for ((key, value), time, diff) in batch.drain(..) {
+                            // Updates at or after the close are the window's records expiring, not its value.
+                            if time >= close_at(&key) {
+                                continue;
+                            }
                             match pending.get_mut(&key) {
                                 Some((held, updates)) => {
                                     if time < *held.time() {

@@ -12,7 +12,8 @@
 //! else gets no row.
 //!
 //! Timely times are the workers' event-time watermarks. A window closes (see [`crate::CloseWindows`]) when the
-//! watermark passes its end plus the allowed lateness; a frame that arrives after every window it belongs to has
+//! watermark passes its end plus the allowed lateness, and every record routed into it is retracted at that moment,
+//! so the reductions' state stays bounded by the open windows over a run of days; a frame that arrives after every window it belongs to has
 //! closed is not dropped silently: it is logged and counted in `late_frames` of the patient's windows open at the
 //! time it arrived.
 
@@ -364,11 +365,9 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
                                                 f.stream_id.clone(),
                                                 f.frame_index,
                                             );
-                                            session.give((
-                                                Routed::Late((patient.clone(), s), mark),
-                                                time,
-                                                1isize,
-                                            ));
+                                            let routed = Routed::Late((patient.clone(), s), mark);
+                                            session.give((routed.clone(), time, 1isize));
+                                            session.give((routed, spec.close_time(s), -1isize));
                                         }
                                     } else if let StreamRecord::Flow(_) = &record {
                                         tracing::warn!(
@@ -379,14 +378,14 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
                                 }
                                 let stream = record.stream_id().to_owned();
                                 for s in starts.into_iter().filter(|&s| spec.close_time(s) > time) {
-                                    session.give((
-                                        Routed::Site(
-                                            (patient.clone(), s, stream.clone()),
-                                            SiteSample(record.clone()),
-                                        ),
-                                        time,
-                                        1isize,
-                                    ));
+                                    let routed = Routed::Site(
+                                        (patient.clone(), s, stream.clone()),
+                                        SiteSample(record.clone()),
+                                    );
+                                    session.give((routed.clone(), time, 1isize));
+                                    // Expires when the window closes: the reductions then forget it, so their
+                                    // state holds only open windows however long a run lasts.
+                                    session.give((routed, spec.close_time(s), -1isize));
                                 }
                             }
                         }

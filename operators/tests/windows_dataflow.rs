@@ -284,3 +284,66 @@ fn streams_starting_or_ending_inside_a_window_mark_it_and_its_patient_partial() 
         assert_eq!(patients[1].n_frames, 6, "edges are not frames");
     }
 }
+
+/// Every update of the `sites` and `patients` collections: (window start, time, diff).
+type Updates = Vec<(i64, u64, isize)>;
+
+#[test]
+fn a_closed_window_leaves_no_state_behind() {
+    // Records expire when their window closes, so the reductions hold only open windows: over a run of any length
+    // their state stays bounded. Seen from outside: each window's value is retracted exactly at its close time.
+    for workers in [1, 3] {
+        let out: Arc<Mutex<(Updates, Updates)>> = Arc::default();
+        let sink = Arc::clone(&out);
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<StreamRecord>>> =
+                InputHandle::new();
+            let (s1, s2) = (Arc::clone(&sink), Arc::clone(&sink));
+            worker.dataflow::<u64, _, _>(|scope| {
+                let (sites, patients) = input
+                    .to_stream(scope)
+                    .patient_windows(TUMBLING, QualityConfig::default());
+                sites
+                    .inner
+                    .inspect(move |((k, _), t, d): &((SiteKey, _), u64, isize)| {
+                        s1.lock().unwrap().0.push((k.1, *t, *d))
+                    });
+                patients
+                    .inner
+                    .inspect(move |((k, _), t, d): &((PatientKey, _), u64, isize)| {
+                        s2.lock().unwrap().1.push((k.1, *t, *d))
+                    });
+            });
+            if worker.index() == 0 {
+                for second in 0..40u64 {
+                    input.advance_to(second * 1000);
+                    input.send(frame("a", second, second as i64 * 1000, 10));
+                    input.send(frame("b", second, second as i64 * 1000 + 500, 20));
+                    input.flush();
+                    worker.step();
+                }
+            }
+        })
+        .unwrap();
+        let (sites, patients) = out.lock().unwrap().clone();
+        for (table, updates) in [("sites", sites), ("patients", patients)] {
+            let mut net = std::collections::BTreeMap::<i64, isize>::new();
+            for (start, time, diff) in &updates {
+                *net.entry(*start).or_default() += diff;
+                if *diff < 0 && *time >= TUMBLING.close_time(*start) {
+                    assert_eq!(*time, TUMBLING.close_time(*start), "{table}: {updates:?}");
+                }
+            }
+            assert_eq!(net.len(), 4, "{table}: windows 0, 10, 20, 30 s");
+            assert!(
+                net.values().all(|&n| n == 0),
+                "{table}: every window's value is retracted at its close: {net:?}"
+            );
+            let expired = updates
+                .iter()
+                .filter(|(s, t, d)| *d < 0 && *t == TUMBLING.close_time(*s))
+                .count();
+            assert!(expired >= 4, "{table}: {updates:?}");
+        }
+    }
+}
