@@ -14,6 +14,10 @@ use capflow_operators::metrics::{measure, MetricParams};
 use capflow_operators::preprocess::preprocess;
 use capflow_operators::{ort_environment, Segmenter};
 
+pub mod aggregation;
+mod baseline;
+mod live;
+
 use crate::model::{load_model, ort_library};
 use crate::synth_cmd::SynthArgs;
 
@@ -39,6 +43,31 @@ pub struct BenchArgs {
     /// the resolution/speed trade-off.
     #[arg(long)]
     pub max_megapixels: Option<f64>,
+    /// Run only these parts (repeatable; default all): pipeline (decode, inference, end to end, models, clinical
+    /// cost), baseline (the Python/OpenCV/onnxruntime script), scaling (workers and processes), aggregation, live.
+    #[arg(long = "only", value_enum)]
+    pub only: Vec<Part>,
+    /// Streams in the aggregation throughput run.
+    #[arg(long, default_value_t = 10_000)]
+    pub aggregation_streams: usize,
+    /// Streams in the simulated 24-hour run (memory over time).
+    #[arg(long, default_value_t = 100)]
+    pub day_streams: usize,
+}
+
+/// The parts of `capflow bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Decode-only, inference-only and end-to-end on 1080p skin; every model alone; what the clinical metrics cost.
+    Pipeline,
+    /// The script a researcher would write instead (OpenCV + onnxruntime in Python), on the same clips.
+    Baseline,
+    /// 1 vs 2 workers and 1 vs 2 processes on two streams.
+    Scaling,
+    /// The per-patient windows alone: records/s with many streams, memory over a simulated day.
+    Aggregation,
+    /// Concurrent live 1080p streams without drops.
+    Live,
 }
 
 /// Inference speed of one model on one kind of frame, all cores, measured after a warm-up.
@@ -113,65 +142,302 @@ fn run_with_peak_rss(cmd: &mut Command) -> anyhow::Result<(std::process::ExitSta
     }
 }
 
-/// Runs `capflow run` on `clip` (one stream of pixel size `um`) with `extra` config TOML; returns frames/s and peak
-/// memory (MiB). The clip's frame count is `frames`.
-fn e2e_with_config(
-    dir: &std::path::Path,
-    name: &str,
-    clip: &str,
-    um: f64,
-    frames: u64,
+/// How one end-to-end run is shaped.
+struct Shape<'a> {
+    /// Streams, one per clip (a clip may repeat).
+    clips: &'a [&'a Clip],
     workers: usize,
-    extra: &str,
-) -> anyhow::Result<(f64, f64)> {
+    processes: usize,
+    /// Extra config TOML.
+    extra: &'a str,
+}
+
+/// Runs `capflow run` as a child process (or `processes` of them on loopback, started together) on the shape's
+/// streams; returns total frames/s over the wall-clock time of the whole run and the largest peak memory (MiB).
+fn end_to_end(dir: &std::path::Path, name: &str, shape: &Shape<'_>) -> anyhow::Result<(f64, f64)> {
     let out_dir = dir.join(format!("output-{name}"));
     let _ = std::fs::remove_dir_all(&out_dir);
     let config = dir.join(format!("{name}.toml"));
-    // Sources in a config are relative to the config's folder: give the clip's absolute path.
-    let clip = std::fs::canonicalize(clip)
-        .with_context(|| format!("locating {clip}"))?
-        .display()
-        .to_string();
-    std::fs::write(
-        &config,
-        format!(
-            "[output]\nlocation = {:?}\n\n{extra}\n\n[[streams]]\nid = \"bench\"\npatient = \"bench\"\nsource = {clip:?}\num_per_px = {um}\n",
-            out_dir.display().to_string()
-        ),
-    )
-    .with_context(|| format!("writing {}", config.display()))?;
-    let exe = std::env::current_exe().context("locating the capflow binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(["-w", &workers.to_string()])
-        .stdout(std::process::Stdio::null());
-    let start = Instant::now();
-    let (status, peak_kb) = run_with_peak_rss(&mut cmd)?;
-    let elapsed = start.elapsed();
-    if !status.success() {
-        bail!("the end-to-end run {name} failed ({status})");
+    let mut toml = format!(
+        "[output]\nlocation = {:?}\n\n{}\n\n",
+        out_dir.display().to_string(),
+        shape.extra
+    );
+    for (i, clip) in shape.clips.iter().enumerate() {
+        // Sources in a config are relative to the config's folder: give the clip's absolute path.
+        let path = std::fs::canonicalize(&clip.path)
+            .with_context(|| format!("locating {}", clip.path))?
+            .display()
+            .to_string();
+        toml += &format!(
+            "[[streams]]\nid = \"bench-{i}\"\npatient = \"bench-{i}\"\nsource = {path:?}\num_per_px = {}\n\n",
+            clip.um_per_px
+        );
     }
-    Ok((fps(frames, elapsed), peak_kb as f64 / 1024.0))
+    std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
+    let hostfile = dir.join(format!("{name}.hosts"));
+    if shape.processes > 1 {
+        let hosts: Vec<String> = (0..shape.processes)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.to_string())
+            })
+            .collect::<Result<_, _>>()
+            .context("finding free loopback ports")?;
+        std::fs::write(&hostfile, hosts.join("\n"))?;
+    }
+    let exe = std::env::current_exe().context("locating the capflow binary")?;
+    let start = Instant::now();
+    let runs: Vec<_> = (0..shape.processes)
+        .map(|p| {
+            let (exe, config, hostfile) = (exe.clone(), config.clone(), hostfile.clone());
+            let (workers, processes) = (shape.workers, shape.processes);
+            std::thread::spawn(move || {
+                let mut cmd = Command::new(exe);
+                cmd.arg("run")
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["-w", &workers.to_string()])
+                    .stdout(std::process::Stdio::null());
+                if processes > 1 {
+                    cmd.args(["-n", &processes.to_string(), "-p", &p.to_string(), "-h"])
+                        .arg(&hostfile);
+                }
+                run_with_peak_rss(&mut cmd)
+            })
+        })
+        .collect();
+    let mut peak_kb = 0;
+    for run in runs {
+        let (status, kb) = run
+            .join()
+            .map_err(|_| anyhow::anyhow!("the run's watcher thread panicked"))??;
+        if !status.success() {
+            bail!(
+                "the end-to-end run {name} failed ({status}); its config is {}",
+                config.display()
+            );
+        }
+        peak_kb = peak_kb.max(kb);
+    }
+    let frames: u64 = shape.clips.iter().map(|c| c.frames).sum();
+    Ok((fps(frames, start.elapsed()), peak_kb as f64 / 1024.0))
 }
 
-/// Runs the benchmark and prints a report.
+/// Runs `capflow run` on one clip with `extra` config TOML; returns frames/s and peak memory (MiB).
+fn e2e_with_config(
+    dir: &std::path::Path,
+    name: &str,
+    clip: &Clip,
+    workers: usize,
+    extra: &str,
+) -> anyhow::Result<(f64, f64)> {
+    end_to_end(
+        dir,
+        name,
+        &Shape {
+            clips: &[clip],
+            workers,
+            processes: 1,
+            extra,
+        },
+    )
+}
+
+/// 1 vs 2 workers, and 1 vs 2 processes on loopback, on two 1080p streams (one per worker).
+fn scaling(dir: &std::path::Path, skin: &Clip) -> anyhow::Result<serde_json::Value> {
+    println!(
+        "scaling — two 1080p skin streams ({} frames each), end to end:",
+        skin.frames
+    );
+    let mut rows = Vec::new();
+    let mut base = None;
+    for (label, workers, processes) in [
+        ("1 process, 1 worker", 1, 1),
+        ("1 process, 2 workers", 2, 1),
+        ("2 processes on loopback, 1 worker each", 1, 2),
+    ] {
+        let (rate, peak) = end_to_end(
+            dir,
+            &format!("scaling-w{workers}-n{processes}"),
+            &Shape {
+                clips: &[skin, skin],
+                workers,
+                processes,
+                extra: "",
+            },
+        )?;
+        let base = *base.get_or_insert(rate);
+        println!(
+            "  {label:<42} {rate:>8.1} frames/s  ×{:.2}  peak {peak:.0} MiB per process",
+            rate / base
+        );
+        rows.push(serde_json::json!({
+            "shape": label, "workers": workers, "processes": processes, "fps": rate,
+            "ratio_to_one_worker": rate / base, "peak_rss_mib": peak,
+        }));
+    }
+    Ok(serde_json::Value::Array(rows))
+}
+
+/// The per-patient windows alone: records/s with many streams (1 and 2 workers), memory over a simulated day.
+fn aggregation_part(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+    use aggregation::{simulate, Simulation};
+    let spec = crate::config::Config::default().windows.spec();
+    println!(
+        "aggregation — per-frame metric records through the per-patient windows (10 s tumbling), no video:"
+    );
+    let mut throughput = Vec::new();
+    for workers in [1, 2] {
+        let m = simulate(Simulation {
+            streams: args.aggregation_streams,
+            seconds: 60,
+            rate_hz: 1,
+            workers,
+            spec,
+        })?;
+        println!(
+            "  {} streams, 60 s at 1 record/s each, -w {workers}: {:>10.0} records/s ({} records in {:.2} s; {} site \
+             and {} patient rows)",
+            m.streams, m.records_per_s, m.records, m.seconds, m.site_rows, m.patient_rows
+        );
+        throughput.push(serde_json::json!({ "workers": workers, "measured": m }));
+    }
+    let day = simulate(Simulation {
+        streams: args.day_streams,
+        seconds: 86_400,
+        rate_hz: 1,
+        workers: 1,
+        spec,
+    })?;
+    let first = day.rss_mib.first().copied().unwrap_or(0.0);
+    let peak = day.rss_mib.iter().copied().fold(0.0, f64::max);
+    let last = day.rss_mib.last().copied().unwrap_or(0.0);
+    println!(
+        "  simulated 24 h, {} streams at 1 record/s ({} records in {:.1} s, {:.0} records/s): resident memory \
+         {first:.1} MiB after hour 1, {last:.1} MiB after hour 24, peak {peak:.1} MiB",
+        day.streams, day.records, day.seconds, day.records_per_s
+    );
+    Ok(serde_json::json!({ "throughput": throughput, "day": day }))
+}
+
+/// A generated benchmark clip.
+#[derive(Clone, Debug)]
+pub struct Clip {
+    /// The MP4's path.
+    pub path: String,
+    /// What it shows, e.g. `skin 1920x1080`.
+    pub label: &'static str,
+    /// Pixel size, µm per pixel.
+    pub um_per_px: f64,
+    /// Frames in it.
+    pub frames: u64,
+}
+
+/// Generates (deterministically) a clip of `preset` with `frames` frames into `out`.
+fn clip(
+    out: &std::path::Path,
+    preset: &str,
+    name: &str,
+    frames: u32,
+    seed: u64,
+    label: &'static str,
+) -> anyhow::Result<Clip> {
+    let spec = capflow_synth::SynthSpec::preset(preset).context("unknown preset")?;
+    let mp4 = SynthArgs {
+        preset: preset.into(),
+        out: out.to_path_buf(),
+        name: name.into(),
+        frames: Some(frames),
+        seed: Some(seed),
+        ..Default::default()
+    }
+    .run()?
+    .mp4
+    .context("the generator wrote no MP4")?;
+    Ok(Clip {
+        path: mp4.display().to_string(),
+        label,
+        um_per_px: spec.um_per_px,
+        frames: u64::from(frames),
+    })
+}
+
+/// Runs the benchmark parts asked for and prints a report; the numbers also go to `OUT/bench.json`.
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let synth = SynthArgs {
-        preset: "skin".into(),
-        out: args.out.clone(),
-        name: "bench-1080p".into(),
-        frames: Some(args.frames),
-        seed: Some(2026),
-        ..Default::default()
-    };
+    let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let start = Instant::now();
-    let clip = synth.run()?.mp4.context("the generator wrote no MP4")?;
-    let synth_time = start.elapsed();
-    let clip_str = clip.display().to_string();
+    let skin = clip(
+        &args.out,
+        "skin",
+        "bench-1080p",
+        args.frames,
+        2026,
+        "skin 1920x1080",
+    )?;
+    let sublingual = clip(
+        &args.out,
+        "sublingual",
+        "bench-sublingual",
+        150,
+        2027,
+        "sublingual 640x480",
+    )?;
+    println!(
+        "capflow bench — {} on {} (clips generated in {:.1} s)",
+        env!("CARGO_PKG_VERSION"),
+        machine(),
+        start.elapsed().as_secs_f64()
+    );
+    let mut json = serde_json::json!({
+        "machine": machine(),
+        "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        "replaced_system_s_per_1080p_frame": 0.84,
+    });
+    if wants(Part::Pipeline) {
+        json["pipeline"] = pipeline(args, &skin, &sublingual)?;
+    }
+    if wants(Part::Baseline) {
+        json["baseline"] = baseline::compare(&args.out, &[&skin, &sublingual])?;
+    }
+    if wants(Part::Scaling) {
+        json["scaling"] = scaling(&args.out, &skin)?;
+    }
+    if wants(Part::Aggregation) {
+        json["aggregation"] = aggregation_part(args)?;
+    }
+    if wants(Part::Live) {
+        json["live"] = live::capacity(&args.out)?;
+    }
+    let report = args.out.join("bench.json");
+    std::fs::write(&report, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", report.display()))?;
+    println!("(all numbers also in {})", report.display());
+    Ok(())
+}
+
+/// CPU model and core count, from `/proc/cpuinfo`.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+/// Decode-only, inference-only and end-to-end on the 1080p clip, every model alone, and what the clinical metrics
+/// cost.
+fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<serde_json::Value> {
+    let clip_str = skin.path.clone();
 
     // (1) decode only: GStreamer decode + conversion to RGB + packed copy, as the pipeline does it.
     capflow_ingest::init()?;
@@ -253,11 +519,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let speeds = model_table(&env, &frame, threads, args.max_megapixels)?;
     let bound = decode_fps.min(infer_fps);
-    println!(
-        "capflow bench — {} frames of 1920x1080 H.264 (generated in {:.1} s)",
-        decoded,
-        synth_time.as_secs_f64()
-    );
+    println!("pipeline — {decoded} frames of 1920x1080 H.264");
     println!("  decode only (GStreamer → RGB frames)      {decode_fps:>8.1} frames/s");
     println!("  inference only (ONNX, batch {batch})           {infer_fps:>8.1} frames/s");
     println!(
@@ -317,19 +579,6 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     // (4) what the clinical metrics cost: the same clips with flow analysis off, and at lower segmentation rates.
-    let sublingual = SynthArgs {
-        preset: "sublingual".into(),
-        out: args.out.clone(),
-        name: "bench-sublingual".into(),
-        frames: Some(150),
-        seed: Some(2027),
-        ..Default::default()
-    }
-    .run()?
-    .mp4
-    .context("the generator wrote no MP4")?
-    .display()
-    .to_string();
     let variants: [(&str, &str); 4] = [
         ("flow off", "[flow]\nenabled = false"),
         ("every frame + flow (default)", ""),
@@ -347,18 +596,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "  clinical metrics cost, end to end (capflow run -w {}; ratio to flow off, same clip):",
         args.workers
     );
-    for (clip, label, um, frames) in [
-        (&clip_str, "skin 1920x1080", 2.2, decoded),
-        (&sublingual, "sublingual 640x480", 1.5, 150),
-    ] {
+    for clip in [skin, sublingual] {
+        let label = clip.label;
         let mut base = None;
         for (i, (variant, extra)) in variants.iter().enumerate() {
             let (v_fps, peak) = e2e_with_config(
                 &args.out,
                 &format!("clinical-{i}-{}", label.split(' ').next().unwrap_or("clip")),
                 clip,
-                um,
-                frames,
                 args.workers,
                 extra,
             )?;
@@ -375,11 +620,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let mut json = json;
     json["clinical"] = serde_json::Value::Array(clinical);
-    let report = args.out.join("bench.json");
-    std::fs::write(&report, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", report.display()))?;
-    println!("  (also in {})", report.display());
-    Ok(())
+    Ok(json)
 }
 
 /// Per-model inference speed on a 1920x1080 skin frame and a 640x480 sublingual frame, every built-in
