@@ -406,7 +406,7 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
                     .map(|(s, _)| &s.0)
                     .collect();
                 if let Some(row) = site_window(key, &spec, &records, &quality) {
-                    output.push((Exact(row), 1));
+                    output.push((Exact::new(row), 1));
                 }
             });
         let late = routed.flat_map(|r| match r {
@@ -426,13 +426,13 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
                     match input {
                         PatientInput::Site(s) => {
                             for _ in 0..(*diff).max(0) {
-                                sites.push(&s.0);
+                                sites.push(s.get());
                             }
                         }
                         PatientInput::Late(..) => late += (*diff).max(0) as u64,
                     }
                 }
-                output.push((Exact(patient_window(key, &spec, &sites, late)), 1));
+                output.push((Exact::new(patient_window(key, &spec, &sites, late)), 1));
             });
         (sites, patients)
     }

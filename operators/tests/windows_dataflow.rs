@@ -87,14 +87,14 @@ fn run_with(spec: WindowSpec, workers: usize, steps: Vec<(u64, Vec<StreamRecord>
                 .close_windows(
                     "S",
                     move |k: &SiteKey| spec.close_time(k.1),
-                    |_, v: Exact<SiteWindow>| v.0,
+                    |_, v: Exact<SiteWindow>| v.into_inner(),
                 )
                 .inspect(move |row| s1.lock().unwrap().0.push(row.clone()));
             patients
                 .close_windows(
                     "P",
                     move |k: &PatientKey| spec.close_time(k.1),
-                    |_, v: Exact<PatientWindow>| v.0,
+                    |_, v: Exact<PatientWindow>| v.into_inner(),
                 )
                 .inspect(move |row| s2.lock().unwrap().1.push(row.clone()));
         });

@@ -60,6 +60,20 @@ pub struct ClusterConfig {
     pub peer_timeout_s: f64,
 }
 
+impl ModelConfig {
+    /// ONNX Runtime threads for each of `local_workers` workers: the configured number, or with 0 the cores
+    /// divided among the workers.
+    pub fn threads_per_worker(&self, local_workers: usize) -> usize {
+        match self.intra_threads {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / local_workers.max(1)).max(1)
+            }
+            n => n,
+        }
+    }
+}
+
 impl ClusterConfig {
     /// Every problem of the cluster settings, each naming its key.
     pub fn problems(&self) -> Vec<String> {
@@ -184,7 +198,8 @@ pub struct ModelConfig {
     pub card: String,
     /// Frames inferred together.
     pub batch_size: usize,
-    /// ONNX Runtime intra-op threads per worker.
+    /// ONNX Runtime intra-op threads per worker; 0 = this machine's cores divided among this process's workers (at
+    /// least 1), so workers × threads never exceeds the cores.
     pub intra_threads: usize,
     /// ONNX Runtime shared library; else `ORT_DYLIB_PATH`, else `.deps/onnxruntime/` as `make setup` leaves it.
     pub ort_library: Option<PathBuf>,
@@ -203,7 +218,7 @@ impl Default for ModelConfig {
         ModelConfig {
             card: "builtin".into(),
             batch_size: 4,
-            intra_threads: 1,
+            intra_threads: 0,
             ort_library: None,
             threshold: None,
             min_area_um2: None,
@@ -739,8 +754,8 @@ impl Config {
         if !(1..=256).contains(&self.model.batch_size) {
             p.push("model.batch_size must be within 1..=256".into());
         }
-        if !(1..=256).contains(&self.model.intra_threads) {
-            p.push("model.intra_threads must be within 1..=256".into());
+        if self.model.intra_threads > 256 {
+            p.push("model.intra_threads must be within 0..=256 (0 = the cores divided among the workers)".into());
         }
         if let Some(t) = self.model.threshold {
             if !(0.0..=1.0).contains(&t) {

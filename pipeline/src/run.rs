@@ -158,6 +158,8 @@ struct RunContext {
     panic_message: std::sync::Mutex<Option<String>>,
     /// When this process started the run, ms since the Unix epoch: tags a live run's part names.
     started_ms: i64,
+    /// Worker threads in this process (they share the cores for inference).
+    local_workers: usize,
     panic_worker: Option<usize>,
 }
 
@@ -258,6 +260,7 @@ pub fn run(
         worker_failed: AtomicBool::new(false),
         panic_message: Default::default(),
         started_ms: now_ms(),
+        local_workers: cluster.workers,
         panic_worker: options.panic_worker,
     });
     let ctx_panics = Arc::clone(&ctx);
@@ -552,7 +555,8 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         batch_size: config.model.batch_size,
         segmentation: config.segmentation,
     };
-    let segmenter = Segmenter::new(&ctx.env, &ctx.model, config.model.intra_threads)
+    let threads = config.model.threads_per_worker(ctx.local_workers);
+    let segmenter = Segmenter::new(&ctx.env, &ctx.model, threads)
         .expect("the model was checked before the workers started");
     let shared = SegmentShared::default();
     let log = Rc::new(RefCell::new(WorkerReport::default()));
@@ -653,7 +657,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             .close_windows(
                 "CloseSites",
                 move |k: &SiteKey| spec.close_time(k.1),
-                |_, v: Exact<SiteWindow>| v.0,
+                |_, v: Exact<SiteWindow>| v.into_inner(),
             )
             .write_parts(
                 "WriteSites",
@@ -688,7 +692,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             .close_windows(
                 "ClosePatients",
                 move |k: &PatientKey| spec.close_time(k.1),
-                |_, v: Exact<PatientWindow>| v.0,
+                |_, v: Exact<PatientWindow>| v.into_inner(),
             )
             .probe_with(&probe)
             .write_parts(

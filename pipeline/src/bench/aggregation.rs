@@ -122,7 +122,7 @@ pub fn simulate(sim: Simulation) -> anyhow::Result<Measured> {
                 .close_windows(
                     "CloseSites",
                     move |k: &SiteKey| spec.close_time(k.1),
-                    |_, v: Exact<SiteWindow>| v.0,
+                    |_, v: Exact<SiteWindow>| v.into_inner(),
                 )
                 .inspect(move |_| {
                     sr.fetch_add(1, Ordering::Relaxed);
@@ -131,7 +131,7 @@ pub fn simulate(sim: Simulation) -> anyhow::Result<Measured> {
                 .close_windows(
                     "ClosePatients",
                     move |k: &PatientKey| spec.close_time(k.1),
-                    |_, v: Exact<PatientWindow>| v.0,
+                    |_, v: Exact<PatientWindow>| v.into_inner(),
                 )
                 .inspect(move |_| {
                     pr.fetch_add(1, Ordering::Relaxed);

@@ -288,6 +288,22 @@ fn aggregation_part(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     println!(
         "aggregation — per-frame metric records through the per-patient windows (10 s tumbling), no video:"
     );
+    // The day first: resident memory then shows the windows' state, not what larger runs left in the allocator.
+    let day = simulate(Simulation {
+        streams: args.day_streams,
+        seconds: 86_400,
+        rate_hz: 1,
+        workers: 1,
+        spec,
+    })?;
+    let first = day.rss_mib.first().copied().unwrap_or(0.0);
+    let peak = day.rss_mib.iter().copied().fold(0.0, f64::max);
+    let last = day.rss_mib.last().copied().unwrap_or(0.0);
+    println!(
+        "  simulated 24 h, {} streams at 1 record/s ({} records in {:.1} s, {:.0} records/s): resident memory \
+         {first:.1} MiB after hour 1, {last:.1} MiB after hour 24, peak {peak:.1} MiB",
+        day.streams, day.records, day.seconds, day.records_per_s
+    );
     let mut throughput = Vec::new();
     for workers in [1, 2] {
         let m = simulate(Simulation {
@@ -304,21 +320,6 @@ fn aggregation_part(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         );
         throughput.push(serde_json::json!({ "workers": workers, "measured": m }));
     }
-    let day = simulate(Simulation {
-        streams: args.day_streams,
-        seconds: 86_400,
-        rate_hz: 1,
-        workers: 1,
-        spec,
-    })?;
-    let first = day.rss_mib.first().copied().unwrap_or(0.0);
-    let peak = day.rss_mib.iter().copied().fold(0.0, f64::max);
-    let last = day.rss_mib.last().copied().unwrap_or(0.0);
-    println!(
-        "  simulated 24 h, {} streams at 1 record/s ({} records in {:.1} s, {:.0} records/s): resident memory \
-         {first:.1} MiB after hour 1, {last:.1} MiB after hour 24, peak {peak:.1} MiB",
-        day.streams, day.records, day.seconds, day.records_per_s
-    );
     Ok(serde_json::json!({ "throughput": throughput, "day": day }))
 }
 
@@ -370,22 +371,29 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let start = Instant::now();
-    let skin = clip(
-        &args.out,
-        "skin",
-        "bench-1080p",
-        args.frames,
-        2026,
-        "skin 1920x1080",
-    )?;
-    let sublingual = clip(
-        &args.out,
-        "sublingual",
-        "bench-sublingual",
-        150,
-        2027,
-        "sublingual 640x480",
-    )?;
+    let needs_clips = wants(Part::Pipeline) || wants(Part::Baseline) || wants(Part::Scaling);
+    let clips = if needs_clips {
+        Some((
+            clip(
+                &args.out,
+                "skin",
+                "bench-1080p",
+                args.frames,
+                2026,
+                "skin 1920x1080",
+            )?,
+            clip(
+                &args.out,
+                "sublingual",
+                "bench-sublingual",
+                150,
+                2027,
+                "sublingual 640x480",
+            )?,
+        ))
+    } else {
+        None
+    };
     println!(
         "capflow bench — {} on {} (clips generated in {:.1} s)",
         env!("CARGO_PKG_VERSION"),
@@ -397,14 +405,16 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         "replaced_system_s_per_1080p_frame": 0.84,
     });
-    if wants(Part::Pipeline) {
-        json["pipeline"] = pipeline(args, &skin, &sublingual)?;
-    }
-    if wants(Part::Baseline) {
-        json["baseline"] = baseline::compare(&args.out, &[&skin, &sublingual])?;
-    }
-    if wants(Part::Scaling) {
-        json["scaling"] = scaling(&args.out, &skin)?;
+    if let Some((skin, sublingual)) = &clips {
+        if wants(Part::Pipeline) {
+            json["pipeline"] = pipeline(args, skin, sublingual)?;
+        }
+        if wants(Part::Baseline) {
+            json["baseline"] = baseline::compare(&args.out, &[skin, sublingual])?;
+        }
+        if wants(Part::Scaling) {
+            json["scaling"] = scaling(&args.out, skin)?;
+        }
     }
     if wants(Part::Aggregation) {
         json["aggregation"] = aggregation_part(args)?;
