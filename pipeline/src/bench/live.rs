@@ -10,16 +10,18 @@ use anyhow::{bail, Context as _};
 const SECONDS: u64 = 25;
 /// Event time at the start of a live run that is not counted (milliseconds).
 const WARM_UP_MS: i64 = 8_000;
+/// The cameras' frame rate.
+const FPS: f64 = 25.0;
 /// Most streams tried.
 const MAX_STREAMS: usize = 8;
 
-/// Frames analysed and dropped after the warm-up by one live run of `streams` cameras with `segmentation` TOML.
+/// Frames sent and dropped after the warm-up by one live run of `streams` cameras with `segmentation` TOML.
 fn live_run(
     dir: &Path,
     streams: usize,
     workers: usize,
     segmentation: &str,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<(f64, f64)> {
     let out_dir = dir.join(format!("output-live-{streams}"));
     let _ = std::fs::remove_dir_all(&out_dir);
     let mut toml = format!(
@@ -29,7 +31,7 @@ fn live_run(
     for i in 0..streams {
         toml += &format!(
             "[[streams]]\nid = \"cam-{i}\"\npatient = \"bed-{i}\"\n\
-             source = \"synth://skin?width=1920&height=1080&fps=25&length_s=1&seed={}\"\n\n",
+             source = \"synth://skin?width=1920&height=1080&fps={FPS}&length_s=1&seed={}\"\n\n",
             100 + i
         );
     }
@@ -50,12 +52,13 @@ fn live_run(
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    steady_state(&out_dir)
+    steady_state(&out_dir, streams)
 }
 
-/// Frames analysed and dropped after the first [`WARM_UP_MS`] of event time (the generator renders each camera's
-/// loop as it opens, which costs drops no steady state has), read back from the run's tables.
-fn steady_state(out_dir: &Path) -> anyhow::Result<(u64, u64)> {
+/// What one live run lost: the share of the frames the cameras sent after the first [`WARM_UP_MS`] of event time
+/// that were dropped (the generator renders each camera's loop as it opens, which costs drops no steady state has),
+/// from the run's `stream_events` (drop episodes, prorated by their overlap with the counted span).
+fn steady_state(out_dir: &Path, streams: usize) -> anyhow::Result<(f64, f64)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,17 +66,27 @@ fn steady_state(out_dir: &Path) -> anyhow::Result<(u64, u64)> {
     let output = capflow_sinks::open_output(&out_dir.display().to_string(), &Default::default())?;
     let frames = capflow_sinks::read_frames(&output, runtime.handle())?;
     let events = capflow_sinks::read_stream_events(&output, runtime.handle())?;
-    let Some(first) = frames.iter().map(|f| f.event_time_ms).min() else {
+    let (Some(first), Some(last)) = (
+        frames.iter().map(|f| f.event_time_ms).min(),
+        frames.iter().map(|f| f.event_time_ms).max(),
+    ) else {
         bail!("the live run analysed no frames");
     };
-    let from = first + WARM_UP_MS;
-    let analysed = frames.iter().filter(|f| f.event_time_ms >= from).count() as u64;
-    let dropped = events
+    let (from, to) = (first + WARM_UP_MS, last);
+    if to <= from {
+        bail!("the live run was shorter than its warm-up");
+    }
+    let dropped: f64 = events
         .iter()
-        .filter(|e| e.kind == capflow_ingest::EventKind::Dropped && e.start_ms >= from)
-        .map(|e| e.frames_lost)
+        .filter(|e| e.kind == capflow_ingest::EventKind::Dropped)
+        .map(|e| {
+            let overlap = (e.end_ms.min(to) - e.start_ms.max(from)).max(0) as f64;
+            let span = (e.end_ms - e.start_ms).max(1) as f64;
+            e.frames_lost as f64 * (overlap / span).min(1.0)
+        })
         .sum();
-    Ok((analysed, dropped))
+    let sent = streams as f64 * FPS * (to - from) as f64 / 1000.0;
+    Ok((sent, dropped))
 }
 
 /// Streams sustained at 1 Hz segmentation (flow on every frame) and at full rate, with both cores.
@@ -95,14 +108,14 @@ pub fn capacity(dir: &Path) -> anyhow::Result<serde_json::Value> {
         let mut rows = Vec::new();
         let mut sustained = 0;
         for streams in 1..=MAX_STREAMS {
-            let (frames, dropped) = live_run(dir, streams, workers, segmentation)?;
-            let share = dropped as f64 / (frames + dropped).max(1) as f64;
+            let (sent, dropped) = live_run(dir, streams, workers, segmentation)?;
+            let share = dropped / sent.max(1.0);
             println!(
-                "  {label:<38} {streams} stream(s): {frames:>6} frames analysed, {dropped:>6} dropped ({:.1} %)",
+                "  {label:<38} {streams} stream(s): {sent:>6.0} frames sent, {dropped:>6.0} dropped ({:.1} %)",
                 share * 100.0
             );
             rows.push(serde_json::json!({
-                "streams": streams, "frames": frames, "dropped": dropped, "dropped_share": share,
+                "streams": streams, "frames_sent": sent, "dropped": dropped, "dropped_share": share,
             }));
             if share >= 0.01 {
                 break;
