@@ -265,7 +265,8 @@ fn scaling(dir: &std::path::Path, skin: &Clip) -> anyhow::Result<serde_json::Val
                 clips: &[skin, skin],
                 workers,
                 processes,
-                extra: "",
+                // One inference thread per worker in every shape, so the workers are what changes.
+                extra: "[model]\nintra_threads = 1",
             },
         )?;
         let base = *base.get_or_insert(rate);
