@@ -611,6 +611,16 @@ fn two_and_three_processes_on_loopback_write_the_same_rows_and_files_as_one() {
     assert_eq!(sorted_tables(&three), expected);
 }
 
+/// `capflow run` as process 1 of a 2-process cluster described by `hostfile`.
+fn second_of_two(config: &Path, hostfile: &Path) -> Command {
+    let mut cmd = Command::new(CAPFLOW);
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .args(["-n", "2", "-p", "1", "-h"])
+        .arg(hostfile);
+    cmd
+}
+
 #[test]
 fn a_process_given_a_wrong_peer_address_fails_fast_naming_it_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -629,18 +639,7 @@ fn a_process_given_a_wrong_peer_address_fails_fast_naming_it_and_writes_nothing(
     let hostfile = d.join("hosts.txt");
     std::fs::write(&hostfile, hosts.join("\n")).unwrap();
     let started = std::time::Instant::now();
-    let mut child = Command::new(CAPFLOW)
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "-n",
-            "2",
-            "-p",
-            "1",
-            "-h",
-        ])
-        .arg(&hostfile)
+    let mut child = second_of_two(&config, &hostfile)
         .args(["--peer-timeout", "3s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -669,20 +668,7 @@ fn a_process_given_a_wrong_peer_address_fails_fast_naming_it_and_writes_nothing(
 
     // An own address that is not this machine's is named at once.
     std::fs::write(&hostfile, format!("{}\n192.0.2.7:2102\n", hosts[0])).unwrap();
-    let out = Command::new(CAPFLOW)
-        .args([
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "-n",
-            "2",
-            "-p",
-            "1",
-            "-h",
-        ])
-        .arg(&hostfile)
-        .output()
-        .unwrap();
+    let out = second_of_two(&config, &hostfile).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr)
