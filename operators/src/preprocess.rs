@@ -33,14 +33,23 @@ pub fn channel_plane(data: &[u8], format: PixelFormat, channel: Channel) -> Vec<
             .chunks_exact(3)
             .map(|p| ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32 + 128) >> 8) as f32)
             .collect(),
-        (PixelFormat::Rgb8, Channel::Redness) => data
-            .chunks_exact(3)
-            .map(|p| {
-                let (r, g) = (p[0] as f32, p[1] as f32);
-                (2.0 * (r - g) / (r + g + 1.0)).clamp(0.0, 1.0) * 255.0
-            })
-            .collect(),
+        (PixelFormat::Rgb8, Channel::Redness) => {
+            // Every (R, G) pair's value once (65,536 divisions instead of one per pixel), same arithmetic, so the
+            // plane is bit-for-bit what the formula gives.
+            let table: Vec<f32> = (0..=255u8)
+                .flat_map(|r| (0..=255u8).map(move |g| redness(r, g)))
+                .collect();
+            data.chunks_exact(3)
+                .map(|p| table[usize::from(p[0]) << 8 | usize::from(p[1])])
+                .collect()
+        }
     }
+}
+
+/// How much redder than green a pixel is, 0..=255: `clamp(2 (R − G) / (R + G + 1), 0, 1) × 255`.
+fn redness(r: u8, g: u8) -> f32 {
+    let (r, g) = (f32::from(r), f32::from(g));
+    (2.0 * (r - g) / (r + g + 1.0)).clamp(0.0, 1.0) * 255.0
 }
 
 /// Source taps and weights of one output pixel along one axis.
@@ -84,11 +93,24 @@ pub fn resize(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usize) -> Ve
         return src.to_vec();
     }
     let (tx, ty) = (taps(w, out_w), taps(h, out_h));
-    // Horizontal pass first: fewer rows to filter vertically afterwards when shrinking.
-    let mut rows = Vec::with_capacity(out_w * h);
+    if out_h <= h {
+        // Shrinking vertically: the vertical pass first, over whole rows (contiguous, so it vectorises), leaves
+        // fewer rows for the horizontal pass, whose taps gather. 1920×1080 → 1033×581 took 6.1–9.7 ms against
+        // 9.3–14.6 ms horizontal-first (same runs, this 2-core machine).
+        let cols = vertical(src, w, &ty);
+        horizontal(&cols, w, out_h, &tx)
+    } else {
+        let rows = horizontal(src, w, h, &tx);
+        vertical(&rows, out_w, &ty)
+    }
+}
+
+/// Filters each of `h` rows of width `w` with the horizontal taps `tx`.
+fn horizontal(src: &[f32], w: usize, h: usize, tx: &[Taps]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(tx.len() * h);
     for y in 0..h {
         let row = &src[y * w..][..w];
-        rows.extend(tx.iter().map(|t| {
+        out.extend(tx.iter().map(|t| {
             row[t.first..][..t.weights.len()]
                 .iter()
                 .zip(&t.weights)
@@ -96,11 +118,16 @@ pub fn resize(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usize) -> Ve
                 .sum::<f32>()
         }));
     }
-    let mut out = vec![0.0f32; out_w * out_h];
+    out
+}
+
+/// Filters rows of width `w` vertically with the taps `ty` (one output row each).
+fn vertical(src: &[f32], w: usize, ty: &[Taps]) -> Vec<f32> {
+    let mut out = vec![0.0f32; w * ty.len()];
     for (oy, t) in ty.iter().enumerate() {
-        let dst = &mut out[oy * out_w..][..out_w];
+        let dst = &mut out[oy * w..][..w];
         for (k, &weight) in t.weights.iter().enumerate() {
-            let row = &rows[(t.first + k) * out_w..][..out_w];
+            let row = &src[(t.first + k) * w..][..w];
             dst.iter_mut().zip(row).for_each(|(d, v)| *d += weight * v);
         }
     }
@@ -292,6 +319,37 @@ mod tests {
             (up[1] - 25.0).abs() < 1e-4 && (up[2] - 75.0).abs() < 1e-4,
             "{up:?}"
         );
+    }
+
+    #[test]
+    fn redness_from_its_table_is_the_formula_for_every_pixel_value() {
+        let rgb: Vec<u8> = (0..=255u8)
+            .flat_map(|r| (0..=255u8).flat_map(move |g| [r, g, 255 - g]))
+            .collect();
+        let plane = channel_plane(&rgb, PixelFormat::Rgb8, Channel::Redness);
+        for (p, v) in rgb.chunks_exact(3).zip(plane) {
+            let (r, g) = (p[0] as f32, p[1] as f32);
+            let expected = (2.0 * (r - g) / (r + g + 1.0)).clamp(0.0, 1.0) * 255.0;
+            assert_eq!(v.to_bits(), expected.to_bits(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn both_pass_orders_give_the_same_pixels() {
+        // Shrinking runs the vertical pass first, enlarging the horizontal one: the filter is separable, so either
+        // order gives the same image up to float rounding.
+        let (w, h) = (97, 61);
+        let src: Vec<f32> = (0..w * h).map(|i| ((i * 7919) % 256) as f32).collect();
+        for (ow, oh) in [(50, 31), (200, 30), (40, 90)] {
+            let (tx, ty) = (taps(w, ow), taps(h, oh));
+            let a = vertical(&horizontal(&src, w, h, &tx), ow, &ty);
+            let b = horizontal(&vertical(&src, w, &ty), w, oh, &tx);
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-3),
+                "{ow}x{oh}"
+            );
+            assert_eq!(resize(&src, w, h, ow, oh).len(), ow * oh);
+        }
     }
 
     #[test]
