@@ -13,9 +13,9 @@
 //!
 //! Timely times are the workers' event-time watermarks. A window closes (see [`crate::CloseWindows`]) when the
 //! watermark passes its end plus the allowed lateness, and every record routed into it is retracted at that moment,
-//! so the reductions' state stays bounded by the open windows over a run of days; a frame that arrives after every window it belongs to has
-//! closed is not dropped silently: it is logged and counted in `late_frames` of the patient's windows open at the
-//! time it arrived.
+//! so the reductions' state stays bounded by the open windows over a run of days. A frame that arrives after every
+//! window it belongs to has closed is not dropped silently: it is logged and counted in `late_frames` of the
+//! patient's windows open at the time it arrived.
 
 use differential_dataflow::collection::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
