@@ -6,13 +6,16 @@ export CAPFLOW_PYTHON ?= $(ROOT)/.venv/bin/python
 export CAPFLOW_S3S_FS ?= $(ROOT)/.deps/s3s/bin/s3s-fs
 CAPFLOW := $(ROOT)/target/release/capflow
 
-.PHONY: setup setup-s3 setup-bench build run test bench lint model model-classical samples clean
+.PHONY: setup setup-s3 setup-bench setup-browser build run test bench lint model model-classical samples clean
 
 setup:            ## system packages, ONNX Runtime library, Python readers (only what is missing)
 	@tools/setup.sh
 
 setup-s3:         ## the S3-compatible test server (s3s-fs)
 	@tools/setup-s3.sh
+
+setup-browser:    ## headless Chromium for the dashboard test (skipped with a message where it cannot be installed)
+	@tools/setup-browser.sh || true
 
 setup-bench: setup ## the baseline's extra Python package (OpenCV), only for `make bench`
 	@.venv/bin/python -c "import cv2" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements-bench.txt
@@ -23,8 +26,9 @@ build: setup
 run: build        ## the bundled demo: samples/ → Parquet in ./capflow-out
 	$(CAPFLOW) run
 
-test: setup setup-s3  ## every test: unit, decoding, end-to-end, S3, independent readers
-	CAPFLOW_REQUIRE_S3=1 cargo test --workspace --no-fail-fast
+test: setup setup-s3 setup-browser  ## every test: unit, decoding, end-to-end, S3, independent readers, the dashboard in Chromium
+	CAPFLOW_REQUIRE_S3=1 CAPFLOW_REQUIRE_BROWSER=$$(command -v chromium >/dev/null && echo 1 || echo 0) \
+	  cargo test --workspace --no-fail-fast
 
 bench: build setup-bench  ## every benchmark, ratios measured in one run (see docs/benchmarks.md); BENCH_ARGS="--only aggregation" for a part
 	$(CAPFLOW) bench $(BENCH_ARGS)

@@ -41,10 +41,10 @@ def main(root: str) -> None:
         )
         for r in rows
     ]
-    columns = ["patient_id", "window_start_ms", "n_frames", "n_sites", "n_valid_sites", "late_frames", "tvd_mm_per_mm2", "ppv_percent", "mfi", "hi", "partial"]
+    columns = ["patient_id", "window_start_ms", "n_frames", "n_sites", "n_valid_sites", "late_frames", "tvd_mm_per_mm2", "ppv_percent", "mfi", "hi", "partial", "capillary_density_per_mm2"]
     wrows = con.execute(
         f"""SELECT patient_id, epoch_ms(window_start), n_frames, n_sites, n_valid_sites, late_frames, tvd_mm_per_mm2,
-                   ppv_percent, mfi, hi, partial
+                   ppv_percent, mfi, hi, partial, capillary_density_per_mm2
             FROM read_parquet('{patients}', hive_partitioning = true) ORDER BY 1, 2"""
     ).fetchall()
     out["patients"] = [dict(zip(columns, r)) for r in wrows]

@@ -6,7 +6,7 @@
 //! [`DropPolicy`] and counted; when the source is lost (error, silent sender, refused connection) the reader
 //! reconnects with exponential backoff and jitter and records the gap, and its own end of stream ends it cleanly.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -86,6 +86,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     decoded: AtomicU64,
     reconnects: AtomicU64,
+    /// The media's length in ms once known, else -1.
+    duration_ms: AtomicI64,
 }
 
 /// A stream decoded on its own thread; the worker pops frames without blocking on the source.
@@ -130,6 +132,7 @@ impl StreamReader {
             stop: Arc::new(AtomicBool::new(false)),
             decoded: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            duration_ms: AtomicI64::new(-1),
         });
         let name = format!("capflow-read-{}", info.stream_id);
         let mode = options.mode;
@@ -216,6 +219,12 @@ impl StreamReader {
         self.shared.queue.dropped()
     }
 
+    /// Length of the media being replayed, once the source knows it (files; not live sources or image folders).
+    pub fn duration_ms(&self) -> Option<i64> {
+        let ms = self.shared.duration_ms.load(Ordering::Relaxed);
+        (ms >= 0).then_some(ms)
+    }
+
     /// Successful reconnects (live only).
     pub fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
@@ -295,6 +304,9 @@ fn replay(mut source: Source, stream: &StreamInfo, shared: &Shared) {
                 let t = frame.event_time_ms();
                 if last_ms.is_none() {
                     events.at(EventKind::Started, t);
+                    if let Some(ms) = source.duration_ms() {
+                        shared.duration_ms.store(ms, Ordering::Relaxed);
+                    }
                 }
                 last_ms = Some(t);
                 shared.decoded.fetch_add(1, Ordering::Relaxed);

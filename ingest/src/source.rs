@@ -283,6 +283,14 @@ impl Source {
         self.sender_time_ms
     }
 
+    /// Length of a file's media, when the demuxer knows it (replays of files; `None` for live sources and image
+    /// folders): what progress bars count towards.
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.pipeline
+            .query_duration::<gst::ClockTime>()
+            .map(|d| d.mseconds() as i64)
+    }
+
     /// Blocks until the next frame is decoded; `Ok(None)` at end of stream or once cancelled.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, IngestError> {
         if self.finished {

@@ -114,6 +114,9 @@ pub struct SegmentShared {
     pub pending: Rc<Cell<usize>>,
     /// Errors met while segmenting, one line each, naming the stream.
     pub errors: Rc<RefCell<Vec<String>>>,
+    /// Each model call since the worker last took them: frames in the batch and how long inference took.
+    /// The worker drains it into the run's metrics (`/metrics`' latency and batch-size histograms).
+    pub inferences: Rc<RefCell<Vec<(usize, std::time::Duration)>>>,
 }
 
 /// A stabilised frame after segmentation: its row and vessel map when it was segmented.
@@ -446,7 +449,13 @@ fn infer(
             .iter()
             .filter_map(|&j| units[j].job.as_ref())
             .collect();
-        match segmenter.run(&refs) {
+        let started = std::time::Instant::now();
+        let result = segmenter.run(&refs);
+        shared
+            .inferences
+            .borrow_mut()
+            .push((refs.len(), started.elapsed()));
+        match result {
             Ok(probs) => {
                 for (&j, prob) in group.iter().zip(probs) {
                     let unit = &units[j];

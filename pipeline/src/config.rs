@@ -44,6 +44,54 @@ pub struct Config {
     /// Timely's process settings (`-w`, `-n`, `-h` on the command line win); not part of the job's identity, so a
     /// resume may use another cluster shape.
     pub cluster: ClusterConfig,
+    /// Status, metrics and the dashboard over HTTP (`--http` on the command line wins); not part of the job's
+    /// identity.
+    pub http: HttpConfig,
+}
+
+/// Where `/healthz`, `/metrics`, `/status` and the bedside dashboard are served while a run goes on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `IP:PORT` to serve on, e.g. `127.0.0.1:9464`; unset: no server. Any address other than loopback needs a
+    /// bearer token.
+    pub listen: Option<String>,
+    /// Environment variable holding the bearer token that every endpoint but `/healthz` and the dashboard page then
+    /// requires (the token itself never goes in a config file).
+    pub token_env: String,
+    /// Hours of patient windows the dashboard's trend keeps.
+    pub trend_hours: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            token_env: "CAPFLOW_HTTP_TOKEN".into(),
+            trend_hours: 6.0,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Every problem of the HTTP settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(listen) = &self.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                p.push(format!(
+                    "http.listen {listen:?} is not IP:PORT (e.g. 127.0.0.1:9464)"
+                ));
+            }
+        }
+        if self.token_env.is_empty() {
+            p.push("http.token_env must name an environment variable".into());
+        }
+        if !(self.trend_hours.is_finite() && self.trend_hours > 0.0 && self.trend_hours <= 168.0) {
+            p.push("http.trend_hours must be within 0..=168 hours".into());
+        }
+        p
+    }
 }
 
 /// How many workers and processes run the dataflow, and where the processes are.
@@ -624,6 +672,7 @@ impl Config {
         shaping.model.ort_library = None;
         shaping.ingest = IngestConfig::default();
         shaping.cluster = ClusterConfig::default();
+        shaping.http = HttpConfig::default();
         // The manifest's rows are in `streams` already.
         shaping.manifest = None;
         let json = serde_json::to_vec(&shaping).expect("a config always serialises");
@@ -821,6 +870,7 @@ impl Config {
             }
         }
         p.extend(self.cluster.problems());
+        p.extend(self.http.problems());
         if self.streams.is_empty() {
             p.push("streams: at least one stream is needed ([[streams]] in the config, or --input/--patient)".into());
         }

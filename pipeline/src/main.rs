@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use capflow::config::{self, Config, StreamConfig, DEFAULT_CONFIG};
+use capflow::logging::{LogFormat, Redactor};
+use capflow::progress::{Progress, ProgressMode};
 use capflow::run::{patient_summary, run, ClusterArgs, RunOptions, RunOutcome};
 use capflow::synth_cmd::SynthArgs;
 use clap::{ArgAction, Parser, Subcommand};
@@ -15,6 +17,15 @@ use clap::{ArgAction, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or JSON (level from CAPFLOW_LOG, default warn); patient ids appear only as per-run tags.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CAPFLOW_LOG_FORMAT",
+        default_value_t
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +120,18 @@ struct RunArgs {
     /// How long to wait for the other processes to connect, e.g. `30s` (default: `cluster.peer_timeout_s`, 60 s).
     #[arg(long, value_parser = humantime::parse_duration)]
     peer_timeout: Option<std::time::Duration>,
+    /// Serve the dashboard, /status, /metrics and /healthz on IP:PORT while the run goes on (overrides
+    /// http.listen; port 0 picks a free port, printed at start). Off loopback, a bearer token is required
+    /// (http.token_env, default CAPFLOW_HTTP_TOKEN).
+    #[arg(long, value_name = "IP:PORT")]
+    http: Option<String>,
+    /// Progress display: bars on a terminal, else a line every --progress-every (auto), or always one of them, or
+    /// off.
+    #[arg(long, value_enum, default_value_t)]
+    progress: ProgressMode,
+    /// How often a progress line is printed when not drawing bars, e.g. `10s`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    progress_every: std::time::Duration,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -365,14 +388,10 @@ fn print_summary(config: &Config, outcome: &RunOutcome, read_back: bool) {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAPFLOW_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match real_main() {
+    let cli = Cli::parse();
+    let redactor = Redactor::default();
+    capflow::logging::init(cli.log_format, &redactor);
+    match real_main(cli, &redactor) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("capflow: error: {e:#}");
@@ -381,11 +400,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+/// Keeps the run's patient ids and every credential it may see out of the logs.
+fn redact_run(redactor: &Redactor, config: &Config) {
+    redactor.patients(config.streams.iter().map(|s| s.patient.as_str()));
+    let from_env = |name: &str| std::env::var(name).ok();
+    let secrets: Vec<String> = [
+        from_env(&config.http.token_env),
+        from_env(&config.output.pseudonym_key_env),
+        from_env("AWS_SECRET_ACCESS_KEY"),
+        from_env("AWS_SESSION_TOKEN"),
+        config.output.s3.secret_access_key.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    redactor.secrets(secrets.iter().map(String::as_str));
+}
+
+fn real_main(cli: Cli, redactor: &Redactor) -> anyhow::Result<ExitCode> {
+    let log_format = cli.log_format;
     match cli.command {
         Command::Run(args) => {
             let config = run_config(&args)?;
+            redact_run(redactor, &config);
+            let http = match args.http.as_ref().or(config.http.listen.as_ref()) {
+                Some(listen) => Some(capflow::http::HttpOptions::new(
+                    listen,
+                    &config.http.token_env,
+                )?),
+                None => None,
+            };
+            let monitor = std::sync::Arc::new(capflow::monitor::Monitor::new(
+                capflow_ingest::reader::now_ms(),
+                std::time::Duration::from_secs_f64(config.http.trend_hours * 3600.0),
+            ));
             let mut cluster = ClusterArgs::from_config(&config.cluster);
             cluster.workers = args.workers.unwrap_or(cluster.workers);
             cluster.processes = args.processes.unwrap_or(cluster.processes);
@@ -406,8 +454,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     }
                     None => None,
                 },
+                monitor: Some(std::sync::Arc::clone(&monitor)),
+                http,
             };
-            let outcome = run(&config, &cluster, &options)?;
+            // JSON logs are for collectors: plain progress lines would break them unless asked for.
+            let progress_mode = match (args.progress, log_format) {
+                (ProgressMode::Auto, LogFormat::Json) => ProgressMode::Off,
+                (mode, _) => mode,
+            };
+            let progress = Progress::start(monitor, progress_mode, args.progress_every);
+            let outcome = run(&config, &cluster, &options);
+            progress.finish();
+            let outcome = outcome?;
             print_summary(
                 &config,
                 &outcome,

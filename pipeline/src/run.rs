@@ -46,7 +46,9 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 pub use crate::cluster::ClusterArgs;
 use crate::cluster::Placement;
 use crate::config::{Config, DropPolicyName, StreamConfig};
+use crate::http::HttpOptions;
 use crate::model::{load_model, ort_library};
+use crate::monitor::Monitor;
 
 /// What happened to one stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,6 +103,10 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Re-read the config's streams whenever this generation changes (SIGHUP): add and remove streams at run time.
     pub reload: Option<Reload>,
+    /// Where the run reports its state (progress bars, the HTTP endpoints); a private one when `None`.
+    pub monitor: Option<Arc<Monitor>>,
+    /// Serve `/healthz`, `/metrics`, `/status` and the dashboard while the run goes on.
+    pub http: Option<HttpOptions>,
 }
 
 /// Where and when to reload the streams of a running job.
@@ -161,9 +167,17 @@ struct RunContext {
     /// Worker threads in this process (they share the cores for inference).
     local_workers: usize,
     panic_worker: Option<usize>,
+    monitor: Arc<Monitor>,
 }
 
 impl RunContext {
+    fn sink(&self) -> Sink {
+        Sink {
+            writer: self.writer.clone(),
+            monitor: Arc::clone(&self.monitor),
+        }
+    }
+
     fn stop_requested(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
             || self.deadline.is_some_and(|d| Instant::now() >= d)
@@ -218,6 +232,18 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
+    let started_ms = now_ms();
+    let monitor = options.monitor.clone().unwrap_or_else(|| {
+        Arc::new(Monitor::new(
+            started_ms,
+            Duration::from_secs_f64(config.http.trend_hours * 3600.0),
+        ))
+    });
+    if let Some(http) = &options.http {
+        let bound = crate::http::start(runtime.handle(), http, Arc::clone(&monitor))?;
+        tracing::info!(address = %bound, "serving status");
+        eprintln!("capflow: dashboard at http://{bound}/ (also /status, /metrics, /healthz)");
+    }
     let mut config = config.clone();
     sign_s3_sources(&mut config, runtime.handle())?;
     let config = &config;
@@ -259,9 +285,10 @@ pub fn run(
         io: runtime.handle().clone(),
         worker_failed: AtomicBool::new(false),
         panic_message: Default::default(),
-        started_ms: now_ms(),
+        started_ms,
         local_workers: cluster.workers,
         panic_worker: options.panic_worker,
+        monitor: Arc::clone(&monitor),
     });
     let ctx_panics = Arc::clone(&ctx);
 
@@ -319,6 +346,7 @@ pub fn run(
         outcome.errors.extend(report.errors);
         outcome.not_written += report.not_written;
     }
+    monitor.finished();
     outcome
         .streams
         .sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
@@ -337,9 +365,16 @@ struct WorkerReport {
     not_written: usize,
 }
 
+/// Where a worker's parts and images go: the store, and the monitor that counts them.
+#[derive(Clone)]
+struct Sink {
+    writer: TableWriter,
+    monitor: Arc<Monitor>,
+}
+
 /// Writes and commits one part and records the result.
 fn write_part<R>(
-    writer: &TableWriter,
+    sink: &Sink,
     log: &RefCell<WorkerReport>,
     table: Table,
     part: Part<R>,
@@ -351,7 +386,14 @@ fn write_part<R>(
         date: part.date,
         name: part.name,
     };
-    let result = batch(&part.rows).and_then(|b| writer.commit(&id, &b));
+    let started = Instant::now();
+    let result = batch(&part.rows).and_then(|b| sink.writer.commit(&id, &b));
+    sink.monitor.commit(
+        table.name(),
+        part.rows.len() as u64,
+        started.elapsed(),
+        result.is_ok(),
+    );
     let mut log = log.borrow_mut();
     match result {
         Ok(commit) => {
@@ -373,11 +415,17 @@ fn write_part<R>(
 }
 
 /// Encodes and stores one evidence image and records a failure.
-fn write_evidence(writer: &TableWriter, log: &RefCell<WorkerReport>, image: EvidenceImage) {
+fn write_evidence(sink: &Sink, log: &RefCell<WorkerReport>, image: EvidenceImage) {
     let result =
         crate::imageio::encode_rgb_png(image.image.width, image.image.height, &image.image.data)
             .and_then(|png| {
-                Ok(writer.put_evidence(
+                sink.monitor.evidence(
+                    &image.patient_id,
+                    &image.stream_id,
+                    image.window_start_ms,
+                    &png,
+                );
+                Ok(sink.writer.put_evidence(
                     &image.patient_id,
                     &image.stream_id,
                     image.window_start_ms,
@@ -398,7 +446,7 @@ fn write_evidence(writer: &TableWriter, log: &RefCell<WorkerReport>, image: Evid
 }
 
 /// Writes a stream's events, one part per UTC day, named after the stream and the first event's start.
-fn write_events(writer: &TableWriter, log: &RefCell<WorkerReport>, events: Vec<StreamEvent>) {
+fn write_events(sink: &Sink, log: &RefCell<WorkerReport>, events: Vec<StreamEvent>) {
     let mut by_day: BTreeMap<(String, String), Vec<StreamEvent>> = BTreeMap::new();
     for event in events {
         by_day
@@ -414,7 +462,7 @@ fn write_events(writer: &TableWriter, log: &RefCell<WorkerReport>, events: Vec<S
             name,
             rows,
         };
-        write_part(writer, log, Table::StreamEvents, part, stream_events_batch);
+        write_part(sink, log, Table::StreamEvents, part, stream_events_batch);
     }
 }
 
@@ -579,13 +627,13 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             .stabilise(input_spec)
             .segment(segmenter, params, shared.clone());
         if config.output.evidence {
-            let (writer, log_evidence) = (ctx.writer.clone(), Rc::clone(&log));
+            let (sink, log_evidence) = (ctx.sink(), Rc::clone(&log));
             analysed = analysed.evidence(spec, config.vessels.small_diameter_um, move |image| {
-                write_evidence(&writer, &log_evidence, image)
+                write_evidence(&sink, &log_evidence, image)
             });
         }
         let records = analysed.analyse_flow(config.flow.clone());
-        let (writer, log_frames) = (ctx.writer.clone(), Rc::clone(&log));
+        let (sink, log_frames) = (ctx.sink(), Rc::clone(&log));
         // Replays cut frame parts by frame index (the same files on every run); live runs by event time, so a part
         // is written minutes, not hours, after its frames (a crash loses at most one part's rows per stream).
         let live = config.streams.iter().any(|s| s.is_live());
@@ -645,19 +693,26 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                         }
                         *seen += 1;
                     }
-                    write_part(&writer, &log_frames, Table::Frames, part, frames_batch)
+                    write_part(&sink, &log_frames, Table::Frames, part, frames_batch)
                 },
             );
         let (sites, patients) = records
             .concat(inputs.ends.to_stream(scope))
             .patient_windows(spec, config.quality.clone());
-        let (writer, log_sites) = (ctx.writer.clone(), Rc::clone(&log));
+        let (sink, log_sites) = (ctx.sink(), Rc::clone(&log));
+        let (monitor_sites, monitor_patients) =
+            (Arc::clone(&ctx.monitor), Arc::clone(&ctx.monitor));
         let evidence = config.output.evidence;
         sites
             .close_windows(
                 "CloseSites",
                 move |k: &SiteKey| spec.close_time(k.1),
-                |_, v: Exact<SiteWindow>| v.into_inner(),
+                // The monitor (dashboard, /status) sees each window as it closes; its part is written later.
+                move |_, v: Exact<SiteWindow>| {
+                    let row = v.into_inner();
+                    monitor_sites.site_windows(std::slice::from_ref(&row));
+                    row
+                },
             )
             .write_parts(
                 "WriteSites",
@@ -684,15 +739,19 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                             .ok();
                         }
                     }
-                    write_part(&writer, &log_sites, Table::Sites, part, sites_batch)
+                    write_part(&sink, &log_sites, Table::Sites, part, sites_batch)
                 },
             );
-        let (writer, log_patients) = (ctx.writer.clone(), Rc::clone(&log));
+        let (sink, log_patients) = (ctx.sink(), Rc::clone(&log));
         patients
             .close_windows(
                 "ClosePatients",
                 move |k: &PatientKey| spec.close_time(k.1),
-                |_, v: Exact<PatientWindow>| v.into_inner(),
+                move |_, v: Exact<PatientWindow>| {
+                    let row = v.into_inner();
+                    monitor_patients.patient_windows(std::slice::from_ref(&row));
+                    row
+                },
             )
             .probe_with(&probe)
             .write_parts(
@@ -708,14 +767,8 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     }
                 },
                 |a, b| a.window_start_ms.cmp(&b.window_start_ms),
-                move |part| {
-                    write_part(
-                        &writer,
-                        &log_patients,
-                        Table::Patients,
-                        part,
-                        patients_batch,
-                    )
+                move |part: Part<PatientWindow>| {
+                    write_part(&sink, &log_patients, Table::Patients, part, patients_batch)
                 },
             );
     });
@@ -748,11 +801,13 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     let delay_ms = (live_config.watermark_delay_s * 1000.0).round() as i64;
     let flush_every = Duration::from_secs_f64(live_config.events_flush_s);
     let mut stopping = false;
+    let mut refreshed = Instant::now();
     let send = |inputs: &mut Inputs, r: &mut Running, mut frame: Frame| {
         // Numbered as analysed: a live stream's dropped frames leave no holes in the `frames` table's chunks.
         frame.index = r.first_index + r.outcome.frames;
         r.outcome.frames += 1;
         let event_ms = frame.event_time_ms();
+        ctx.monitor.frame_analysed(&r.stream.id, event_ms);
         let time = (window_start(event_ms.max(0), tick) as u64).max(inputs.time());
         inputs.advance_to(time);
         match r.last_event_ms.replace(event_ms) {
@@ -781,6 +836,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         }
         if !stopping && ctx.stop_requested() {
             stopping = true;
+            ctx.monitor.stopping();
             tracing::info!(
                 worker = index,
                 "stopping: sources close, open windows are flushed"
@@ -812,9 +868,12 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                 .partition(|r| r.closed && r.head.is_none());
             running = open;
             for mut r in done {
+                refresh_monitor(ctx, std::slice::from_ref(&r), &shared);
+                ctx.monitor
+                    .stream_closed(&r.stream.id, stopping, r.outcome.error.as_deref());
                 inputs.send_end(&r);
                 if let Some(events) = r.due_events(flush_every) {
-                    write_events(&ctx.writer, &log, events);
+                    write_events(&ctx.sink(), &log, events);
                 }
                 numbered.insert(r.stream.id.clone(), r.first_index + r.outcome.frames);
                 finished.push(r.outcome);
@@ -861,8 +920,12 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         }
         for r in &mut running {
             if let Some(events) = r.due_events(flush_every) {
-                write_events(&ctx.writer, &log, events);
+                write_events(&ctx.sink(), &log, events);
             }
+        }
+        if refreshed.elapsed() >= MONITOR_REFRESH {
+            refreshed = Instant::now();
+            refresh_monitor(ctx, &running, &shared);
         }
         while shared.pending.get() > config.ingest.max_pending_frames {
             worker.step();
@@ -881,9 +944,12 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     }
     for mut r in running {
         r.close();
+        refresh_monitor(ctx, std::slice::from_ref(&r), &shared);
+        ctx.monitor
+            .stream_closed(&r.stream.id, stopping, r.outcome.error.as_deref());
         inputs.send_end(&r);
         if let Some(events) = r.due_events(flush_every) {
-            write_events(&ctx.writer, &log, events);
+            write_events(&ctx.sink(), &log, events);
         }
         finished.push(r.outcome);
     }
@@ -892,7 +958,9 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     // never came); waking every 50 ms costs nothing and lets it see the dataflow complete.
     while worker.has_dataflows() && !ctx.peer_failed() {
         worker.step_or_park(Some(Duration::from_millis(50)));
+        refresh_monitor(ctx, &[], &shared);
     }
+    refresh_monitor(ctx, &[], &shared);
     if ctx.peer_failed() {
         // The failed peer's progress never comes: drop the dataflow (what it had not written is lost to this run;
         // committed parts are intact) so this worker can return.
@@ -904,6 +972,27 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     report.errors.extend(shared.errors.take());
     report.streams.extend(finished);
     report
+}
+
+/// How often a worker copies its readers' counters and its inference timings into the monitor.
+const MONITOR_REFRESH: Duration = Duration::from_millis(250);
+
+/// Copies the readers' counters, the model calls timed since the last refresh and the store's retries into the
+/// monitor.
+fn refresh_monitor(ctx: &RunContext, running: &[Running], shared: &SegmentShared) {
+    for r in running {
+        ctx.monitor.stream_counters(
+            &r.stream.id,
+            r.reader.decoded(),
+            r.reader.dropped(),
+            r.reader.reconnects(),
+            r.reader.duration_ms(),
+        );
+    }
+    for (batch, took) in shared.inferences.take() {
+        ctx.monitor.inference(batch, took);
+    }
+    ctx.monitor.store_retries(ctx.writer.retries());
 }
 
 /// Opens a stream's reader; a stream that cannot be opened gets a `failed` event and its (boxed) outcome back.
@@ -924,9 +1013,11 @@ fn start_stream(
         reconnects: 0,
         error: None,
     };
+    ctx.monitor
+        .stream_opened(&stream.id, &stream.patient, &stream.site, outcome.live);
     match open_stream(stream, &ctx.config, ctx.pixel_format) {
         Ok(reader) => {
-            tracing::info!(stream = %stream.id, worker, live = outcome.live, "stream opened");
+            tracing::info!(stream = %stream.id, patient = %stream.patient, worker, live = outcome.live, "stream opened");
             Ok(Running {
                 stream: stream.clone(),
                 reader,
@@ -942,6 +1033,7 @@ fn start_stream(
         }
         Err(e) => {
             tracing::warn!(stream = %stream.id, error = %e, "stream could not be opened");
+            ctx.monitor.stream_closed(&stream.id, false, Some(&e));
             let at = stream.recorded_at_ms().unwrap_or(0);
             let event = StreamEvent {
                 stream_id: stream.id.clone(),
@@ -954,7 +1046,7 @@ fn start_stream(
                 attempts: 0,
                 detail: Some(e.clone()),
             };
-            write_events(&ctx.writer, log, vec![event]);
+            write_events(&ctx.sink(), log, vec![event]);
             Err(Box::new(StreamOutcome {
                 error: Some(e),
                 ..outcome
