@@ -191,11 +191,11 @@ fn stream_message(s: &StreamStatus) -> String {
 fn bars(monitor: &Monitor, done: &AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
     let bar_style =
-        ProgressStyle::with_template("{prefix:<28!} [{bar:30}] {percent:>3}% {msg} (ETA {eta})")
+        ProgressStyle::with_template("{prefix:<32!} [{bar:30}] {percent:>3}% {msg} (ETA {eta})")
             .expect("a valid template")
             .progress_chars("=> ");
     let spin_style =
-        ProgressStyle::with_template("{prefix:<28!} {spinner} {msg}").expect("a valid template");
+        ProgressStyle::with_template("{prefix:<32!} {spinner} {msg}").expect("a valid template");
     let total = multi.add(ProgressBar::new(1000));
     total.set_style(bar_style.clone());
     total.set_prefix("all streams");
