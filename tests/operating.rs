@@ -601,3 +601,74 @@ fn a_replay_prints_progress_lines_and_json_logs_without_the_patient_id() {
     let view = duckdb_view(&dir.path().join("out"));
     assert_eq!(view["patients"][0]["patient_id"], patient);
 }
+
+#[test]
+fn sigint_ends_a_replay_cleanly_with_its_cut_windows_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let inputs: Vec<String> = ["skin-p001.mp4", "sublingual-p002-1.mp4"]
+        .iter()
+        .map(|f| samples.join(f).display().to_string())
+        .collect();
+    let (mut child, _lines, addr) = start_run(
+        &[
+            "--input",
+            &inputs[0],
+            "--input",
+            &inputs[1],
+            "--patient",
+            "p1",
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    // Interrupt once some frames are in, well before the replay's end.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = status(addr);
+        let frames: u64 = seen["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["frames_analysed"].as_u64().unwrap())
+            .sum();
+        if frames >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no frames after 120 s: {seen}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let at = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if at.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("capflow did not exit within 60 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("replay shutdown latency after SIGINT: {:.2} s", at.elapsed().as_secs_f64());
+    assert!(exit.success(), "SIGINT ends a replay cleanly: {exit}");
+    let view = duckdb_view(&out_dir);
+    let kinds: Vec<&str> = view["stream_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"stopped"), "a stream was stopped, not ended: {kinds:?}");
+    let windows = view["patients"].as_array().unwrap();
+    assert!(!windows.is_empty(), "the open window was written");
+    assert!(windows.iter().all(|w| w["partial"] == true), "cut windows are partial: {windows:?}");
+}

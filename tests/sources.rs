@@ -620,8 +620,9 @@ fn an_mjpeg_http_camera_is_a_live_source() {
         .collect();
     eprintln!("MJPEG over HTTP: {} frames in 5 s", times.len());
     assert!(times.len() >= 25, "{} frames: {text}", times.len());
+    // Two frames may arrive within the same millisecond on a loaded machine: in order, and spread over the run.
     assert!(
-        times.windows(2).all(|w| w[1] > w[0]),
+        times.windows(2).all(|w| w[1] >= w[0]) && times[times.len() - 1] - times[0] >= 1_000,
         "frames are timed as they arrive, not all at zero: {times:?}"
     );
     // A loaded machine may drop a frame now and then (counted in `dropped` rows); not what is tested here.
