@@ -26,5 +26,6 @@ pub mod eval;
 pub mod imageio;
 mod manifest;
 pub mod model;
+pub mod report;
 pub mod run;
 pub mod synth_cmd;

@@ -174,6 +174,25 @@ pub async fn read_patients_async(output: &Output) -> Result<Vec<PatientWindow>, 
     Ok(rows)
 }
 
+/// Reads one object stored next to the tables, such as an evidence image (the `sites` table's `evidence_path`),
+/// given its path relative to the output root. Each `/`-separated segment must be a plain name: empty, `.` and
+/// `..` segments are refused, so a path read from a table cannot reach outside the output.
+pub async fn read_object_async(output: &Output, relative: &str) -> Result<Bytes, SinkError> {
+    if relative.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(SinkError::InvalidLocation {
+            url: relative.to_string(),
+            reason: "an object path relative to the output root must be made of plain names separated by /".into(),
+        });
+    }
+    let path = crate::commit::join_root(&output.root, relative)?;
+    let store_err = |source| SinkError::Store {
+        path: path.to_string(),
+        source,
+    };
+    let result = output.store.get(&path).await.map_err(store_err)?;
+    result.bytes().await.map_err(store_err)
+}
+
 fn block_on<T>(
     handle: &Handle,
     operation: &'static str,
