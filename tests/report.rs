@@ -81,7 +81,8 @@ fn fixture() -> &'static Fixture {
 
 /// DuckDB's view of the summary numbers (`tests/report_tables.py`), optionally for windows starting in a range.
 fn duckdb_summary(root: &Path, range: Option<(i64, i64)>) -> Value {
-    let py = python().expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
+    let py = python()
+        .expect("the Python readers are installed by `make setup` (.venv) or CAPFLOW_PYTHON");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/report_tables.py");
     let mut cmd = Command::new(py);
     cmd.arg(script).arg(root);
@@ -125,9 +126,9 @@ fn assert_same(cells: &BTreeMap<String, String>, expected: &Value, keys: &[&str]
         match expected[*key].as_f64() {
             None => assert_eq!(shown, "", "{what} {key}: DuckDB has no value"),
             Some(want) => {
-                let got: f64 = shown
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{what} {key}: {shown:?} is not a number (DuckDB: {want})"));
+                let got: f64 = shown.parse().unwrap_or_else(|_| {
+                    panic!("{what} {key}: {shown:?} is not a number (DuckDB: {want})")
+                });
                 assert!(
                     (got - want).abs() <= 1e-9 * want.abs().max(1.0),
                     "{what} {key}: page {got}, DuckDB {want}"
@@ -165,7 +166,14 @@ fn patient_report_has_readable_charts_every_evidence_image_and_the_numbers_duckd
     let f = fixture();
     let dir = f.scratch.join("p1");
     let started = std::time::Instant::now();
-    let out = report(&["--patient", "P1", "--input", f.out.to_str().unwrap(), "--output", dir.to_str().unwrap()]);
+    let out = report(&[
+        "--patient",
+        "P1",
+        "--input",
+        f.out.to_str().unwrap(),
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     eprintln!("report of P1 took {:.2} s", started.elapsed().as_secs_f64());
 
@@ -180,22 +188,48 @@ fn patient_report_has_readable_charts_every_evidence_image_and_the_numbers_duckd
     for chart in &charts {
         let (w, h, rgb) = decode_chart(chart);
         assert_eq!((w, h), (1000, 420), "{}", chart.display());
-        let non_white = rgb.chunks_exact(3).filter(|p| *p != [255, 255, 255]).count();
-        assert!(non_white > 1000 * 420 / 50, "{} is nearly blank", chart.display());
-        assert!(has_colour(&rgb, [0, 114, 178]) > 20, "{}: first site's colour", chart.display());
-        assert!(has_colour(&rgb, [230, 159, 0]) > 20, "{}: second site's colour", chart.display());
-        assert!(has_colour(&rgb, [250, 205, 205]) > 500, "{}: failed windows shaded", chart.display());
+        let non_white = rgb
+            .chunks_exact(3)
+            .filter(|p| *p != [255, 255, 255])
+            .count();
+        assert!(
+            non_white > 1000 * 420 / 50,
+            "{} is nearly blank",
+            chart.display()
+        );
+        assert!(
+            has_colour(&rgb, [0, 114, 178]) > 20,
+            "{}: first site's colour",
+            chart.display()
+        );
+        assert!(
+            has_colour(&rgb, [230, 159, 0]) > 20,
+            "{}: second site's colour",
+            chart.display()
+        );
+        assert!(
+            has_colour(&rgb, [250, 205, 205]) > 500,
+            "{}: failed windows shaded",
+            chart.display()
+        );
     }
 
     let html = std::fs::read_to_string(dir.join("patient-P1.html")).unwrap();
     // Self-contained: every image is a data URI, nothing points outside.
-    assert_eq!(html.matches("src=\"").count(), html.matches("src=\"data:image/png;base64,").count());
+    assert_eq!(
+        html.matches("src=\"").count(),
+        html.matches("src=\"data:image/png;base64,").count()
+    );
     for forbidden in ["http://", "https://", "href=", "<script", "<link"] {
         assert!(!html.contains(forbidden), "{forbidden} in the page");
     }
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     for chart in &charts {
-        assert!(html.contains(&b64(&std::fs::read(chart).unwrap())), "{} embedded", chart.display());
+        assert!(
+            html.contains(&b64(&std::fs::read(chart).unwrap())),
+            "{} embedded",
+            chart.display()
+        );
     }
     // Every evidence image of P1 (2 sites × 3 windows, fewer than the 4 per site shown) is embedded, byte for byte.
     let mut evidence = Vec::new();
@@ -206,15 +240,28 @@ fn patient_report_has_readable_charts_every_evidence_image_and_the_numbers_duckd
     }
     assert_eq!(evidence.len(), 6, "{evidence:?}");
     for image in &evidence {
-        assert!(html.contains(&b64(&std::fs::read(image).unwrap())), "{} embedded", image.display());
+        assert!(
+            html.contains(&b64(&std::fs::read(image).unwrap())),
+            "{} embedded",
+            image.display()
+        );
     }
     assert_eq!(html.matches("<img ").count(), charts.len() + evidence.len());
 
     // Summary numbers: what DuckDB computes from the same files.
     let truth = duckdb_summary(&f.out, None);
-    let sites: Vec<&Value> = truth["sites"].as_array().unwrap().iter().filter(|r| r["patient_id"] == "P1").collect();
+    let sites: Vec<&Value> = truth["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["patient_id"] == "P1")
+        .collect();
     assert_eq!(sites.len(), 2);
-    let mut keys = vec!["windows".to_string(), "good_share".into(), "partial_windows".into()];
+    let mut keys = vec![
+        "windows".to_string(),
+        "good_share".into(),
+        "partial_windows".into(),
+    ];
     for m in METRIC_KEYS {
         keys.push(format!("{m}_median"));
         keys.push(format!("{m}_mean"));
@@ -227,12 +274,20 @@ fn patient_report_has_readable_charts_every_evidence_image_and_the_numbers_duckd
         assert_same(&cells, row, &keys, site);
         failed += row["windows"].as_f64().unwrap() * (1.0 - row["good_share"].as_f64().unwrap());
     }
-    assert!(failed >= 2.0, "each clip's cut last window fails the duration check");
+    assert!(
+        failed >= 2.0,
+        "each clip's cut last window fails the duration check"
+    );
     assert!(
         sites.iter().any(|r| r["tvd_mean"].as_f64().is_some()),
         "some window passed the quality check: {sites:?}"
     );
-    let patient = truth["patients"].as_array().unwrap().iter().find(|r| r["patient_id"] == "P1").unwrap();
+    let patient = truth["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["patient_id"] == "P1")
+        .unwrap();
     let cells = row_cells(&html, "<tr data-site=\"\" class=\"patient\"");
     let patient_keys: Vec<String> = METRIC_KEYS.iter().map(|m| format!("{m}_mean")).collect();
     let mut keys: Vec<&str> = patient_keys.iter().map(String::as_str).collect();
@@ -244,7 +299,13 @@ fn patient_report_has_readable_charts_every_evidence_image_and_the_numbers_duckd
 fn all_writes_a_page_per_patient_and_a_cohort_summary_duckdb_agrees_with() {
     let f = fixture();
     let dir = f.scratch.join("all");
-    let out = report(&["--all", "--input", f.out.to_str().unwrap(), "--output", dir.to_str().unwrap()]);
+    let out = report(&[
+        "--all",
+        "--input",
+        f.out.to_str().unwrap(),
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let index = std::fs::read_to_string(dir.join("index.html")).unwrap();
     let truth = duckdb_summary(&f.out, None);
@@ -252,7 +313,10 @@ fn all_writes_a_page_per_patient_and_a_cohort_summary_duckdb_agrees_with() {
     assert_eq!(patients.len(), 2);
     for row in patients {
         let id = row["patient_id"].as_str().unwrap();
-        assert!(index.contains(&format!("<a href=\"patient-{id}.html\">{id}</a>")), "{id} linked");
+        assert!(
+            index.contains(&format!("<a href=\"patient-{id}.html\">{id}</a>")),
+            "{id} linked"
+        );
         let page = std::fs::read_to_string(dir.join(format!("patient-{id}.html"))).unwrap();
         assert!(page.contains(&format!("patient {id}")));
         let cells = row_cells(&index, &format!("<tr data-patient=\"{id}\""));
@@ -261,7 +325,11 @@ fn all_writes_a_page_per_patient_and_a_cohort_summary_duckdb_agrees_with() {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         assert_same(&cells, row, &keys, id);
     }
-    assert_eq!(index.matches("href=").count(), 2, "links to the patient pages only");
+    assert_eq!(
+        index.matches("href=").count(),
+        2,
+        "links to the patient pages only"
+    );
     assert!(!index.contains("http"));
     assert!(text(&out).contains("cohort summary"));
 }
@@ -272,30 +340,65 @@ fn from_and_to_keep_the_windows_starting_in_range() {
     let dir = f.scratch.join("range");
     // Windows start at 08:00:00, :01 and :02; keep the middle one only.
     let out = report(&[
-        "--patient", "P1", "--from", "2026-03-01T08:00:01Z", "--to", "2026-03-01T08:00:02Z", "--input",
-        f.out.to_str().unwrap(), "--output", dir.to_str().unwrap(),
+        "--patient",
+        "P1",
+        "--from",
+        "2026-03-01T08:00:01Z",
+        "--to",
+        "2026-03-01T08:00:02Z",
+        "--input",
+        f.out.to_str().unwrap(),
+        "--output",
+        dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let html = std::fs::read_to_string(dir.join("patient-P1.html")).unwrap();
     let truth = duckdb_summary(&f.out, Some((T0_MS + 1000, T0_MS + 2000)));
-    for row in truth["sites"].as_array().unwrap().iter().filter(|r| r["patient_id"] == "P1") {
+    for row in truth["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["patient_id"] == "P1")
+    {
         assert_eq!(row["windows"].as_i64(), Some(1));
         let site = row["site"].as_str().unwrap();
         let cells = row_cells(&html, &format!("<tr data-site=\"{site}\""));
-        assert_same(&cells, row, &["windows", "good_share", "tvd_mean", "ppv_mean"], site);
+        assert_same(
+            &cells,
+            row,
+            &["windows", "good_share", "tvd_mean", "ppv_mean"],
+            site,
+        );
     }
     assert!(html.contains("2026-03-01 08:00:01 UTC"));
 
     // A range without windows names the windows that exist.
     let out = report(&[
-        "--patient", "P1", "--from", "2026-03-02T00:00:00Z", "--input", f.out.to_str().unwrap(), "--output",
+        "--patient",
+        "P1",
+        "--from",
+        "2026-03-02T00:00:00Z",
+        "--input",
+        f.out.to_str().unwrap(),
+        "--output",
         dir.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
     let msg = text(&out);
-    assert!(msg.contains("2026-03-01 08:00:00 UTC") && msg.contains("widen --from/--to"), "{msg}");
+    assert!(
+        msg.contains("2026-03-01 08:00:00 UTC") && msg.contains("widen --from/--to"),
+        "{msg}"
+    );
     // Not a time.
-    let out = report(&["--all", "--from", "yesterday", "--input", "x", "--output", "y"]);
+    let out = report(&[
+        "--all",
+        "--from",
+        "yesterday",
+        "--input",
+        "x",
+        "--output",
+        "y",
+    ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("RFC 3339"), "{}", text(&out));
 }
@@ -305,7 +408,14 @@ fn bad_inputs_name_the_input_and_the_fix() {
     let f = fixture();
     let dir = f.scratch.join("errors");
     let input = f.out.to_str().unwrap();
-    let out = report(&["--patient", "P9", "--input", input, "--output", dir.to_str().unwrap()]);
+    let out = report(&[
+        "--patient",
+        "P9",
+        "--input",
+        input,
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let msg = text(&out);
     assert!(msg.contains("\"P9\"") && msg.contains(input), "{msg}");
@@ -313,20 +423,46 @@ fn bad_inputs_name_the_input_and_the_fix() {
     assert!(!dir.join("patient-P9.html").exists());
 
     let missing = f.scratch.join("no-such-output");
-    let out = report(&["--all", "--input", missing.to_str().unwrap(), "--output", dir.to_str().unwrap()]);
+    let out = report(&[
+        "--all",
+        "--input",
+        missing.to_str().unwrap(),
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let msg = text(&out);
-    assert!(msg.contains(missing.to_str().unwrap()) && msg.contains("no such folder"), "{msg}");
+    assert!(
+        msg.contains(missing.to_str().unwrap()) && msg.contains("no such folder"),
+        "{msg}"
+    );
     assert!(!missing.exists(), "a missing input is not created");
 
     let empty = f.scratch.join("empty-output");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = report(&["--all", "--input", empty.to_str().unwrap(), "--output", dir.to_str().unwrap()]);
+    let out = report(&[
+        "--all",
+        "--input",
+        empty.to_str().unwrap(),
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let msg = text(&out);
-    assert!(msg.contains("no committed sites or patients rows") && msg.contains("capflow run"), "{msg}");
+    assert!(
+        msg.contains("no committed sites or patients rows") && msg.contains("capflow run"),
+        "{msg}"
+    );
 
-    let out = report(&["--all", "--input", input, "--output", dir.to_str().unwrap(), "--font", "/no/font.ttf"]);
+    let out = report(&[
+        "--all",
+        "--input",
+        input,
+        "--output",
+        dir.to_str().unwrap(),
+        "--font",
+        "/no/font.ttf",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("fonts-dejavu-core"), "{}", text(&out));
 }
@@ -367,11 +503,23 @@ fn the_same_report_comes_from_an_s3_compatible_server() {
         let env = env(secret);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         capflow_env(
-            &["report", "--patient", "P1", "--input", input, "--output", dir.to_str().unwrap()],
+            &[
+                "report",
+                "--patient",
+                "P1",
+                "--input",
+                input,
+                "--output",
+                dir.to_str().unwrap(),
+            ],
             &env,
         )
     };
-    let from_s3 = run(&format!("s3://{}/study", s3_server::BUCKET), &s3_dir, s3_server::SECRET_KEY);
+    let from_s3 = run(
+        &format!("s3://{}/study", s3_server::BUCKET),
+        &s3_dir,
+        s3_server::SECRET_KEY,
+    );
     assert!(from_s3.status.success(), "{}", text(&from_s3));
     let local = run(f.out.to_str().unwrap(), &local_dir, s3_server::SECRET_KEY);
     assert!(local.status.success(), "{}", text(&local));
@@ -392,9 +540,19 @@ fn the_same_report_comes_from_an_s3_compatible_server() {
         );
     }
     // Wrong credentials: the message names the location and where credentials come from.
-    let denied = run(&format!("s3://{}/study", s3_server::BUCKET), &s3_dir, "S3cr3t-wr0ng");
+    let denied = run(
+        &format!("s3://{}/study", s3_server::BUCKET),
+        &s3_dir,
+        "S3cr3t-wr0ng",
+    );
     assert_eq!(denied.status.code(), Some(2));
     let msg = text(&denied);
-    assert!(msg.contains("s3://capflow-test/study") && msg.contains("AWS_*"), "{msg}");
-    assert!(!msg.contains("S3cr3t-wr0ng"), "the secret is never echoed: {msg}");
+    assert!(
+        msg.contains("s3://capflow-test/study") && msg.contains("AWS_*"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("S3cr3t-wr0ng"),
+        "the secret is never echoed: {msg}"
+    );
 }

@@ -178,7 +178,10 @@ pub async fn read_patients_async(output: &Output) -> Result<Vec<PatientWindow>, 
 /// given its path relative to the output root. Each `/`-separated segment must be a plain name: empty, `.` and
 /// `..` segments are refused, so a path read from a table cannot reach outside the output.
 pub async fn read_object_async(output: &Output, relative: &str) -> Result<Bytes, SinkError> {
-    if relative.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if relative
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(SinkError::InvalidLocation {
             url: relative.to_string(),
             reason: "an object path relative to the output root must be made of plain names separated by /".into(),

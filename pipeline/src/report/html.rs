@@ -122,7 +122,9 @@ fn head(out: &mut String, title: &str) {
 
 fn number(value: Option<f64>, decimals: usize, key: &str) -> String {
     match value {
-        Some(v) => format!("<td class=\"num\" data-key=\"{key}\" data-value=\"{v}\">{v:.decimals$}</td>"),
+        Some(v) => {
+            format!("<td class=\"num\" data-key=\"{key}\" data-value=\"{v}\">{v:.decimals$}</td>")
+        }
         None => format!("<td class=\"num\" data-key=\"{key}\" data-value=\"\">–</td>"),
     }
 }
@@ -165,13 +167,12 @@ pub fn patient_html(page: &PatientPage<'_>) -> String {
     let p = page.patient;
     let _ = write!(
         out,
-        "<h1>{}</h1>\n<p class=\"meta\">Source: <code>{}</code><br>Windows: {} ({})<br>\
+        "<h1>{}</h1>\n<p class=\"meta\">Source: <code>{}</code><br>Windows: {} (window start times, UTC)<br>\
          Recorded between {} · {} site(s) · {} patient window(s), {} with at least one site that passed the quality \
          check</p>\n",
         escape(&title),
         escape(page.input),
         escape(&range_text(&page.range)),
-        "window start times, UTC",
         span(p.first_ms, p.last_ms),
         p.sites,
         p.windows,
@@ -210,7 +211,11 @@ pub fn patient_html(page: &PatientPage<'_>) -> String {
         );
         for m in Metric::ALL {
             let Stats { median, mean, .. } = s.stats(m);
-            out.push_str(&number(median, m.decimals(), &format!("{}_median", m.key())));
+            out.push_str(&number(
+                median,
+                m.decimals(),
+                &format!("{}_median", m.key()),
+            ));
             out.push_str(&number(mean, m.decimals(), &format!("{}_mean", m.key())));
         }
         out.push_str("</tr>\n");
@@ -224,7 +229,11 @@ pub fn patient_html(page: &PatientPage<'_>) -> String {
     for m in Metric::ALL {
         let stats = p.stats(m);
         out.push_str("<td></td>");
-        out.push_str(&number(stats.mean, m.decimals(), &format!("{}_mean", m.key())));
+        out.push_str(&number(
+            stats.mean,
+            m.decimals(),
+            &format!("{}_mean", m.key()),
+        ));
     }
     out.push_str("</tr>\n</table>\n");
     out.push_str(
@@ -244,10 +253,10 @@ pub fn patient_html(page: &PatientPage<'_>) -> String {
         );
     }
     for (metric, png) in page.charts {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<figure id=\"chart-{key}\"><img src=\"{}\" alt=\"{} over time per site\"><figcaption>{} ({}) per site \
-             and window.</figcaption></figure>\n",
+             and window.</figcaption></figure>",
             data_uri(png),
             escape(metric.title()),
             escape(metric.title()),
@@ -483,7 +492,10 @@ mod tests {
     fn patient_page_embeds_every_image_and_references_nothing_outside() {
         let (html, images) = page_html();
         for png in &images {
-            assert!(html.contains(&format!("src=\"{}\"", data_uri(png))), "image missing");
+            assert!(
+                html.contains(&format!("src=\"{}\"", data_uri(png))),
+                "image missing"
+            );
         }
         assert_eq!(html.matches("<img ").count(), images.len());
         assert_eq!(
@@ -507,11 +519,26 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("<tr data-site=\"sub-1\""))
             .expect("sub-1 row");
-        assert!(row.contains("data-key=\"windows\" data-value=\"2\""), "{row}");
-        assert!(row.contains("data-key=\"good_share\" data-value=\"0.5\">50 %"), "{row}");
-        assert!(row.contains("data-key=\"tvd_mean\" data-value=\"12.5\">12.50<"), "{row}");
-        assert!(row.contains("data-key=\"mfi_median\" data-value=\"2.75\">2.75<"), "{row}");
-        assert!(row.contains("data-key=\"pvd_mean\" data-value=\"\">–"), "{row}");
+        assert!(
+            row.contains("data-key=\"windows\" data-value=\"2\""),
+            "{row}"
+        );
+        assert!(
+            row.contains("data-key=\"good_share\" data-value=\"0.5\">50 %"),
+            "{row}"
+        );
+        assert!(
+            row.contains("data-key=\"tvd_mean\" data-value=\"12.5\">12.50<"),
+            "{row}"
+        );
+        assert!(
+            row.contains("data-key=\"mfi_median\" data-value=\"2.75\">2.75<"),
+            "{row}"
+        );
+        assert!(
+            row.contains("data-key=\"pvd_mean\" data-value=\"\">–"),
+            "{row}"
+        );
         assert!(html.contains("Windows that failed the quality check"));
     }
 

@@ -65,12 +65,12 @@ pub struct ReportArgs {
 
 /// `--from`/`--to`: RFC 3339 in UTC (`2026-03-01T08:00:00Z`, or without the `Z`) → ms since the Unix epoch.
 pub fn parse_time(text: &str) -> Result<i64, String> {
-    let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
-        format!("{e}: give an RFC 3339 UTC time such as 2026-03-01T08:00:00Z")
-    })?;
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{e}: give an RFC 3339 UTC time such as 2026-03-01T08:00:00Z"))?;
     let ms = match time.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).map_err(|_| "time out of range".to_string())?,
-        Err(before) => -i64::try_from(before.duration().as_millis()).map_err(|_| "time out of range".to_string())?,
+        Err(before) => -i64::try_from(before.duration().as_millis())
+            .map_err(|_| "time out of range".to_string())?,
     };
     Ok(ms)
 }
@@ -98,7 +98,7 @@ pub enum ReportError {
         input: String,
         /// What failed.
         #[source]
-        source: SinkError,
+        source: Box<SinkError>,
     },
     /// The output holds no committed `sites` or `patients` rows.
     #[error(
@@ -224,7 +224,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
     check_local(&args.input)?;
     let output = open_output(&args.input, &s3).map_err(|source| ReportError::Unreadable {
         input: args.input.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -239,7 +239,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
         })
         .map_err(|source| ReportError::Unreadable {
             input: args.input.clone(),
-            source,
+            source: Box::new(source),
         })?;
     if sites.is_empty() && patients.is_empty() {
         return Err(ReportError::Empty {
@@ -391,10 +391,7 @@ fn write_patient(
     let summary = cohort_row(patient, patients, sites);
     let summaries = site_summaries(sites);
     let grouped = by_site(sites);
-    let x_range = (
-        summary.first_ms.unwrap_or(0),
-        summary.last_ms.unwrap_or(0),
-    );
+    let x_range = (summary.first_ms.unwrap_or(0), summary.last_ms.unwrap_or(0));
     let bad = bad_ranges(sites);
     let mut charts = Vec::new();
     let mut chart_files = Vec::new();
@@ -429,7 +426,10 @@ fn write_patient(
     let missing = evidence.iter().filter(|e| e.png.is_err()).count();
     for e in evidence.iter().filter(|e| e.png.is_err()) {
         if let Err(why) = &e.png {
-            eprintln!("capflow report: evidence image {} of patient {patient:?} not shown: {why}", e.path);
+            eprintln!(
+                "capflow report: evidence image {} of patient {patient:?} not shown: {why}",
+                e.path
+            );
         }
     }
     let failed: Vec<&SiteWindow> = sites.iter().filter(|w| !w.quality_ok).collect();
@@ -466,8 +466,10 @@ fn read_evidence(
     const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
     let mut out = Vec::new();
     for windows in grouped.values() {
-        let with_image: Vec<&&SiteWindow> =
-            windows.iter().filter(|w| w.evidence_path.is_some()).collect();
+        let with_image: Vec<&&SiteWindow> = windows
+            .iter()
+            .filter(|w| w.evidence_path.is_some())
+            .collect();
         let latest = &with_image[with_image.len().saturating_sub(per_site)..];
         for w in latest {
             let path = w.evidence_path.clone().unwrap_or_default();
@@ -517,4 +519,3 @@ pub fn print_outcome(outcome: &ReportOutcome) {
         println!("  cohort summary: {}", cohort.display());
     }
 }
-

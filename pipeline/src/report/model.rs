@@ -140,7 +140,8 @@ pub struct TimeRange {
 impl TimeRange {
     /// Whether a window starting at `start_ms` is in the range.
     pub fn contains(&self, start_ms: i64) -> bool {
-        self.from_ms.is_none_or(|from| start_ms >= from) && self.to_ms.is_none_or(|to| start_ms < to)
+        self.from_ms.is_none_or(|from| start_ms >= from)
+            && self.to_ms.is_none_or(|to| start_ms < to)
     }
 
     /// Whether the range is unbounded on both sides.
@@ -369,7 +370,12 @@ pub fn cohort_row(patient_id: &str, patients: &[PatientWindow], sites: &[SiteWin
         last_ms: ends.max(),
         means: Metric::ALL
             .iter()
-            .map(|&m| (m, Stats::of(patients.iter().filter_map(|w| m.of_patient(w)))))
+            .map(|&m| {
+                (
+                    m,
+                    Stats::of(patients.iter().filter_map(|w| m.of_patient(w))),
+                )
+            })
             .collect(),
     }
 }
@@ -455,7 +461,10 @@ mod tests {
         let s = site_summaries(&windows);
         assert_eq!(s.len(), 2);
         let (one, two) = (&s[0], &s[1]);
-        assert_eq!((one.site.as_str(), one.windows, one.good_windows), ("sub-1", 3, 2));
+        assert_eq!(
+            (one.site.as_str(), one.windows, one.good_windows),
+            ("sub-1", 3, 2)
+        );
         assert!((one.good_share() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(one.stats(Metric::Tvd).mean, Some(3.0));
         assert_eq!(one.stats(Metric::Ppv).n, 1, "null PPV is not a value");
@@ -501,7 +510,10 @@ mod tests {
             ..Default::default()
         };
         let rows = [p(0, 1, Some(2.0)), p(10, 0, None), p(20, 2, Some(4.0))];
-        let sites = [site("a", 0, true, 1.0, None), site("b", 0, false, 1.0, None)];
+        let sites = [
+            site("a", 0, true, 1.0, None),
+            site("b", 0, false, 1.0, None),
+        ];
         let row = cohort_row("p", &rows, &sites);
         assert_eq!((row.windows, row.valid_windows, row.sites), (3, 2, 2));
         assert_eq!(row.site_windows, (2, 1));

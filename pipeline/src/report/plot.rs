@@ -148,8 +148,25 @@ pub struct Chart {
 
 /// Round tick steps for a UTC time axis, ms.
 const STEPS_MS: [i64; 19] = [
-    1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000,
-    3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000, 86_400_000, 172_800_000,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    15_000,
+    30_000,
+    60_000,
+    120_000,
+    300_000,
+    600_000,
+    900_000,
+    1_800_000,
+    3_600_000,
+    7_200_000,
+    10_800_000,
+    21_600_000,
+    43_200_000,
+    86_400_000,
+    172_800_000,
 ];
 
 /// Tick positions on round UTC clock times within `[start, end]`, at most about `max_ticks` of them (at least one
@@ -181,7 +198,8 @@ pub fn tick_label(t_ms: i64, span_ms: i64) -> String {
     }
 }
 
-/// The y axis: the metric's natural bounds, or 0 to a bit above the largest value (negatives included if any).
+/// The y axis: the metric's natural bounds (plus 5 % headroom), or 0 to a bit above the largest value (negatives
+/// included if any).
 pub fn y_range(chart: &Chart) -> (f64, f64) {
     let values = chart
         .series
@@ -189,7 +207,8 @@ pub fn y_range(chart: &Chart) -> (f64, f64) {
         .flat_map(|s| s.points.iter().filter_map(|p| p.value));
     let (lo, hi) = values.fold((0.0_f64, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if let Some((fixed_lo, fixed_hi)) = chart.metric.fixed_range() {
-        return (lo.min(fixed_lo), hi.max(fixed_hi));
+        // A little headroom, so points at the top of the scale (MFI 3, PPV 100 %) are not cut.
+        return (lo.min(fixed_lo), hi.max(fixed_hi) * 1.05);
     }
     let top = if hi > 0.0 { hi * 1.15 } else { 1.0 };
     (if lo < 0.0 { lo * 1.15 } else { 0.0 }, top)
@@ -209,10 +228,14 @@ pub fn render_png(chart: &Chart, size: (u32, u32)) -> Result<Vec<u8>, PlotError>
     })
 }
 
+/// Width of the legend column right of the plot, px.
+const LEGEND_WIDTH: u32 = 200;
+
 fn draw(chart: &Chart, rgb: &mut [u8], size: (u32, u32)) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let root = BitMapBackend::with_buffer(rgb, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
+    let (plot_area, legend_area) = root.split_horizontally(size.0.saturating_sub(LEGEND_WIDTH));
     let (x0, mut x1) = chart.x_range;
     if x1 <= x0 {
         x1 = x0 + 1_000;
@@ -220,13 +243,22 @@ fn draw(chart: &Chart, rgb: &mut [u8], size: (u32, u32)) -> Result<(), String> {
     let (y0, y1) = y_range(chart);
     let span = x1 - x0;
     let ticks = time_ticks(x0, x1, 8);
-    let mut ctx = ChartBuilder::on(&root)
+    let mut ctx = ChartBuilder::on(&plot_area)
         .caption(&chart.title, ("sans-serif", 20))
         .margin(12)
+        .margin_right(36)
         .x_label_area_size(48)
         .y_label_area_size(72)
         .build_cartesian_2d((x0..x1).with_key_points(ticks), y0..y1)
         .map_err(|e| err(&e))?;
+    // Shading first, so the grid stays visible over it.
+    ctx.draw_series(
+        chart
+            .bad
+            .iter()
+            .map(|&(a, b)| Rectangle::new([(a.max(x0), y0), (b.min(x1), y1)], BAD_FILL.filled())),
+    )
+    .map_err(|e| err(&e))?;
     let x_desc = if span > 86_400_000 {
         "window time (UTC, month-day hour:minute)".to_string()
     } else {
@@ -236,26 +268,19 @@ fn draw(chart: &Chart, rgb: &mut [u8], size: (u32, u32)) -> Result<(), String> {
     let label = |t: &i64| tick_label(*t, span);
     ctx.configure_mesh()
         .x_desc(x_desc)
-        .y_desc(format!("{} ({})", chart.metric.short(), chart.metric.unit()))
+        .y_desc(format!(
+            "{} ({})",
+            chart.metric.short(),
+            chart.metric.unit()
+        ))
         .x_label_formatter(&label)
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 15))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(210, 210, 210))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(200, 200, 200))
         .draw()
         .map_err(|e| err(&e))?;
 
-    if !chart.bad.is_empty() {
-        ctx.draw_series(
-            chart
-                .bad
-                .iter()
-                .map(|&(a, b)| Rectangle::new([(a.max(x0), y0), (b.min(x1), y1)], BAD_FILL.filled())),
-        )
-        .map_err(|e| err(&e))?
-        .label("quality check failed")
-        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 18, y + 6)], BAD_FILL.filled()));
-    }
     for (i, series) in chart.series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         // The line breaks where a window has no value.
@@ -277,13 +302,7 @@ fn draw(chart: &Chart, rgb: &mut [u8], size: (u32, u32)) -> Result<(), String> {
             .filter(|p| p.ok)
             .filter_map(|p| Some((p.t_ms, p.value?)));
         ctx.draw_series(good.map(|xy| Circle::new(xy, 4, colour.filled())))
-            .map_err(|e| err(&e))?
-            .label(series.label.clone())
-            .legend(move |(x, y)| {
-                EmptyElement::at((x, y))
-                    + PathElement::new(vec![(0, 0), (18, 0)], colour.stroke_width(2))
-                    + Circle::new((9, 0), 4, colour.filled())
-            });
+            .map_err(|e| err(&e))?;
         let failed = series
             .points
             .iter()
@@ -292,14 +311,51 @@ fn draw(chart: &Chart, rgb: &mut [u8], size: (u32, u32)) -> Result<(), String> {
         ctx.draw_series(failed.map(|xy| Cross::new(xy, 5, colour.stroke_width(2))))
             .map_err(|e| err(&e))?;
     }
-    ctx.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(150, 150, 150))
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| err(&e))?;
+    draw_legend(chart, &legend_area).map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The legend, in its own column so it never hides a point: one entry per site, then the markers' meaning.
+fn draw_legend<DB: DrawingBackend>(
+    chart: &Chart,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let font = ("sans-serif", 14).into_font().color(&BLACK);
+    let mut y = 56;
+    area.draw(&Text::new(
+        "Site",
+        (8, y - 22),
+        ("sans-serif", 15).into_font(),
+    ))?;
+    for (i, series) in chart.series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        area.draw(&PathElement::new(
+            vec![(8, y), (30, y)],
+            colour.stroke_width(2),
+        ))?;
+        area.draw(&Circle::new((19, y), 4, colour.filled()))?;
+        let mut label = series.label.clone();
+        if label.chars().count() > 20 {
+            label = label.chars().take(19).collect::<String>() + "…";
+        }
+        area.draw(&Text::new(label, (38, y - 8), font.clone()))?;
+        y += 22;
+    }
+    y += 10;
+    area.draw(&Cross::new((19, y), 5, BLACK.stroke_width(2)))?;
+    area.draw(&Text::new(
+        "window failed quality",
+        (38, y - 8),
+        font.clone(),
+    ))?;
+    y += 22;
+    area.draw(&Rectangle::new(
+        [(8, y - 7), (30, y + 7)],
+        BAD_FILL.filled(),
+    ))?;
+    area.draw(&Text::new("time with a failed", (38, y - 8), font.clone()))?;
+    area.draw(&Text::new("site window", (38, y + 8), font))?;
     Ok(())
 }
 
@@ -343,8 +399,8 @@ mod tests {
             bad: vec![],
             x_range: (0, 1),
         };
-        assert_eq!(y_range(&chart(Metric::Mfi, &[1.0, 2.5])), (0.0, 3.0));
-        assert_eq!(y_range(&chart(Metric::Ppv, &[40.0])), (0.0, 100.0));
+        assert_eq!(y_range(&chart(Metric::Mfi, &[1.0, 3.0])), (0.0, 3.0 * 1.05));
+        assert_eq!(y_range(&chart(Metric::Ppv, &[40.0])), (0.0, 100.0 * 1.05));
         let (lo, hi) = y_range(&chart(Metric::Tvd, &[2.0, 10.0]));
         assert_eq!(lo, 0.0);
         assert!(hi > 10.0 && hi < 12.0);
@@ -357,5 +413,83 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("fonts-dejavu-core"), "{text}");
         assert!(text.contains("/nonexistent/DejaVuSans.ttf"), "{text}");
+    }
+
+    #[test]
+    fn a_chart_shades_only_the_failed_windows_and_draws_each_site_in_its_colour() {
+        load_font(Path::new(DEFAULT_FONT))
+            .expect("fonts-dejavu-core is installed (tools/setup.sh)");
+        let base = 1_772_352_000_000_i64;
+        let points = |values: [f64; 4]| {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| Point {
+                    t_ms: base + i as i64 * 10_000 + 5_000,
+                    value: Some(v),
+                    ok: i != 3,
+                })
+                .collect()
+        };
+        let chart = Chart {
+            metric: Metric::Tvd,
+            title: "TVD: patient p".into(),
+            series: vec![
+                Series {
+                    label: "sub-1".into(),
+                    points: points([10.0, 11.0, 12.0, 13.0]),
+                },
+                Series {
+                    label: "sub-2".into(),
+                    points: points([5.0, 6.0, 5.5, 6.5]),
+                },
+            ],
+            // The last of four 10 s windows failed.
+            bad: vec![(base + 30_000, base + 40_000)],
+            x_range: (base, base + 40_000),
+        };
+        let png = render_png(&chart, CHART_SIZE).unwrap();
+        let mut reader = png::Decoder::new(png.as_slice()).read_info().unwrap();
+        let mut data = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut data).unwrap();
+        assert_eq!((info.width, info.height), CHART_SIZE);
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        let (w, h) = (info.width as usize, info.height as usize);
+        let at = |x: usize, y: usize| {
+            let i = (y * w + x) * 3;
+            [data[i], data[i + 1], data[i + 2]]
+        };
+        let count = |colour: [u8; 3], xs: std::ops::Range<usize>| {
+            (0..h)
+                .flat_map(|y| xs.clone().map(move |x| (x, y)))
+                .filter(|&(x, y)| at(x, y) == colour)
+                .count()
+        };
+        let shade = [BAD_FILL.0, BAD_FILL.1, BAD_FILL.2];
+        let plot_width = w - LEGEND_WIDTH as usize;
+        // The shaded columns: the right quarter of the plot, nothing in its left half.
+        let shaded: Vec<usize> = (0..plot_width)
+            .filter(|&x| count(shade, x..x + 1) > 100)
+            .collect();
+        assert!(!shaded.is_empty(), "no shading drawn");
+        let (first, last) = (shaded[0], *shaded.last().unwrap());
+        assert!(
+            first > plot_width / 2 && last > plot_width * 3 / 4,
+            "shaded columns {first}..{last}"
+        );
+        assert_eq!(count(shade, 0..plot_width / 2), 0);
+        // Both sites' lines are drawn, in the palette's first two colours.
+        for colour in &PALETTE[..2] {
+            assert!(
+                count([colour.0, colour.1, colour.2], 0..plot_width) > 100,
+                "{colour:?}"
+            );
+        }
+        // And the legend column has text (dark pixels).
+        let dark = (plot_width..w)
+            .flat_map(|x| (0..h).map(move |y| (x, y)))
+            .filter(|&(x, y)| at(x, y).iter().all(|&c| c < 80))
+            .count();
+        assert!(dark > 200, "legend text: {dark} dark pixels");
     }
 }
