@@ -539,6 +539,36 @@ fn the_same_report_comes_from_an_s3_compatible_server() {
             std::fs::read(local_dir.join("patient-P1").join(chart)).unwrap()
         );
     }
+    // [output.s3] of --config wins over the environment, as for `capflow run`.
+    let config = f.scratch.join("s3.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[output.s3]\nendpoint = {:?}\nregion = \"us-east-1\"\naccess_key_id = {:?}\nsecret_access_key = {:?}\n\
+             allow_http = true\n",
+            server.endpoint(),
+            s3_server::ACCESS_KEY,
+            s3_server::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let config_dir = f.scratch.join("s3-config");
+    let with_config = capflow_env(
+        &[
+            "report",
+            "--patient",
+            "P1",
+            "--input",
+            &format!("s3://{}/study", s3_server::BUCKET),
+            "--config",
+            config.to_str().unwrap(),
+            "--output",
+            config_dir.to_str().unwrap(),
+        ],
+        &[("AWS_SECRET_ACCESS_KEY", "S3cr3t-wr0ng")],
+    );
+    assert!(with_config.status.success(), "{}", text(&with_config));
+    assert_eq!(page(&config_dir), page(&local_dir));
     // Wrong credentials: the message names the location and where credentials come from.
     let denied = run(
         &format!("s3://{}/study", s3_server::BUCKET),

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use capflow_operators::records::{PatientWindow, SiteWindow};
-use capflow_sinks::{open_output, Output, S3Options, SinkError};
+use capflow_sinks::read::{list_parts, read_patients_parts_async, read_sites_parts_async, Part};
+use capflow_sinks::{open_output, Output, S3Options, SinkError, Table};
 
 use self::html::{CohortPage, Evidence, PatientPage};
 use self::model::{
@@ -231,26 +232,28 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    let (sites, patients) = runtime
+    let unreadable = |source: SinkError| ReportError::Unreadable {
+        input: args.input.clone(),
+        source: Box::new(source),
+    };
+    // The commit markers name every part's patient and day: list them once, then fetch only the parts needed.
+    let (site_parts, patient_parts) = runtime
         .block_on(async {
-            let sites = capflow_sinks::read::read_sites_async(&output).await?;
-            let patients = capflow_sinks::read::read_patients_async(&output).await?;
+            let sites = list_parts(&output, Table::Sites).await?;
+            let patients = list_parts(&output, Table::Patients).await?;
             Ok::<_, SinkError>((sites, patients))
         })
-        .map_err(|source| ReportError::Unreadable {
-            input: args.input.clone(),
-            source: Box::new(source),
-        })?;
-    if sites.is_empty() && patients.is_empty() {
+        .map_err(unreadable)?;
+    if site_parts.is_empty() && patient_parts.is_empty() {
         return Err(ReportError::Empty {
             input: args.input.clone(),
         }
         .into());
     }
-    let present: Vec<String> = sites
+    let present: Vec<String> = site_parts
         .iter()
-        .map(|w| w.patient_id.clone())
-        .chain(patients.iter().map(|w| w.patient_id.clone()))
+        .chain(&patient_parts)
+        .map(|p| p.patient_id.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -266,28 +269,42 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
         Some(patient) => vec![patient.clone()],
         None => present.clone(),
     };
-    // Nothing in range: say where the windows are.
-    let in_scope = |id: &str| chosen.iter().any(|c| c == id);
-    let starts = sites
-        .iter()
-        .filter(|w| in_scope(&w.patient_id))
-        .map(|w| w.window_start_ms)
-        .chain(
-            patients
+    let read = |keep: &dyn Fn(&Part) -> bool| {
+        let pick = |parts: &[Part]| {
+            parts
                 .iter()
-                .filter(|w| in_scope(&w.patient_id))
-                .map(|w| w.window_start_ms),
-        );
-    let (first, last) = starts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
-    let any_in_range = sites
-        .iter()
-        .filter(|w| in_scope(&w.patient_id))
-        .any(|w| range.contains(w.window_start_ms))
-        || patients
+                .filter(|p| keep(p))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        runtime
+            .block_on(async {
+                let sites = read_sites_parts_async(&output, pick(&site_parts)).await?;
+                let patients = read_patients_parts_async(&output, pick(&patient_parts)).await?;
+                Ok::<_, SinkError>((sites, patients))
+            })
+            .map_err(unreadable)
+    };
+    let chosen_part = |p: &Part| chosen.contains(&p.patient_id);
+    // Parts are partitioned by the UTC day of their windows' starts: days outside the range are not fetched.
+    let days = days_of(range);
+    let (sites, patients) = read(&|p| chosen_part(p) && days.contains(&p.date))?;
+    let sites: Vec<SiteWindow> = sites
+        .into_iter()
+        .filter(|w| range.contains(w.window_start_ms))
+        .collect();
+    let patients: Vec<PatientWindow> = patients
+        .into_iter()
+        .filter(|w| range.contains(w.window_start_ms))
+        .collect();
+    if sites.is_empty() && patients.is_empty() {
+        // Nothing in range: say where the windows are.
+        let (all_sites, all_patients) = read(&chosen_part)?;
+        let starts = all_sites
             .iter()
-            .filter(|w| in_scope(&w.patient_id))
-            .any(|w| range.contains(w.window_start_ms));
-    if !any_in_range {
+            .map(|w| w.window_start_ms)
+            .chain(all_patients.iter().map(|w| w.window_start_ms));
+        let (first, last) = starts.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
         return Err(ReportError::NoWindowsInRange {
             who: match &args.patient {
                 Some(p) => format!("patient {p:?}"),
@@ -309,12 +326,12 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
     for patient in &chosen {
         let site_rows: Vec<SiteWindow> = sites
             .iter()
-            .filter(|w| &w.patient_id == patient && range.contains(w.window_start_ms))
+            .filter(|w| &w.patient_id == patient)
             .cloned()
             .collect();
         let patient_rows: Vec<PatientWindow> = patients
             .iter()
-            .filter(|w| &w.patient_id == patient && range.contains(w.window_start_ms))
+            .filter(|w| &w.patient_id == patient)
             .cloned()
             .collect();
         if site_rows.is_empty() && patient_rows.is_empty() {
@@ -355,6 +372,17 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
         patients: written,
         cohort: cohort_file,
     })
+}
+
+/// The UTC days (`yyyy-mm-dd`, as in the `date=` partitions) on which a window in `range` can start.
+pub fn days_of(range: TimeRange) -> std::ops::RangeInclusive<String> {
+    let day = |ms: i64| model::rfc3339(ms).map(|t| t[..10].to_string());
+    let first = range.from_ms.and_then(day).unwrap_or_default();
+    let last = range
+        .to_ms
+        .and_then(|to| day(to - 1))
+        .unwrap_or_else(|| "9999-12-31".into());
+    first..=last
 }
 
 /// A local --input must be an existing folder (opening one would create it).
@@ -517,5 +545,55 @@ pub fn print_outcome(outcome: &ReportOutcome) {
     }
     if let Some(cohort) = &outcome.cohort {
         println!("  cohort summary: {}", cohort.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_days_a_window_in_range_can_start_on_are_fetched() {
+        let t = |text: &str| parse_time(text).unwrap();
+        let night = TimeRange {
+            from_ms: Some(t("2026-02-28T18:00:00Z")),
+            to_ms: Some(t("2026-03-01T00:00:00Z")),
+        };
+        // `to` is exclusive: a window starting at midnight is not in range, so 03-01 is not fetched.
+        assert_eq!(
+            days_of(night),
+            "2026-02-28".to_string()..="2026-02-28".to_string()
+        );
+        let days = days_of(TimeRange {
+            from_ms: Some(t("2026-02-28T18:00:00Z")),
+            to_ms: None,
+        });
+        assert!(
+            days.contains(&"2026-02-28".to_string()) && days.contains(&"2031-01-01".to_string())
+        );
+        assert!(!days.contains(&"2026-02-27".to_string()));
+        assert!(days_of(TimeRange::default()).contains(&"1970-01-01".to_string()));
+    }
+
+    #[test]
+    fn times_parse_as_utc_rfc3339_and_other_text_is_refused_with_the_format() {
+        assert_eq!(parse_time("2026-03-01T08:00:00Z"), Ok(1_772_352_000_000));
+        assert_eq!(parse_time("2026-03-01 08:00:00"), Ok(1_772_352_000_000));
+        let e = parse_time("yesterday").unwrap_err();
+        assert!(e.contains("2026-03-01T08:00:00Z"), "{e}");
+    }
+
+    #[test]
+    fn unknown_patient_lists_what_is_present_and_cuts_long_lists() {
+        let e = ReportError::UnknownPatient {
+            patient: "p9".into(),
+            input: "s3://b/out".into(),
+            present: (0..25).map(|i| format!("p{i:02}")).collect(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("\"p9\" is not in s3://b/out"), "{text}");
+        assert!(text.contains("\"p00\", \"p01\""), "{text}");
+        assert!(text.contains("and 5 more"), "{text}");
+        assert!(!text.contains("p24"), "{text}");
     }
 }

@@ -40,7 +40,7 @@ pub const BAD_FILL: RGBColor = RGBColor(250, 205, 205);
 pub enum PlotError {
     /// The font file could not be read.
     #[error(
-        "cannot read the report font {}: {source}. Install the Debian package fonts-dejavu-core \
+        "cannot read the report font {}: install the Debian package fonts-dejavu-core \
          (`apt-get install fonts-dejavu-core`; tools/setup.sh does it) or pass --font with another TrueType font",
         path.display()
     )]
