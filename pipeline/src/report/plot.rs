@@ -189,10 +189,14 @@ pub fn time_ticks(start: i64, end: i64, max_ticks: usize) -> Vec<i64> {
         .collect()
 }
 
-/// A tick's label: `hh:mm:ss`, or `mm-dd hh:mm` when the axis spans more than a day.
-pub fn tick_label(t_ms: i64, span_ms: i64) -> String {
+/// A tick's label: `hh:mm:ss`, or `hh:mm` when every tick is on a whole minute; `mm-dd hh:mm` when the axis spans
+/// more than a day, and at midnight (so a night's axis shows where the date changes).
+pub fn tick_label(t_ms: i64, span_ms: i64, whole_minutes: bool) -> String {
     match rfc3339(t_ms) {
-        Some(text) if span_ms > 86_400_000 => format!("{} {}", &text[5..10], &text[11..16]),
+        Some(text) if span_ms > 86_400_000 || &text[11..19] == "00:00:00" => {
+            format!("{} {}", &text[5..10], &text[11..16])
+        }
+        Some(text) if whole_minutes => text[11..16].to_string(),
         Some(text) => text[11..19].to_string(),
         None => t_ms.to_string(),
     }
@@ -243,6 +247,7 @@ fn draw(chart: &Chart, rgb: &mut [u8], size: (u32, u32)) -> Result<(), String> {
     let (y0, y1) = y_range(chart);
     let span = x1 - x0;
     let ticks = time_ticks(x0, x1, 8);
+    let whole_minutes_ticks = ticks.clone();
     let mut ctx = ChartBuilder::on(&plot_area)
         .caption(&chart.title, ("sans-serif", 20))
         .margin(12)
@@ -259,13 +264,17 @@ fn draw(chart: &Chart, rgb: &mut [u8], size: (u32, u32)) -> Result<(), String> {
             .map(|&(a, b)| Rectangle::new([(a.max(x0), y0), (b.min(x1), y1)], BAD_FILL.filled())),
     )
     .map_err(|e| err(&e))?;
+    let day = |t: i64| rfc3339(t).map(|t| t[..10].to_string()).unwrap_or_default();
     let x_desc = if span > 86_400_000 {
         "window time (UTC, month-day hour:minute)".to_string()
+    } else if day(x0) != day(x1 - 1) {
+        format!("window time (UTC clock, {} to {})", day(x0), day(x1 - 1))
     } else {
-        let day = rfc3339(x0).map(|t| t[..10].to_string()).unwrap_or_default();
-        format!("window time (UTC clock, {day})")
+        format!("window time (UTC clock, {})", day(x0))
     };
-    let label = |t: &i64| tick_label(*t, span);
+    let whole_minutes =
+        whole_minutes_ticks.len() > 1 && whole_minutes_ticks.iter().all(|t| t % 60_000 == 0);
+    let label = |t: &i64| tick_label(*t, span, whole_minutes);
     ctx.configure_mesh()
         .x_desc(x_desc)
         .y_desc(format!(
@@ -376,8 +385,14 @@ mod tests {
         let night = time_ticks(base, base + 14 * 3_600_000, 8);
         assert!(night.len() >= 4 && night.len() <= 8, "{night:?}");
         assert!(night.iter().all(|t| t % 3_600_000 == 0));
-        assert_eq!(tick_label(base + 10_000, 44_000), "08:00:10");
-        assert_eq!(tick_label(base, 3 * 86_400_000), "03-01 08:00");
+        assert_eq!(tick_label(base + 10_000, 44_000, false), "08:00:10");
+        assert_eq!(tick_label(base + 3_600_000, 4 * 3_600_000, true), "09:00");
+        assert_eq!(tick_label(base, 3 * 86_400_000, true), "03-01 08:00");
+        // Midnight shows the new date.
+        assert_eq!(
+            tick_label(base + 16 * 3_600_000, 12 * 3_600_000, true),
+            "03-02 00:00"
+        );
     }
 
     #[test]
