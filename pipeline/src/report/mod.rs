@@ -211,6 +211,8 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
             .into());
         }
     }
+    // The font first: a missing one should not wait for a slow store.
+    plot::load_font(&args.font)?;
     let s3 = match &args.config {
         Some(path) => {
             crate::config::load_file(path)
@@ -318,7 +320,6 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ReportOutcome> {
         .into());
     }
 
-    plot::load_font(&args.font)?;
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating the report folder {}", args.output.display()))?;
     let mut written = Vec::new();
