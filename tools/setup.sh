@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORT_VERSION="${ORT_VERSION:-1.32.0}"
-APT_PACKAGES=(pkg-config unzip ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+# fonts-dejavu-core: the text of `capflow report`'s charts (DejaVuSans.ttf, loaded at run time).
+APT_PACKAGES=(pkg-config unzip ffmpeg fonts-dejavu-core python3-gi gir1.2-gst-rtsp-server-1.0 libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools)
 
 missing=()

@@ -30,5 +30,6 @@ mod manifest;
 pub mod model;
 pub mod monitor;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod synth_cmd;

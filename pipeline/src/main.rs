@@ -62,6 +62,8 @@ enum Command {
     Eval(capflow::eval::EvalArgs),
     /// Segment unlabelled images and draw the capillaries found (overlays + counts.csv).
     Annotate(capflow::annotate::AnnotateArgs),
+    /// Plots and a self-contained HTML report of a patient (or --all) from the tables of a capflow output.
+    Report(capflow::report::ReportArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -551,6 +553,10 @@ fn real_main(cli: Cli, redactor: &Redactor) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("overlays and counts.csv in {}", args.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(args) => {
+            capflow::report::print_outcome(&capflow::report::report(&args)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(args) => {

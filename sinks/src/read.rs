@@ -137,7 +137,16 @@ pub async fn read_frames_async(output: &Output) -> Result<Vec<FrameMetrics>, Sin
 
 /// Async variant of [`read_sites`].
 pub async fn read_sites_async(output: &Output) -> Result<Vec<SiteWindow>, SinkError> {
-    let mut rows = read_table(output, Table::Sites, |batch, part| {
+    read_sites_parts_async(output, list_parts(output, Table::Sites).await?).await
+}
+
+/// Reads the rows of some committed `sites` parts (from [`list_parts`]), sorted as [`read_sites`] sorts them: a
+/// reader that needs only some patients or days lists the parts once and fetches only those.
+pub async fn read_sites_parts_async(
+    output: &Output,
+    parts: Vec<Part>,
+) -> Result<Vec<SiteWindow>, SinkError> {
+    let mut rows = read_parts(output, Table::Sites, parts, |batch, part| {
         sites_from_batch_at(batch, &part.patient_id, part.path.as_ref())
     })
     .await?;
@@ -160,7 +169,15 @@ pub async fn read_sites_async(output: &Output) -> Result<Vec<SiteWindow>, SinkEr
 
 /// Async variant of [`read_patients`].
 pub async fn read_patients_async(output: &Output) -> Result<Vec<PatientWindow>, SinkError> {
-    let mut rows = read_table(output, Table::Patients, |batch, part| {
+    read_patients_parts_async(output, list_parts(output, Table::Patients).await?).await
+}
+
+/// Reads the rows of some committed `patients` parts (from [`list_parts`]), sorted as [`read_patients`] sorts them.
+pub async fn read_patients_parts_async(
+    output: &Output,
+    parts: Vec<Part>,
+) -> Result<Vec<PatientWindow>, SinkError> {
+    let mut rows = read_parts(output, Table::Patients, parts, |batch, part| {
         patients_from_batch_at(batch, &part.patient_id, part.path.as_ref())
     })
     .await?;
@@ -172,6 +189,28 @@ pub async fn read_patients_async(output: &Output) -> Result<Vec<PatientWindow>, 
         ))
     });
     Ok(rows)
+}
+
+/// Reads one object stored next to the tables, such as an evidence image (the `sites` table's `evidence_path`),
+/// given its path relative to the output root. Each `/`-separated segment must be a plain name: empty, `.` and
+/// `..` segments are refused, so a path read from a table cannot reach outside the output.
+pub async fn read_object_async(output: &Output, relative: &str) -> Result<Bytes, SinkError> {
+    if relative
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(SinkError::InvalidLocation {
+            url: relative.to_string(),
+            reason: "an object path relative to the output root must be made of plain names separated by /".into(),
+        });
+    }
+    let path = crate::commit::join_root(&output.root, relative)?;
+    let store_err = |source| SinkError::Store {
+        path: path.to_string(),
+        source,
+    };
+    let result = output.store.get(&path).await.map_err(store_err)?;
+    result.bytes().await.map_err(store_err)
 }
 
 fn block_on<T>(
@@ -190,7 +229,15 @@ async fn read_table<R>(
     table: Table,
     convert: impl Fn(&arrow::record_batch::RecordBatch, &Part) -> Result<Vec<R>, SinkError>,
 ) -> Result<Vec<R>, SinkError> {
-    let parts = list_parts(output, table).await?;
+    read_parts(output, table, list_parts(output, table).await?, convert).await
+}
+
+async fn read_parts<R>(
+    output: &Output,
+    table: Table,
+    parts: Vec<Part>,
+    convert: impl Fn(&arrow::record_batch::RecordBatch, &Part) -> Result<Vec<R>, SinkError>,
+) -> Result<Vec<R>, SinkError> {
     let fetched: Vec<(Part, Bytes)> = futures::stream::iter(parts)
         .map(|part| async move {
             let store_err = |source| SinkError::Store {
