@@ -658,7 +658,10 @@ fn sigint_ends_a_replay_cleanly_with_its_cut_windows_partial() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    eprintln!("replay shutdown latency after SIGINT: {:.2} s", at.elapsed().as_secs_f64());
+    eprintln!(
+        "replay shutdown latency after SIGINT: {:.2} s",
+        at.elapsed().as_secs_f64()
+    );
     assert!(exit.success(), "SIGINT ends a replay cleanly: {exit}");
     let view = duckdb_view(&out_dir);
     let kinds: Vec<&str> = view["stream_events"]
@@ -667,8 +670,14 @@ fn sigint_ends_a_replay_cleanly_with_its_cut_windows_partial() {
         .iter()
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
-    assert!(kinds.contains(&"stopped"), "a stream was stopped, not ended: {kinds:?}");
+    assert!(
+        kinds.contains(&"stopped"),
+        "a stream was stopped, not ended: {kinds:?}"
+    );
     let windows = view["patients"].as_array().unwrap();
     assert!(!windows.is_empty(), "the open window was written");
-    assert!(windows.iter().all(|w| w["partial"] == true), "cut windows are partial: {windows:?}");
+    assert!(
+        windows.iter().all(|w| w["partial"] == true),
+        "cut windows are partial: {windows:?}"
+    );
 }
