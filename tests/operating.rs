@@ -207,10 +207,15 @@ fn shown(dom: &str, patient: &str) -> (i64, Vec<(String, Option<f64>, String)>) 
     (start, metrics)
 }
 
-/// SIGTERM, then how long until the process exits (the test fails on a hang past `limit`).
-fn terminate(child: &mut Child, limit: Duration) -> (Duration, std::process::ExitStatus) {
+/// Sends `signal` (`TERM`, `INT`), then returns how long the process took to exit (the test fails on a hang past
+/// `limit`).
+fn signal_and_wait(
+    child: &mut Child,
+    signal: &str,
+    limit: Duration,
+) -> (Duration, std::process::ExitStatus) {
     let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([format!("-{signal}"), child.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
@@ -221,7 +226,8 @@ fn terminate(child: &mut Child, limit: Duration) -> (Duration, std::process::Exi
         }
         if at.elapsed() > limit {
             let _ = child.kill();
-            panic!("capflow did not exit within {limit:?} of SIGTERM");
+            let _ = child.wait();
+            panic!("capflow did not exit within {limit:?} of SIG{signal}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -483,7 +489,7 @@ fn a_live_run_serves_status_metrics_and_a_dashboard_showing_the_committed_number
 
     // SIGTERM: flush, commit, exit; the latency is printed for the record.
     let last_shown = status(addr);
-    let (latency, exit) = terminate(&mut child, Duration::from_secs(60));
+    let (latency, exit) = signal_and_wait(&mut child, "TERM", Duration::from_secs(60));
     eprintln!(
         "shutdown latency after SIGTERM: {:.2} s",
         latency.as_secs_f64()
@@ -642,25 +648,10 @@ fn sigint_ends_a_replay_cleanly_with_its_cut_windows_partial() {
         assert!(Instant::now() < deadline, "no frames after 120 s: {seen}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let at = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        if at.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("capflow did not exit within 60 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (latency, exit) = signal_and_wait(&mut child, "INT", Duration::from_secs(60));
     eprintln!(
         "replay shutdown latency after SIGINT: {:.2} s",
-        at.elapsed().as_secs_f64()
+        latency.as_secs_f64()
     );
     assert!(exit.success(), "SIGINT ends a replay cleanly: {exit}");
     let view = duckdb_view(&out_dir);
