@@ -53,8 +53,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// `IP:PORT` to serve on, e.g. `127.0.0.1:9464`; unset: no server. Any address other than loopback needs a
-    /// bearer token.
+    /// `IP:PORT` to serve on, e.g. `127.0.0.1:9464` (a bare port means loopback); unset: no server. Any address
+    /// other than loopback needs a bearer token.
     pub listen: Option<String>,
     /// Environment variable holding the bearer token that every endpoint but `/healthz` and the dashboard page then
     /// requires (the token itself never goes in a config file).
@@ -78,9 +78,9 @@ impl HttpConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if let Some(listen) = &self.listen {
-            if listen.parse::<std::net::SocketAddr>().is_err() {
+            if crate::http::parse_listen(listen).is_err() {
                 p.push(format!(
-                    "http.listen {listen:?} is not IP:PORT (e.g. 127.0.0.1:9464)"
+                    "http.listen {listen:?} is not PORT or IP:PORT (e.g. 127.0.0.1:9464)"
                 ));
             }
         }

@@ -33,8 +33,10 @@ impl HttpOptions {
     /// Parses `listen` and reads the token from the environment variable `token_env` (unset or empty: none).
     /// Refuses a non-loopback address without a token, naming the variable to set.
     pub fn new(listen: &str, token_env: &str) -> anyhow::Result<Self> {
-        let listen: SocketAddr = listen.parse().with_context(|| {
-            format!("http.listen / --http {listen:?}: expected IP:PORT, e.g. 127.0.0.1:9464")
+        let listen = parse_listen(listen).with_context(|| {
+            format!(
+                "http.listen / --http {listen:?}: expected PORT or IP:PORT, e.g. 127.0.0.1:9464"
+            )
         })?;
         let token = std::env::var(token_env).ok().filter(|t| !t.is_empty());
         if !listen.ip().is_loopback() && token.is_none() {
@@ -44,6 +46,14 @@ impl HttpOptions {
             );
         }
         Ok(HttpOptions { listen, token })
+    }
+}
+
+/// `IP:PORT`, or a bare port on loopback (the default interface).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, std::net::AddrParseError> {
+    match text.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => text.parse(),
     }
 }
 
@@ -200,6 +210,8 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("IP:PORT"));
+        let port_only = HttpOptions::new("9464", "X").unwrap();
+        assert_eq!(port_only.listen, "127.0.0.1:9464".parse().unwrap());
     }
 
     #[test]

@@ -122,10 +122,10 @@ struct RunArgs {
     /// How long to wait for the other processes to connect, e.g. `30s` (default: `cluster.peer_timeout_s`, 60 s).
     #[arg(long, value_parser = humantime::parse_duration)]
     peer_timeout: Option<std::time::Duration>,
-    /// Serve the dashboard, /status, /metrics and /healthz on IP:PORT while the run goes on (overrides
-    /// http.listen; port 0 picks a free port, printed at start). Off loopback, a bearer token is required
+    /// Serve the dashboard, /status, /metrics and /healthz on IP:PORT, or PORT on 127.0.0.1, while the run goes on
+    /// (overrides http.listen; port 0 picks a free port, printed at start). Off loopback, a bearer token is required
     /// (http.token_env, default CAPFLOW_HTTP_TOKEN).
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(long, value_name = "[IP:]PORT")]
     http: Option<String>,
     /// Progress display: bars on a terminal, else a line every --progress-every (auto), or always one of them, or
     /// off.
