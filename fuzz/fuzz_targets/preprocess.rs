@@ -55,7 +55,12 @@ fuzz_target!(|data: &[u8]| {
     let spec = spec(head[7] >> 2, max_mp);
     if um_per_px.is_finite() && um_per_px > 0.0 {
         // Valid but slow: enlarging to millions of pixels says nothing new and would slow the search down.
-        let (w, h) = model_size(width.max(1) as usize, height.max(1) as usize, um_per_px, &spec);
+        let (w, h) = model_size(
+            width.max(1) as usize,
+            height.max(1) as usize,
+            um_per_px,
+            &spec,
+        );
         let pixels = w.saturating_mul(h);
         if pixels > 1 << 20 && pixels <= MAX_WORKING_PIXELS {
             return;
@@ -84,7 +89,10 @@ fuzz_target!(|data: &[u8]| {
 
     // Through the decoder's packing: a plane with a stride, then the model input.
     if let Ok(packed) = pack_plane(pixels, stride, width, height, format) {
-        assert_eq!(packed.len(), width as usize * height as usize * format.channels());
+        assert_eq!(
+            packed.len(),
+            width as usize * height as usize * format.channels()
+        );
         match try_preprocess_pixels(
             &packed,
             format,
@@ -94,9 +102,15 @@ fuzz_target!(|data: &[u8]| {
             &spec,
         ) {
             Ok(input) => {
-                assert_eq!(input.data.len(), spec.channels.len() * input.width * input.height);
+                assert_eq!(
+                    input.data.len(),
+                    spec.channels.len() * input.width * input.height
+                );
                 assert!(input.valid_width <= input.width && input.valid_height <= input.height);
-                assert!(input.data.iter().all(|v| v.is_finite()), "non-finite model input");
+                assert!(
+                    input.data.iter().all(|v| v.is_finite()),
+                    "non-finite model input"
+                );
             }
             Err(OperatorError::BadFrame { .. }) => {}
             Err(e) => panic!("unexpected error {e}"),
