@@ -221,13 +221,19 @@ fn good_clip(dir: &Path) -> (PathBuf, usize) {
 }
 
 fn config(dir: &Path, output: &Path, model: &str, streams: &[(&str, &Path)]) -> PathBuf {
+    let streams: Vec<(&str, &Path, f64)> = streams.iter().map(|&(id, p)| (id, p, 2.2)).collect();
+    config_um(dir, output, model, &streams)
+}
+
+/// [`config`] with each stream's pixel size.
+fn config_um(dir: &Path, output: &Path, model: &str, streams: &[(&str, &Path, f64)]) -> PathBuf {
     let mut toml = format!(
         "[output]\nlocation = {:?}\n\n[model]\ncard = {model:?}\n\n[ingest]\nstall_timeout_s = 10.0\n\n",
         output.display().to_string()
     );
-    for (id, source) in streams {
+    for (id, source, um) in streams {
         toml += &format!(
-            "[[streams]]\nid = {id:?}\npatient = \"p-{id}\"\nsite = \"forearm\"\nsource = {:?}\nrecorded_at = \"2026-03-01T08:00:00Z\"\n\n",
+            "[[streams]]\nid = {id:?}\npatient = \"p-{id}\"\nsite = \"forearm\"\nsource = {:?}\num_per_px = {um}\nrecorded_at = \"2026-03-01T08:00:00Z\"\n\n",
             source.display().to_string()
         );
     }
@@ -268,12 +274,14 @@ fn each_hostile_stream_fails_on_its_own_with_a_clear_error_while_a_good_one_comp
     let (good, good_frames) = good_clip(d);
     let hostile = hostile_inputs(d);
     let out_dir = d.join("out");
-    let mut streams: Vec<(&str, &Path)> = hostile
+    let mut streams: Vec<(&str, &Path, f64)> = hostile
         .iter()
-        .map(|(id, p, _)| (*id, p.as_path()))
+        .map(|(id, p, _)| (*id, p.as_path(), 2.2))
         .collect();
-    streams.push(("good", &good));
-    let config = config(d, &out_dir, "classical", &streams);
+    streams.push(("good", &good, 2.2));
+    // A good clip with an absurd pixel size: the model would see it enlarged ×400 (tens of gigabytes).
+    streams.push(("absurd-scale", &good, 900.0));
+    let config = config_um(d, &out_dir, "classical", &streams);
 
     let run = capflow_within(
         &["run", "--config", config.to_str().unwrap()],
@@ -287,6 +295,15 @@ fn each_hostile_stream_fails_on_its_own_with_a_clear_error_while_a_good_one_comp
         summary_line(&all, "mixed-sizes").contains(" 3 frames"),
         "the frames before the bad one are analysed"
     );
+    let absurd = summary_line(&all, "absurd-scale");
+    for needle in [
+        "FAILED",
+        "900 µm per pixel",
+        "um_per_px",
+        "input.um_per_px (2.2)",
+    ] {
+        assert!(absurd.contains(needle), "{needle:?} missing from {absurd}");
+    }
     let ok = summary_line(&all, "good");
     assert!(
         ok.trim_start().starts_with("ok") && ok.contains(&format!("{good_frames} frames")),
@@ -322,6 +339,12 @@ fn each_hostile_stream_fails_on_its_own_with_a_clear_error_while_a_good_one_comp
         }
     }
     assert!(
+        failed
+            .iter()
+            .any(|(s, d)| s == "absurd-scale" && d.contains("900 µm per pixel")),
+        "{failed:?}"
+    );
+    assert!(
         !failed.iter().any(|(s, _)| s == "good"),
         "the good stream did not fail: {failed:?}"
     );
@@ -347,6 +370,7 @@ fn each_hostile_stream_fails_on_its_own_with_a_clear_error_while_a_good_one_comp
         let expected = if *id == "mixed-sizes" { 3 } else { 0 };
         assert_eq!(rows, expected, "frame rows of {id}");
     }
+    assert!(counts.get("p-absurd-scale").is_none(), "{counts:?}");
 }
 
 #[test]

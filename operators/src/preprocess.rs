@@ -222,6 +222,27 @@ pub fn try_preprocess_pixels(
             data.len()
         )));
     }
+    check_working_size(w, h, um_per_px, spec)?;
+    Ok(preprocess_pixels(data, format, w, h, um_per_px, spec))
+}
+
+/// Checks that a `w × h` frame of `um_per_px` can be segmented with `spec`: a positive pixel size, and a working
+/// frame (resized to the model's pixel size, then padded) within [`MAX_WORKING_PIXELS`]. Returns the unpadded
+/// working size. A stream whose `um_per_px` is far finer than the model's would otherwise be enlarged past memory.
+pub fn check_working_size(
+    w: usize,
+    h: usize,
+    um_per_px: f64,
+    spec: &InputSpec,
+) -> Result<(usize, usize), OperatorError> {
+    let bad = |message: String| OperatorError::BadFrame {
+        width: w,
+        height: h,
+        message,
+    };
+    if w == 0 || h == 0 {
+        return Err(bad("the frame is empty".into()));
+    }
     if !(um_per_px.is_finite() && um_per_px > 0.0) {
         return Err(bad(format!("pixel size {um_per_px} µm is not > 0")));
     }
@@ -240,11 +261,13 @@ pub fn try_preprocess_pixels(
     let pads = padded(out_w).zip(padded(out_h));
     if !fits(out_w, out_h) || !pads.is_some_and(|(pw, ph)| fits(pw, ph)) {
         return Err(bad(format!(
-            "at {um_per_px} µm per pixel its working frame ({out_w}x{out_h}, padded) would exceed \
-             {MAX_WORKING_PIXELS} pixels; check the stream's um_per_px against the model's"
+            "at {um_per_px} µm per pixel its working frame for the model ({out_w}x{out_h} before padding) would \
+             exceed {MAX_WORKING_PIXELS} pixels; check the stream's um_per_px against the model card's \
+             input.um_per_px ({})",
+            spec.um_per_px
         )));
     }
-    Ok(preprocess_pixels(data, format, w, h, um_per_px, spec))
+    Ok((out_w, out_h))
 }
 
 /// [`preprocess_pixels`], reusing `green`: the frame's green plane already resized to the working size (the

@@ -24,6 +24,7 @@ use capflow_ingest::{
 };
 use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
+use capflow_operators::preprocess::check_working_size;
 use capflow_operators::records::{
     Edge, EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEdge, StreamEvent, StreamRecord,
 };
@@ -609,7 +610,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         let mut analysed = inputs
             .frames
             .to_stream(scope)
-            .stabilise(input_spec)
+            .stabilise(input_spec.clone())
             .segment(segmenter, params, shared.clone());
         if config.output.evidence {
             let (writer, log_evidence) = (ctx.writer.clone(), Rc::clone(&log));
@@ -783,7 +784,26 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     let mut stopping = false;
     // Streams failed because their frames could not be segmented.
     let mut failed_segmentation: BTreeSet<String> = BTreeSet::new();
+    let working_spec = input_spec.clone();
     let send = |inputs: &mut Inputs, r: &mut Running, mut frame: Frame| {
+        // A frame that cannot be segmented at all (its pixel size would enlarge it past memory) fails its stream
+        // like a model failure, before it costs anything.
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        if let Err(e) = check_working_size(w, h, frame.stream.um_per_px, &working_spec) {
+            let mut failed = shared.failed_streams.borrow_mut();
+            let failure = failed
+                .entry(frame.stream.stream_id.clone())
+                .or_insert_with(|| InferenceFailure {
+                    patient_id: frame.stream.patient_id.clone(),
+                    site: frame.stream.site.clone(),
+                    first_frame: r.first_index + r.outcome.frames,
+                    first_event_ms: frame.event_time_ms(),
+                    frames: 0,
+                    error: e.to_string(),
+                });
+            failure.frames += 1;
+            return;
+        }
         // Numbered as analysed: a live stream's dropped frames leave no holes in the `frames` table's chunks.
         frame.index = r.first_index + r.outcome.frames;
         r.outcome.frames += 1;
