@@ -6,7 +6,7 @@ export CAPFLOW_PYTHON ?= $(ROOT)/.venv/bin/python
 export CAPFLOW_S3S_FS ?= $(ROOT)/.deps/s3s/bin/s3s-fs
 CAPFLOW := $(ROOT)/target/release/capflow
 
-.PHONY: setup setup-s3 setup-bench setup-browser build run test bench lint model model-classical samples clean
+.PHONY: setup setup-s3 setup-bench setup-browser build run test bench lint fuzz model model-classical samples clean
 
 setup:            ## system packages, ONNX Runtime library, Python readers (only what is missing)
 	@tools/setup.sh
@@ -37,6 +37,9 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+fuzz:             ## cargo-fuzz: config, manifest, model card and frame-preprocessing targets, FUZZ_SECONDS (60) each
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) tools/fuzz.sh $(FUZZ_TARGETS)
 
 model: setup      ## retrain the learned model from a seed on the CPU (about an hour; not part of test)
 	models/train/make-model.sh

@@ -76,4 +76,36 @@ pub enum IngestError {
         /// What went wrong.
         message: String,
     },
+    /// A frame breaks one of the `[limits]` of the run config.
+    #[error(
+        "input {input}: frames are {width}x{height} ({bytes} bytes decoded), {} {key} = {limit}; {}",
+        if *above { "over" } else { "under" },
+        if *above {
+            "raise that key in the config's [limits] table if such frames are expected (memory grows with the frame)"
+        } else {
+            "frames this small cannot show a capillary; lower that key in the config's [limits] table if they are expected"
+        }
+    )]
+    FrameLimit {
+        /// The input (path or URI).
+        input: String,
+        /// Width seen, pixels.
+        width: u32,
+        /// Height seen, pixels.
+        height: u32,
+        /// Bytes of one decoded frame in the pipeline's pixel format.
+        bytes: u64,
+        /// The config key of the limit broken, e.g. `limits.max_width`.
+        key: &'static str,
+        /// The limit's value.
+        limit: u64,
+        /// Above a maximum (else below a minimum).
+        above: bool,
+    },
+    /// A pixel buffer's width, height, stride and length do not fit together.
+    #[error("inconsistent frame layout: {message}")]
+    FrameLayout {
+        /// What does not fit.
+        message: String,
+    },
 }

@@ -473,6 +473,14 @@ fn live(location: &str, stream: &StreamInfo, options: &ReaderOptions, shared: &S
         if stop() {
             break;
         }
+        if matches!(error, IngestError::FrameLimit { .. }) {
+            // The source works but sends frames outside the limits: reconnecting would only get the same frames.
+            flush_episode(&mut episode);
+            let since = last_ms.unwrap_or_else(now_ms);
+            events.fail(error, (since, now_ms()), 0);
+            shared.queue.close();
+            return;
+        }
         tracing::warn!(stream = %stream.stream_id, error = %error, "live source lost; reconnecting");
         let l = match &mut loss {
             Some(l) => {
@@ -545,6 +553,43 @@ mod tests {
         assert_eq!(frames_in_gap(0, 1000, 25.0), 24);
         assert_eq!(frames_in_gap(1000, 0, 25.0), 0);
         assert_eq!(frames_in_gap(0, 1000, 0.0), 0);
+    }
+
+    #[test]
+    fn a_live_source_breaking_a_frame_limit_fails_at_once_instead_of_reconnecting() {
+        let info = StreamInfo::new("tiny", "p", "site", 2.0);
+        let options = ReaderOptions {
+            mode: StreamMode::Live,
+            source: SourceOptions {
+                limits: crate::FrameLimits {
+                    max_width: 100,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..ReaderOptions::default()
+        };
+        let location = "synth://skin?width=160&height=120&fps=10&length_s=1";
+        let mut reader = StreamReader::spawn(location, info, options).unwrap();
+        let start = Instant::now();
+        while !matches!(
+            reader.pop_timeout(Duration::from_millis(100)),
+            Popped::Closed
+        ) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "still reconnecting"
+            );
+        }
+        reader.join();
+        let err = reader.take_error().expect("the stream failed").to_string();
+        assert!(
+            err.contains("160x120") && err.contains("limits.max_width = 100"),
+            "{err}"
+        );
+        assert_eq!(reader.reconnects(), 0);
+        let kinds: Vec<_> = reader.take_events().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Failed]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::sequence::{list_with_kind, ImageKind};
-use crate::{Frame, IngestError, PixelFormat, StreamInfo};
+use crate::{Frame, FrameLimits, IngestError, PixelFormat, StreamInfo};
 
 const DECODE_HINT: &str =
     "check that it is a complete, playable video or image sequence, e.g. with `gst-discoverer-1.0`";
@@ -42,6 +42,8 @@ pub struct SourceOptions {
     /// The source is a live feed: an HTTP source is then read as a camera (MJPEG over HTTP, timestamped on arrival,
     /// no buffering) rather than downloaded as a file.
     pub live: bool,
+    /// Frame sizes accepted; a larger (or smaller) frame fails the source with an error naming the limit.
+    pub limits: FrameLimits,
 }
 
 impl Default for SourceOptions {
@@ -52,6 +54,7 @@ impl Default for SourceOptions {
             sequence_fps: 25.0,
             stall_timeout: Duration::from_secs(20),
             live: false,
+            limits: FrameLimits::default(),
         }
     }
 }
@@ -70,6 +73,21 @@ pub struct Source {
     finished: bool,
     stall_timeout: Duration,
     cancel: Option<Arc<AtomicBool>>,
+    limits: FrameLimits,
+    format: PixelFormat,
+    /// A limit broken before a frame reached the appsink (caps announced by a parser or decoder); reported in
+    /// preference to the decoding error it causes.
+    limit_error: LimitSlot,
+}
+
+type LimitSlot = Arc<Mutex<Option<IngestError>>>;
+
+/// Keeps the first limit broken.
+fn note_limit(slot: &LimitSlot, error: IngestError) {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(error);
+    }
 }
 
 impl std::fmt::Debug for Source {
@@ -215,6 +233,76 @@ impl Source {
             }
         };
 
+        let limit_error: LimitSlot = Arc::default();
+        // Frame sizes are checked as early as the input allows. First on the caps a demuxer or parser announces
+        // (AVI, MP4, PNG and JPEG headers carry the size): a pad whose frames break a limit is not decoded at all.
+        if decoder
+            .factory()
+            .is_some_and(|f| matches!(f.name().as_str(), "uridecodebin" | "decodebin"))
+        {
+            let (slot, limits, format, input) = (
+                Arc::clone(&limit_error),
+                options.limits,
+                options.format,
+                location.to_owned(),
+            );
+            decoder.connect("autoplug-continue", false, move |args| {
+                let size = args
+                    .get(2)
+                    .and_then(|v| v.get::<gst::Caps>().ok())
+                    .and_then(|caps| {
+                        let s = caps.structure(0)?;
+                        Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+                    });
+                if let Some((w, h)) = size.filter(|&(w, h)| w > 0 && h > 0) {
+                    if let Err(e) = limits.check(&input, w as u32, h as u32, format) {
+                        note_limit(&slot, e);
+                        return Some(false.to_value());
+                    }
+                }
+                Some(true.to_value())
+            });
+        }
+        // Then on the decoded caps (also when they change mid-stream): from there on no frame reaches the converter,
+        // and the decoder is told to stop.
+        if let Some(sink) = convert.static_pad("sink") {
+            let (slot, limits, format, input) = (
+                Arc::clone(&limit_error),
+                options.limits,
+                options.format,
+                location.to_owned(),
+            );
+            let blocked = AtomicBool::new(false);
+            sink.add_probe(
+                gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+                move |_, info| {
+                    match &info.data {
+                        Some(gst::PadProbeData::Event(event)) => {
+                            if let gst::EventView::Caps(caps) = event.view() {
+                                let broken = gst_video::VideoInfo::from_caps(caps.caps())
+                                    .ok()
+                                    .and_then(|video| {
+                                        limits
+                                            .check(&input, video.width(), video.height(), format)
+                                            .err()
+                                    });
+                                if let Some(e) = broken {
+                                    note_limit(&slot, e);
+                                    blocked.store(true, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                        Some(gst::PadProbeData::Buffer(_)) if blocked.load(Ordering::SeqCst) => {
+                            info.flow_res = Err(gst::FlowError::NotNegotiated);
+                            return gst::PadProbeReturn::Handled;
+                        }
+                        _ => {}
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
+
         // Decoders expose their pads once the stream type is known; link the first video pad, ignore audio.
         let convert_weak = convert.downgrade();
         decoder.connect_pad_added(move |_, pad| {
@@ -250,11 +338,15 @@ impl Source {
             finished: false,
             stall_timeout: options.stall_timeout,
             cancel: None,
+            limits: options.limits,
+            format: options.format,
+            limit_error,
         };
         if source.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus usually says why (missing plugin, unreadable file).
             return Err(source
-                .bus_error()
+                .take_limit_error()
+                .or_else(|| source.bus_error())
                 .unwrap_or_else(|| pipeline_error("could not start playing".into())));
         }
         Ok(source)
@@ -306,7 +398,21 @@ impl Source {
                 self.finish();
                 return Ok(None);
             }
+            // A broken limit first: frames decoded before it still come out, then the limit's error (the decoding
+            // error it causes says less). Buffers after the offending caps never reach the appsink.
+            if self.limit_broken() {
+                if let Some(sample) = self.appsink.try_pull_sample(gst::ClockTime::ZERO) {
+                    return self.deliver(&sample);
+                }
+                self.finish();
+                if let Some(error) = self.take_limit_error() {
+                    return Err(error);
+                }
+            }
             if let Some(error) = self.bus_error() {
+                if self.limit_broken() {
+                    continue; // the limit was broken just now: reported above
+                }
                 self.finish();
                 return Err(error);
             }
@@ -322,10 +428,13 @@ impl Source {
                 .appsink
                 .try_pull_sample(gst::ClockTime::from_mseconds(50))
             {
-                return self.frame_from(&sample).map(Some);
+                return self.deliver(&sample);
             }
             if self.appsink.is_eos() {
                 // An error may race the EOS; prefer reporting it.
+                if self.limit_broken() {
+                    continue;
+                }
                 if let Some(error) = self.bus_error() {
                     self.finish();
                     return Err(error);
@@ -341,6 +450,31 @@ impl Source {
                 return Ok(None);
             }
         }
+    }
+
+    /// The frame of `sample`; on an error the source is finished.
+    fn deliver(&mut self, sample: &gst::Sample) -> Result<Option<Frame>, IngestError> {
+        match self.frame_from(sample) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(error) => {
+                self.finish();
+                Err(error)
+            }
+        }
+    }
+
+    fn limit_broken(&self) -> bool {
+        self.limit_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn take_limit_error(&self) -> Option<IngestError> {
+        self.limit_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn bus_error(&self) -> Option<IngestError> {
@@ -377,17 +511,17 @@ impl Source {
             gst_video::VideoFormat::Gray8 => PixelFormat::Gray8,
             _ => return Err(decode_error("decoder produced an unexpected pixel format")),
         };
+        if format != self.format {
+            return Err(decode_error("decoder produced an unexpected pixel format"));
+        }
         let (width, height) = (info.width(), info.height());
-        let stride = info.stride()[0] as usize;
+        self.limits.check(&self.input, width, height, format)?;
+        let stride = usize::try_from(info.stride()[0])
+            .map_err(|_| decode_error("decoded frame with a negative stride"))?;
         let plane = video
             .plane_data(0)
             .map_err(|_| decode_error("cannot read a decoded plane"))?;
-        let data = pack_rows(
-            plane,
-            stride,
-            width as usize * format.channels(),
-            height as usize,
-        );
+        let data = crate::limits::pack_plane(plane, stride, width, height, format)?;
         let index = self.next_index;
         self.next_index += 1;
         // Encoders with B-frames start PTS above zero; frames are timed from the first one.

@@ -46,4 +46,33 @@ pub enum OperatorError {
         /// ONNX Runtime's message.
         message: String,
     },
+    /// The model's output holds NaN or infinite values, which no threshold can read: the model is broken or does
+    /// not fit the frames.
+    #[error(
+        "model {model}: its output {output:?} holds {count} NaN or infinite value(s) among {total} (first: {first}); \
+         the model is broken or does not fit these frames, so their measures would be garbage (check it with \
+         `capflow model inspect` and `capflow eval`, or choose another model.card)"
+    )]
+    NonFiniteOutput {
+        /// The model's origin.
+        model: String,
+        /// The output tensor's name.
+        output: String,
+        /// Values that are NaN or infinite.
+        count: usize,
+        /// Values in the output.
+        total: usize,
+        /// The first such value (NaN, inf or -inf).
+        first: f32,
+    },
+    /// A frame's pixels do not fit its width, height and format, or its size cannot be segmented.
+    #[error("frame {width}x{height}: {message}")]
+    BadFrame {
+        /// Width as given.
+        width: usize,
+        /// Height as given.
+        height: usize,
+        /// What is wrong.
+        message: String,
+    },
 }

@@ -5,6 +5,7 @@
 use capflow_ingest::{Frame, PixelFormat};
 
 use crate::model::{Channel, InputSpec};
+use crate::OperatorError;
 
 /// A frame ready for the model: one `f32` plane per channel, `height * width` each, channel-major (CHW).
 #[derive(Clone, Debug, PartialEq)]
@@ -186,6 +187,87 @@ pub fn preprocess_pixels(
     spec: &InputSpec,
 ) -> ModelInput {
     preprocess_with_green(data, format, w, h, um_per_px, spec, None)
+}
+
+/// Largest working frame (padded model input) [`try_preprocess_pixels`] builds, pixels per channel: 8192 × 8192.
+/// Bounds memory when a pixel size far finer than the model's would blow a frame up.
+pub const MAX_WORKING_PIXELS: usize = 8192 * 8192;
+
+/// [`preprocess_pixels`] for pixels from anywhere: checks that `data` holds `w × h` pixels of `format`, that
+/// `um_per_px` is a positive pixel size and that the working frame stays within [`MAX_WORKING_PIXELS`], and
+/// returns an error naming what does not fit instead of panicking or allocating without bound.
+pub fn try_preprocess_pixels(
+    data: &[u8],
+    format: PixelFormat,
+    w: usize,
+    h: usize,
+    um_per_px: f64,
+    spec: &InputSpec,
+) -> Result<ModelInput, OperatorError> {
+    let bad = |message: String| OperatorError::BadFrame {
+        width: w,
+        height: h,
+        message,
+    };
+    if w == 0 || h == 0 {
+        return Err(bad("the frame is empty".into()));
+    }
+    let expected = w
+        .checked_mul(h)
+        .and_then(|n| n.checked_mul(format.channels()))
+        .ok_or_else(|| bad("the size overflows".into()))?;
+    if data.len() != expected {
+        return Err(bad(format!(
+            "{} bytes of pixels, but {w}x{h} {format:?} needs {expected}",
+            data.len()
+        )));
+    }
+    check_working_size(w, h, um_per_px, spec)?;
+    Ok(preprocess_pixels(data, format, w, h, um_per_px, spec))
+}
+
+/// Checks that a `w × h` frame of `um_per_px` can be segmented with `spec`: a positive pixel size, and a working
+/// frame (resized to the model's pixel size, then padded) within [`MAX_WORKING_PIXELS`]. Returns the unpadded
+/// working size. A stream whose `um_per_px` is far finer than the model's would otherwise be enlarged past memory.
+pub fn check_working_size(
+    w: usize,
+    h: usize,
+    um_per_px: f64,
+    spec: &InputSpec,
+) -> Result<(usize, usize), OperatorError> {
+    let bad = |message: String| OperatorError::BadFrame {
+        width: w,
+        height: h,
+        message,
+    };
+    if w == 0 || h == 0 {
+        return Err(bad("the frame is empty".into()));
+    }
+    if !(um_per_px.is_finite() && um_per_px > 0.0) {
+        return Err(bad(format!("pixel size {um_per_px} µm is not > 0")));
+    }
+    if !(spec.um_per_px.is_finite() && spec.um_per_px > 0.0) || spec.channels.is_empty() {
+        return Err(bad(
+            "the model's input spec is invalid (um_per_px, channels)".into(),
+        ));
+    }
+    let (out_w, out_h) = model_size(w, h, um_per_px, spec);
+    let multiple = spec.pad_multiple.max(1) as usize;
+    let padded = |v: usize| {
+        v.max(spec.min_size as usize)
+            .checked_next_multiple_of(multiple)
+    };
+    let fits = |a: usize, b: usize| a.checked_mul(b).is_some_and(|n| n <= MAX_WORKING_PIXELS);
+    let pads = padded(out_w).zip(padded(out_h));
+    if !fits(out_w, out_h) || !pads.is_some_and(|(pw, ph)| fits(pw, ph)) {
+        return Err(bad(format!(
+            "at {um_per_px} µm per pixel its working frame for the model ({out_w}x{out_h} before padding) would \
+             exceed {MAX_WORKING_PIXELS} pixels; check the stream's um_per_px against the model card's \
+             input.um_per_px ({})",
+            spec.um_per_px
+        )));
+    }
+    Ok((out_w, out_h))
 }
 
 /// [`preprocess_pixels`], reusing `green`: the frame's green plane already resized to the working size (the
@@ -381,6 +463,32 @@ mod tests {
         let input = preprocess(&f, &spec(2.2, 1));
         assert_eq!((input.valid_width, input.valid_height), (4, 3));
         assert!((input.um_per_px - 2.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn inconsistent_pixels_are_errors_not_panics() {
+        let s = spec(2.2, 4);
+        let ok = try_preprocess_pixels(&[0; 6], PixelFormat::Gray8, 3, 2, 2.2, &s).unwrap();
+        assert_eq!((ok.valid_width, ok.valid_height), (3, 2));
+        for (data, format, w, h, um) in [
+            (vec![0; 6], PixelFormat::Gray8, 0, 2, 2.2),
+            (vec![0; 5], PixelFormat::Gray8, 3, 2, 2.2),
+            (vec![0; 6], PixelFormat::Rgb8, 3, 2, 2.2),
+            (vec![0; 6], PixelFormat::Gray8, 3, 2, f64::NAN),
+            (vec![0; 6], PixelFormat::Gray8, 3, 2, -1.0),
+            (vec![0; 6], PixelFormat::Gray8, usize::MAX, 2, 2.2),
+            // 1e9 µm per pixel against the model's 2.2: a working frame of billions of pixels.
+            (vec![0; 6], PixelFormat::Gray8, 3, 2, 1e9),
+        ] {
+            let err = try_preprocess_pixels(&data, format, w, h, um, &s);
+            assert!(
+                matches!(err, Err(OperatorError::BadFrame { .. })),
+                "{w}x{h} {format:?} {um}: {err:?}"
+            );
+        }
+        let mut huge_min = spec(2.2, 4);
+        huge_min.min_size = u32::MAX;
+        assert!(try_preprocess_pixels(&[0; 6], PixelFormat::Gray8, 3, 2, 2.2, &huge_min).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! back decoding (timely itself has no backpressure between operators).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -112,11 +112,41 @@ pub struct SegmentParams {
 pub struct SegmentShared {
     /// Frames sent into the dataflow and not yet seen by the segment operator, plus inference jobs waiting in it.
     pub pending: Rc<Cell<usize>>,
-    /// Errors met while segmenting, one line each, naming the stream.
+    /// Errors met while segmenting that concern no stream in particular, one line each.
     pub errors: Rc<RefCell<Vec<String>>>,
     /// Each model call since the worker last took them: frames in the batch and how long inference took.
     /// The worker drains it into the run's metrics (`/metrics`' latency and batch-size histograms).
     pub inferences: Rc<RefCell<Vec<(usize, std::time::Duration)>>>,
+    /// Streams whose frames could not be segmented (ONNX Runtime failed, or the model's output held NaN or infinite
+    /// values), by stream id: the input loop fails and stops each one.
+    pub failed_streams: Rc<RefCell<BTreeMap<String, InferenceFailure>>>,
+}
+
+/// Why a stream's frames could not be segmented: the first failure, and how many frames failed so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InferenceFailure {
+    /// Patient of the stream.
+    pub patient_id: String,
+    /// Recording site of the stream.
+    pub site: String,
+    /// Index of the first frame that failed.
+    pub first_frame: u64,
+    /// Event time of that frame, ms since the Unix epoch.
+    pub first_event_ms: i64,
+    /// Frames that failed so far (no `frames` row is written for them).
+    pub frames: u64,
+    /// The first error, naming the model.
+    pub error: String,
+}
+
+impl std::fmt::Display for InferenceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "segmentation failed at frame {}, so the stream was stopped (no rows for its frames from there): {}",
+            self.first_frame, self.error
+        )
+    }
 }
 
 /// A stabilised frame after segmentation: its row and vessel map when it was segmented.
@@ -428,7 +458,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
 }
 
 /// Runs the units' jobs, same-sized inputs together, and measures each; `None` for units without a job or whose
-/// inference failed (the failure is recorded in `shared.errors`).
+/// inference failed (the failure is recorded per stream in `shared.failed_streams`).
 fn infer(
     segmenter: &mut Segmenter,
     units: &[Unit],
@@ -464,12 +494,21 @@ fn infer(
                 }
             }
             Err(error) => {
+                tracing::warn!(frames = group.len(), error = %error, "segmentation failed");
+                let mut failed = shared.failed_streams.borrow_mut();
                 for &j in &group {
                     let frame = &units[j].frames[0].frame;
-                    shared.errors.borrow_mut().push(format!(
-                        "stream {}: frame {}: {error}",
-                        frame.stream.stream_id, frame.index
-                    ));
+                    failed
+                        .entry(frame.stream.stream_id.clone())
+                        .or_insert_with(|| InferenceFailure {
+                            patient_id: frame.stream.patient_id.clone(),
+                            site: frame.stream.site.clone(),
+                            first_frame: frame.index,
+                            first_event_ms: frame.event_time_ms(),
+                            frames: 0,
+                            error: error.to_string(),
+                        })
+                        .frames += 1;
                 }
             }
         }

@@ -29,6 +29,21 @@ pub fn ort_environment(library: &Path) -> Result<Environment, OperatorError> {
         .map_err(|e| lib_error(e.to_string()))
 }
 
+/// Fails when a model output holds NaN or infinite values: thresholding them would silently count nothing (NaN
+/// compares false) or everything (+inf), and write plausible-looking garbage rows.
+pub fn check_finite(values: &[f32], model: &str, output: &str) -> Result<(), OperatorError> {
+    let Some(first) = values.iter().copied().find(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    Err(OperatorError::NonFiniteOutput {
+        model: model.to_owned(),
+        output: output.to_owned(),
+        count: values.iter().filter(|v| !v.is_finite()).count(),
+        total: values.len(),
+        first,
+    })
+}
+
 /// A checked ONNX segmentation session: input `[N, C, H, W]` f32 in, probability `[N, 1, H, W]` f32 out.
 pub struct Segmenter {
     session: Session,
@@ -213,6 +228,25 @@ impl Segmenter {
                 ),
             });
         }
+        check_finite(values, &self.model, &self.output_name)?;
         Ok(values.chunks_exact(plane).map(<[f32]>::to_vec).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_outputs_are_errors_naming_the_model() {
+        assert!(check_finite(&[0.0, 0.5, 1.0], "m.toml", "prob").is_ok());
+        let err = check_finite(&[0.0, f32::NAN, f32::INFINITY, 1.0], "nan.toml", "prob")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nan.toml") && err.contains("2 NaN or infinite value(s) among 4"),
+            "{err}"
+        );
+        assert!(check_finite(&[f32::NEG_INFINITY], "m", "prob").is_err());
     }
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub quality: QualityConfig,
     /// Decoding and backpressure.
     pub ingest: IngestConfig,
+    /// Bounds on frame sizes and the number of streams, against hostile or broken inputs.
+    pub limits: LimitsConfig,
     /// The streams to analyse.
     pub streams: Vec<StreamConfig>,
     /// A study manifest (CSV or Parquet, one recording per row) whose rows are added to `streams`; relative to the
@@ -377,6 +379,93 @@ impl Default for IngestConfig {
     }
 }
 
+/// Bounds on what one run accepts: a stream whose frames break a frame limit fails with an error naming the limit's
+/// key (the other streams go on); more streams than `max_streams` is a config error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Widest frame accepted, pixels.
+    pub max_width: u32,
+    /// Tallest frame accepted, pixels.
+    pub max_height: u32,
+    /// Most pixels per frame.
+    pub max_frame_pixels: u64,
+    /// Most bytes per decoded frame (RGB: 3 per pixel).
+    pub max_frame_bytes: u64,
+    /// Narrowest frame accepted, pixels (smaller frames cannot show a capillary).
+    pub min_width: u32,
+    /// Shortest frame accepted, pixels.
+    pub min_height: u32,
+    /// Most streams in one run (config streams and manifest rows together).
+    pub max_streams: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let frame = capflow_ingest::FrameLimits::default();
+        LimitsConfig {
+            max_width: frame.max_width,
+            max_height: frame.max_height,
+            max_frame_pixels: frame.max_pixels,
+            max_frame_bytes: frame.max_frame_bytes,
+            min_width: frame.min_width,
+            min_height: frame.min_height,
+            max_streams: 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The frame limits every source of the run checks.
+    pub fn frame(&self) -> capflow_ingest::FrameLimits {
+        capflow_ingest::FrameLimits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_pixels: self.max_frame_pixels,
+            max_frame_bytes: self.max_frame_bytes,
+            min_width: self.min_width,
+            min_height: self.min_height,
+        }
+    }
+
+    /// Every problem of the limits themselves, and a stream count over `max_streams`, each naming its key.
+    pub fn problems(&self, streams: usize) -> Vec<String> {
+        let mut p = Vec::new();
+        for (key, v) in [
+            ("max_width", self.max_width),
+            ("max_height", self.max_height),
+            ("min_width", self.min_width),
+            ("min_height", self.min_height),
+        ] {
+            if !(1..=65_535).contains(&v) {
+                p.push(format!("limits.{key} must be within 1..=65535 pixels"));
+            }
+        }
+        if self.min_width > self.max_width {
+            p.push("limits.min_width must be <= limits.max_width".into());
+        }
+        if self.min_height > self.max_height {
+            p.push("limits.min_height must be <= limits.max_height".into());
+        }
+        if self.max_frame_pixels == 0 {
+            p.push("limits.max_frame_pixels must be >= 1".into());
+        }
+        if self.max_frame_bytes == 0 {
+            p.push("limits.max_frame_bytes must be >= 1".into());
+        }
+        if self.max_streams == 0 {
+            p.push("limits.max_streams must be >= 1".into());
+        } else if streams > self.max_streams {
+            p.push(format!(
+                "streams: {streams} streams (config and manifest together) are more than limits.max_streams = {}; \
+                 raise limits.max_streams, or split the study into several runs",
+                self.max_streams
+            ));
+        }
+        p
+    }
+}
+
 /// Which frames a live stream drops when processing falls behind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -586,8 +675,21 @@ pub fn load_manifest(path: &Path) -> Result<Vec<StreamConfig>, String> {
     let rows = if is_parquet {
         crate::manifest::parquet_rows(path)?
     } else {
-        csv_rows(path)?
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("manifest {}: {e} (check the manifest path)", path.display()))?;
+        csv_rows(file, path)?
     };
+    streams_from_rows(rows, path)
+}
+
+/// Parses the text of a CSV study manifest as [`load_manifest`] reads a file: `path` names it in errors and its
+/// folder is where relative sources are resolved (the file itself is not read).
+pub fn parse_manifest_csv(text: &[u8], path: &Path) -> Result<Vec<StreamConfig>, String> {
+    streams_from_rows(csv_rows(text, path)?, path)
+}
+
+/// Streams from manifest rows; relative sources are resolved against the manifest's folder.
+fn streams_from_rows(rows: Vec<ManifestRow>, path: &Path) -> Result<Vec<StreamConfig>, String> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut streams = Vec::new();
     for row in rows {
@@ -617,12 +719,11 @@ pub fn load_manifest(path: &Path) -> Result<Vec<StreamConfig>, String> {
     Ok(streams)
 }
 
-fn csv_rows(path: &Path) -> Result<Vec<ManifestRow>, String> {
+fn csv_rows(input: impl std::io::Read, path: &Path) -> Result<Vec<ManifestRow>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .comment(Some(b'#'))
-        .from_path(path)
-        .map_err(|e| format!("manifest {}: {e} (check the manifest path)", path.display()))?;
+        .from_reader(input);
     reader
         .deserialize::<ManifestRow>()
         .enumerate()
@@ -672,10 +773,58 @@ impl Config {
         shaping.model.ort_library = None;
         shaping.ingest = IngestConfig::default();
         shaping.cluster = ClusterConfig::default();
-        shaping.http = HttpConfig::default();
         // The manifest's rows are in `streams` already.
         shaping.manifest = None;
-        let json = serde_json::to_vec(&shaping).expect("a config always serialises");
+        // Limits only decide which inputs run at all (a stream over one fails, it is never measured differently):
+        // left out, so raising one resumes the same job, and outputs written before limits existed keep their
+        // fingerprint (the view serialises every other field in the config's own order). `[http]` only says where
+        // status is served: left out too.
+        #[derive(Serialize)]
+        struct Shaping<'a> {
+            output: &'a OutputConfig,
+            model: &'a ModelConfig,
+            windows: &'a WindowConfig,
+            segmentation: &'a SegmentationConfig,
+            vessels: &'a VesselConfig,
+            flow: &'a FlowConfig,
+            quality: &'a QualityConfig,
+            ingest: &'a IngestConfig,
+            streams: &'a [StreamConfig],
+            manifest: &'a Option<String>,
+            profiles: &'a std::collections::BTreeMap<String, DeviceProfile>,
+            cluster: &'a ClusterConfig,
+        }
+        let Config {
+            output,
+            model,
+            windows,
+            segmentation,
+            vessels,
+            flow,
+            quality,
+            ingest,
+            limits: _,
+            http: _,
+            streams,
+            manifest,
+            profiles,
+            cluster,
+        } = &shaping;
+        let view = Shaping {
+            output,
+            model,
+            windows,
+            segmentation,
+            vessels,
+            flow,
+            quality,
+            ingest,
+            streams,
+            manifest,
+            profiles,
+            cluster,
+        };
+        let json = serde_json::to_vec(&view).expect("a config always serialises");
         capflow_sinks::commit::sha256_hex(&json)
     }
 
@@ -871,6 +1020,7 @@ impl Config {
         }
         p.extend(self.cluster.problems());
         p.extend(self.http.problems());
+        p.extend(self.limits.problems(self.streams.len()));
         if self.streams.is_empty() {
             p.push("streams: at least one stream is needed ([[streams]] in the config, or --input/--patient)".into());
         }
@@ -1112,6 +1262,68 @@ profile = "microscan"
                 && problems[0].contains("cytocam, hdmia-skin"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn limits_are_validated_and_too_many_streams_names_the_count_and_key() {
+        let mut config = parse(DEFAULT_CONFIG, "default").unwrap();
+        assert_eq!(
+            config.limits.frame(),
+            capflow_ingest::FrameLimits::default()
+        );
+        assert_eq!(config.limits.max_streams, 1024);
+        let streams = config.streams.len();
+        config.limits.max_streams = streams - 1;
+        let problems = config.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(&format!("{streams} streams"))
+                    && p.contains(&format!("limits.max_streams = {}", streams - 1))),
+            "{problems:?}"
+        );
+        let text =
+            "[limits]\nmax_width = 0\nmin_height = 9000\nmax_frame_bytes = 0\nmax_streams = 0\n";
+        let problems = parse(text, "t.toml").unwrap().problems();
+        for key in [
+            "limits.max_width",
+            "limits.min_height",
+            "limits.max_frame_bytes",
+            "limits.max_streams",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing from {problems:#?}"
+            );
+        }
+        let err = parse("[limits]\nmax_pixels = 3\n", "t.toml").unwrap_err();
+        assert!(err.contains("max_pixels"), "{err}");
+    }
+
+    #[test]
+    fn limits_do_not_change_the_fingerprint() {
+        let config = parse(DEFAULT_CONFIG, "default").unwrap();
+        let mut raised = config.clone();
+        raised.limits.max_width = 16_384;
+        raised.limits.max_streams = 5;
+        assert_eq!(config.fingerprint(), raised.fingerprint());
+        let mut other = config.clone();
+        other.windows.length_s = 5.0;
+        assert_ne!(config.fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn a_manifest_parses_from_text_naming_the_file_in_errors() {
+        let path = Path::new("/study/visits.csv");
+        let streams = parse_manifest_csv(b"source,patient\na.mp4,P1\n", path).unwrap();
+        assert_eq!(streams[0].source, "/study/a.mp4");
+        let err = parse_manifest_csv(b"source,patient\n", path).unwrap_err();
+        assert!(
+            err.contains("/study/visits.csv") && err.contains("no rows"),
+            "{err}"
+        );
+        let err = parse_manifest_csv(b"source\na.mp4\n", path).unwrap_err();
+        assert!(err.contains("visits.csv row 1"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! worker or process count.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,9 +24,11 @@ use capflow_ingest::{
 };
 use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
+use capflow_operators::preprocess::check_working_size;
 use capflow_operators::records::{
     Edge, EventKind, FrameMetrics, PatientWindow, SiteWindow, StreamEdge, StreamEvent, StreamRecord,
 };
+use capflow_operators::segment::InferenceFailure;
 use capflow_operators::windows::{window_start, PatientKey, SiteKey};
 use capflow_operators::{
     ort_environment, AnalyseFlow, CloseWindows, Evidence, EvidenceImage, Exact, Part, PartKey,
@@ -445,6 +447,38 @@ fn write_evidence(sink: &Sink, log: &RefCell<WorkerReport>, image: EvidenceImage
     }
 }
 
+/// Fails the stream `failure` concerns: its outcome gets the error (unless it failed already) and a `failed` event
+/// is written at once, in a part of its own (its other events may already be written under the same start time).
+fn fail_segmentation(
+    sink: &Sink,
+    log: &RefCell<WorkerReport>,
+    outcome: &mut StreamOutcome,
+    failure: &InferenceFailure,
+) {
+    let message = failure.to_string();
+    tracing::warn!(stream = %outcome.stream_id, frames = failure.frames, error = %message, "stream failed");
+    outcome.error.get_or_insert_with(|| message.clone());
+    let at = failure.first_event_ms;
+    let event = StreamEvent {
+        stream_id: outcome.stream_id.clone(),
+        patient_id: failure.patient_id.clone(),
+        site: failure.site.clone(),
+        kind: EventKind::Failed,
+        start_ms: at,
+        end_ms: at,
+        frames_lost: 0,
+        attempts: 0,
+        detail: Some(message),
+    };
+    let part = Part {
+        patient_id: event.patient_id.clone(),
+        date: date_of(at),
+        name: format!("part-{}-{at}-segmentation", event.stream_id),
+        rows: vec![event],
+    };
+    write_part(sink, log, Table::StreamEvents, part, stream_events_batch);
+}
+
 /// Writes a stream's events, one part per UTC day, named after the stream and the first event's start.
 fn write_events(sink: &Sink, log: &RefCell<WorkerReport>, events: Vec<StreamEvent>) {
     let mut by_day: BTreeMap<(String, String), Vec<StreamEvent>> = BTreeMap::new();
@@ -624,7 +658,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         let mut analysed = inputs
             .frames
             .to_stream(scope)
-            .stabilise(input_spec)
+            .stabilise(input_spec.clone())
             .segment(segmenter, params, shared.clone());
         if config.output.evidence {
             let (sink, log_evidence) = (ctx.sink(), Rc::clone(&log));
@@ -802,7 +836,28 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     let flush_every = Duration::from_secs_f64(live_config.events_flush_s);
     let mut stopping = false;
     let mut refreshed = Instant::now();
+    // Streams failed because their frames could not be segmented.
+    let mut failed_segmentation: BTreeSet<String> = BTreeSet::new();
+    let working_spec = input_spec.clone();
     let send = |inputs: &mut Inputs, r: &mut Running, mut frame: Frame| {
+        // A frame that cannot be segmented at all (its pixel size would enlarge it past memory) fails its stream
+        // like a model failure, before it costs anything.
+        let (w, h) = (frame.width as usize, frame.height as usize);
+        if let Err(e) = check_working_size(w, h, frame.stream.um_per_px, &working_spec) {
+            let mut failed = shared.failed_streams.borrow_mut();
+            let failure = failed
+                .entry(frame.stream.stream_id.clone())
+                .or_insert_with(|| InferenceFailure {
+                    patient_id: frame.stream.patient_id.clone(),
+                    site: frame.stream.site.clone(),
+                    first_frame: r.first_index + r.outcome.frames,
+                    first_event_ms: frame.event_time_ms(),
+                    frames: 0,
+                    error: e.to_string(),
+                });
+            failure.frames += 1;
+            return;
+        }
         // Numbered as analysed: a live stream's dropped frames leave no holes in the `frames` table's chunks.
         frame.index = r.first_index + r.outcome.frames;
         r.outcome.frames += 1;
@@ -858,6 +913,17 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
                     &mut numbered,
                     &log,
                 );
+            }
+        }
+        // A stream whose frames could not be segmented (broken model, NaN output) fails and stops; the others go on.
+        for r in &mut running {
+            if failed_segmentation.contains(&r.stream.id) {
+                continue;
+            }
+            if let Some(failure) = shared.failed_streams.borrow().get(&r.stream.id) {
+                failed_segmentation.insert(r.stream.id.clone());
+                r.reader.stop();
+                fail_segmentation(&ctx.sink(), &log, &mut r.outcome, failure);
             }
         }
         // Finished streams leave the loop before any index into `running` is taken below (their last events are
@@ -966,6 +1032,15 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         // committed parts are intact) so this worker can return.
         for id in worker.installed_dataflows() {
             worker.drop_dataflow(id);
+        }
+    }
+    // Frames still in flight when their stream finished are segmented only now.
+    for outcome in &mut finished {
+        if failed_segmentation.contains(&outcome.stream_id) {
+            continue;
+        }
+        if let Some(failure) = shared.failed_streams.borrow().get(&outcome.stream_id) {
+            fail_segmentation(&ctx.sink(), &log, outcome, failure);
         }
     }
     let mut report = log.take();
@@ -1141,6 +1216,7 @@ fn open_stream(
                 sequence_fps: stream.fps(),
                 stall_timeout: Duration::from_secs_f64(live.stall_timeout_s),
                 live: true,
+                limits: config.limits.frame(),
             },
             mode: StreamMode::Live,
             queue_frames: live.queue_frames as usize,
@@ -1164,6 +1240,7 @@ fn open_stream(
                 sequence_fps: stream.fps(),
                 stall_timeout: Duration::from_secs_f64(ingest.stall_timeout_s),
                 live: false,
+                limits: config.limits.frame(),
             },
             mode: StreamMode::Replay,
             queue_frames: ingest.queue_frames as usize,
