@@ -67,16 +67,6 @@ fn config(
     path
 }
 
-fn s3_section(server: &s3_server::S3Server) -> String {
-    format!(
-        "[output.s3]\nendpoint = {:?}\nregion = \"us-east-1\"\naccess_key_id = {:?}\nsecret_access_key = {:?}\n\
-         allow_http = true\n",
-        server.endpoint(),
-        s3_server::ACCESS_KEY,
-        s3_server::SECRET_KEY
-    )
-}
-
 type Tables = (Vec<FrameMetrics>, Vec<SiteWindow>, Vec<PatientWindow>);
 
 /// The three tables as capflow's reader sees them (committed parts only).
@@ -270,7 +260,7 @@ impl S3Case {
         let clip = clip(d);
         let (clean_root, clean_rows) = clean_run(d, &clip);
         let location = format!("s3://{}/study", s3_server::BUCKET);
-        let extra = format!("{extra_output}\n{}", s3_section(&server));
+        let extra = format!("{extra_output}\n{}", server.output_s3_section());
         let cfg = config(d, "s3", &location, &extra, &clip, ["p-a", "p-b"]);
         let on_disk = server.on_disk("study");
         Some(S3Case {

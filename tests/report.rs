@@ -541,17 +541,7 @@ fn the_same_report_comes_from_an_s3_compatible_server() {
     }
     // [output.s3] of --config wins over the environment, as for `capflow run`.
     let config = f.scratch.join("s3.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[output.s3]\nendpoint = {:?}\nregion = \"us-east-1\"\naccess_key_id = {:?}\nsecret_access_key = {:?}\n\
-             allow_http = true\n",
-            server.endpoint(),
-            s3_server::ACCESS_KEY,
-            s3_server::SECRET_KEY
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, server.output_s3_section()).unwrap();
     let config_dir = f.scratch.join("s3-config");
     let with_config = capflow_env(
         &[

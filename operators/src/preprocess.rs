@@ -209,9 +209,8 @@ pub fn try_preprocess_pixels(
         height: h,
         message,
     };
-    if w == 0 || h == 0 {
-        return Err(bad("the frame is empty".into()));
-    }
+    // Checks the size and pixel size first (an empty frame included), then that the pixels are all there.
+    check_working_size(w, h, um_per_px, spec)?;
     let expected = w
         .checked_mul(h)
         .and_then(|n| n.checked_mul(format.channels()))
@@ -222,7 +221,6 @@ pub fn try_preprocess_pixels(
             data.len()
         )));
     }
-    check_working_size(w, h, um_per_px, spec)?;
     Ok(preprocess_pixels(data, format, w, h, um_per_px, spec))
 }
 

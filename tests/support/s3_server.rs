@@ -48,6 +48,17 @@ impl S3Server {
         }
     }
 
+    /// The config's `[output.s3]` table for this server, with the right credentials.
+    pub fn output_s3_section(&self) -> String {
+        format!(
+            "[output.s3]\nendpoint = {:?}\nregion = \"us-east-1\"\naccess_key_id = {:?}\nsecret_access_key = {:?}\n\
+             allow_http = true\n",
+            self.endpoint(),
+            ACCESS_KEY,
+            SECRET_KEY
+        )
+    }
+
     /// Stops the server (SIGKILL), as an outage would; its stored objects stay on disk.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
