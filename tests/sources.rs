@@ -249,19 +249,17 @@ fn a_live_rtsp_run_reconnects_after_its_server_restarts_and_ends_cleanly_on_sigt
             )
         })
         .collect();
-    let last_frame = frames
+    let mut times: Vec<i64> = frames
         .iter()
         .map(|f| f["event_ms"].as_i64().unwrap())
-        .max()
-        .unwrap();
-    let first_frame = frames
-        .iter()
-        .map(|f| f["event_ms"].as_i64().unwrap())
-        .min()
-        .unwrap();
+        .collect();
+    times.sort_unstable();
+    let (first_frame, last_frame) = (times[0], times[times.len() - 1]);
     let first_window = partial[0].0;
-    // (A stream stopping within a frame interval of a window's end leaves that window whole; the windows are 2 s.)
-    let cut = last_frame < last_window + 2_000 - 100;
+    // The recording ends one frame interval (the last one seen) past its last frame: a window is whole only if
+    // that end reaches the window's end. The windows are 2 s.
+    let last_interval = last_frame - times[times.len() - 2];
+    let cut = last_frame + last_interval < last_window + 2_000;
     assert!(
         partial.iter().all(|&(start, partial)| partial
             == ((cut && start == last_window)
