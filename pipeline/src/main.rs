@@ -11,6 +11,11 @@ use capflow::run::{patient_summary, run, ClusterArgs, RunOptions, RunOutcome};
 use capflow::synth_cmd::SynthArgs;
 use clap::{ArgAction, Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the per-patient windows allocate and free many small rows across worker
+/// threads, where glibc's malloc spent about a third of the aggregation's time (see `docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Streaming capillary microscopy analysis: video in, per-frame and per-patient Parquet tables out.
 #[derive(Parser, Debug)]
 #[command(name = "capflow", version, about)]

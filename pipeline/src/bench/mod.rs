@@ -177,14 +177,18 @@ fn end_to_end(dir: &std::path::Path, name: &str, shape: &Shape<'_>) -> anyhow::R
     std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
     let hostfile = dir.join(format!("{name}.hosts"));
     if shape.processes > 1 {
-        let hosts: Vec<String> = (0..shape.processes)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.to_string())
-            })
+        // Every listener stays bound until all ports are picked, so no two processes get the same port; they are
+        // released just before the processes start.
+        let listeners: Vec<std::net::TcpListener> = (0..shape.processes)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
             .collect::<Result<_, _>>()
             .context("finding free loopback ports")?;
+        let hosts: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.to_string()))
+            .collect::<Result<_, _>>()
+            .context("finding free loopback ports")?;
+        drop(listeners);
         std::fs::write(&hostfile, hosts.join("\n"))?;
     }
     let exe = std::env::current_exe().context("locating the capflow binary")?;
@@ -306,17 +310,19 @@ fn aggregation_part(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         day.streams, day.records, day.seconds, day.records_per_s
     );
     let mut throughput = Vec::new();
+    // Five simulated minutes: long enough (3 M records with 10,000 streams) that start-up does not set the rate.
+    let seconds = 300;
     for workers in [1, 2] {
         let m = simulate(Simulation {
             streams: args.aggregation_streams,
-            seconds: 60,
+            seconds,
             rate_hz: 1,
             workers,
             spec,
         })?;
         println!(
-            "  {} streams, 60 s at 1 record/s each, -w {workers}: {:>10.0} records/s ({} records in {:.2} s; {} site \
-             and {} patient rows)",
+            "  {} streams, {seconds} s at 1 record/s each, -w {workers}: {:>10.0} records/s ({} records in {:.2} s; \
+             {} site and {} patient rows)",
             m.streams, m.records_per_s, m.records, m.seconds, m.site_rows, m.patient_rows
         );
         throughput.push(serde_json::json!({ "workers": workers, "measured": m }));
