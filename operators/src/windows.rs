@@ -346,6 +346,24 @@ pub fn patient_window(
     }
 }
 
+/// The `sites` row of a window from the batches differential holds for it (those with a positive count).
+fn site_row(
+    key: &SiteKey,
+    spec: &WindowSpec,
+    batches: &[(&SiteBatch, isize)],
+    quality: &QualityConfig,
+) -> Option<SiteWindow> {
+    let mut records: Vec<&StreamRecord> = batches
+        .iter()
+        .filter(|(_, diff)| *diff > 0)
+        .flat_map(|(batch, _)| batch.0.iter())
+        .collect();
+    // Which tick a record came in depends on its worker's progress; its place in the row's sums must not
+    // (floating-point sums depend on order), so the window's records are put in identity order.
+    records.sort_by_key(|r| SiteBatch::identity(r));
+    site_window(key, spec, &records, quality)
+}
+
 /// Where one record goes: a site window, or a late-frame mark in a patient window.
 // The large variant is the common one (every record); boxing it would only add an allocation per record.
 #[allow(clippy::large_enum_variant)]
@@ -510,12 +528,7 @@ impl<'scope> PatientWindows<'scope> for Stream<'scope, u64, Vec<StreamRecord>> {
                 Routed::Late(..) => None,
             })
             .reduce(move |key, samples, output| {
-                let records: Vec<&StreamRecord> = samples
-                    .iter()
-                    .filter(|(_, diff)| *diff > 0)
-                    .flat_map(|(batch, _)| batch.0.iter())
-                    .collect();
-                if let Some(row) = site_window(key, &spec, &records, &quality) {
+                if let Some(row) = site_row(key, &spec, samples, &quality) {
                     output.push((Exact::new(row), 1));
                 }
             });
@@ -675,6 +688,43 @@ mod tests {
                 (key(30_000), 50_000, -1),
             ]
         );
+    }
+
+    #[test]
+    fn a_site_row_does_not_depend_on_how_its_records_were_split_into_ticks() {
+        let flow = |last: u64, ppv: f64| {
+            StreamRecord::Flow(crate::records::FlowSample {
+                stream_id: "a".into(),
+                patient_id: "p".into(),
+                last_frame: last,
+                event_time_ms: last as i64 * 100,
+                ppv_percent: ppv,
+                ..Default::default()
+            })
+        };
+        // Sums of these depend on order: (1e16 + 1) - 1e16 = 0, (-1e16 + 1e16) + 1 = 1.
+        let records = [
+            flow(10, 1e16),
+            flow(20, 1.0),
+            flow(30, -1e16),
+            frame("a", 1, 100),
+        ];
+        let spec = WindowSpec::tumbling(10_000);
+        let key: SiteKey = ("p".into(), 0, "a".into());
+        let quality = QualityConfig::default();
+        let row = |parts: &[&[usize]]| {
+            let batches: Vec<SiteBatch> = parts
+                .iter()
+                .map(|idx| SiteBatch::sealed(idx.iter().map(|&i| records[i].clone()).collect()))
+                .collect();
+            let mut held: Vec<(&SiteBatch, isize)> = batches.iter().map(|b| (b, 1)).collect();
+            held.sort();
+            Exact::new(site_row(&key, &spec, &held, &quality).unwrap())
+        };
+        let whole = row(&[&[0, 1, 2, 3]]);
+        assert_eq!(row(&[&[2, 3], &[0, 1]]), whole);
+        assert_eq!(row(&[&[1], &[0, 2], &[3]]), whole);
+        assert_eq!(whole.get().ppv_percent, Some(0.0));
     }
 
     #[test]
