@@ -211,8 +211,9 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
         if name != "skin" && (ppv - ppv_truth).abs() > 10.0 {
             failures.push(format!("{name}: PPV off by {:.1} pp", ppv - ppv_truth));
         }
-        // Counting distinct capillaries is defined for skin (loops seen end-on); meshes are measured by TVD.
-        if name == "skin" && count_err.abs() > 0.05 {
+        // Counts link the pieces a faint or crossing stretch splits (the card's hysteresis `link_threshold`), so a
+        // sublingual mesh counts as the truth's components do, not once per fragment.
+        if count_err.abs() > 0.05 {
             failures.push(format!("{name}: count off by {:.1} %", 100.0 * count_err));
         }
     }

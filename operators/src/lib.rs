@@ -15,7 +15,7 @@
 //! // A 4x4 probability map at 1 µm/px with one 2x2 capillary.
 //! let mut prob = vec![0.0f32; 16];
 //! for i in [5, 6, 9, 10] { prob[i] = 0.9; }
-//! let params = MetricParams { threshold: 0.5, min_area_um2: 2.0, max_area_um2: 100.0 };
+//! let params = MetricParams { threshold: 0.5, link_threshold: 0.5, min_area_um2: 2.0, max_area_um2: 100.0 };
 //! let m = measure(&prob, 4, 4, 1.0, &params);
 //! assert_eq!(m.capillary_count, 1);
 //! assert_eq!(m.area_fraction, 0.25);

@@ -1,12 +1,16 @@
 //! Probability map → per-frame capillary measures (count, area fraction, density, mean probability).
 
-use crate::components::{components, Component};
+use crate::components::{components, label_linked, Component};
 
 /// Post-processing parameters, in physical units so they hold at any resolution.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MetricParams {
     /// Probability above which a pixel is capillary.
     pub threshold: f32,
+    /// Hysteresis: pixels above this (and up to `threshold`) link pieces into one capillary, so a vessel the map
+    /// breaks where it fades or crosses another counts once (see [`crate::components::label_linked`]). Equal to
+    /// `threshold`: plain components.
+    pub link_threshold: f32,
     /// Smallest component counted as a capillary, µm².
     pub min_area_um2: f64,
     /// Largest component counted as a capillary, µm² (bigger ones are venules, hairs or shadows).
@@ -45,9 +49,13 @@ pub fn capillaries(
     um_per_px: f64,
     params: &MetricParams,
 ) -> Vec<Component> {
-    let mask: Vec<bool> = prob.iter().map(|&p| p > params.threshold).collect();
-    components(&mask, prob, width, height)
-        .into_iter()
+    let all = if params.link_threshold < params.threshold {
+        label_linked(prob, width, height, params.threshold, params.link_threshold).1
+    } else {
+        let mask: Vec<bool> = prob.iter().map(|&p| p > params.threshold).collect();
+        components(&mask, prob, width, height)
+    };
+    all.into_iter()
         .filter(|c| params.counts(c.area_px, um_per_px))
         .collect()
 }
@@ -88,6 +96,7 @@ mod tests {
 
     const PARAMS: MetricParams = MetricParams {
         threshold: 0.5,
+        link_threshold: 0.5,
         min_area_um2: 4.0,
         max_area_um2: 40.0,
     };

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::MetricParams;
 use crate::OperatorError;
 
 /// A model card (see `models/*.toml`).
@@ -104,6 +105,10 @@ pub struct PostprocessSpec {
     pub min_area_um2: f64,
     /// Largest capillary, µm².
     pub max_area_um2: f64,
+    /// Hysteresis threshold that links pieces of one capillary (see [`MetricParams::link_threshold`]); absent:
+    /// plain components at `output.threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_threshold: Option<f32>,
 }
 
 /// A card together with its ONNX bytes.
@@ -118,6 +123,19 @@ pub struct Model {
 }
 
 impl ModelCard {
+    /// The counting rule the card recommends.
+    pub fn metric_params(&self) -> MetricParams {
+        MetricParams {
+            threshold: self.output.threshold,
+            link_threshold: self
+                .postprocess
+                .link_threshold
+                .unwrap_or(self.output.threshold),
+            min_area_um2: self.postprocess.min_area_um2,
+            max_area_um2: self.postprocess.max_area_um2,
+        }
+    }
+
     /// Parses and validates a card; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<ModelCard, OperatorError> {
         let card: ModelCard = toml::from_str(text).map_err(|e| OperatorError::ModelCard {
@@ -163,6 +181,14 @@ impl ModelCard {
         }
         if !(0.0..=1.0).contains(&self.output.threshold) {
             problems.push("output.threshold must be within 0..=1".to_owned());
+        }
+        if let Some(link) = self.postprocess.link_threshold {
+            if !(link > 0.0 && link <= self.output.threshold) {
+                problems.push(
+                    "postprocess.link_threshold must be above 0 and at most output.threshold"
+                        .to_owned(),
+                );
+            }
         }
         let (min, max) = (self.postprocess.min_area_um2, self.postprocess.max_area_um2);
         if min.is_nan() || max.is_nan() || min < 0.0 || max <= min {
@@ -243,6 +269,27 @@ max_area_um2 = 20000.0
         let card = ModelCard::parse(CARD, "t.toml").unwrap();
         assert_eq!(card.input.channels, [Channel::Green]);
         assert_eq!(card.output.threshold, 0.5);
+    }
+
+    #[test]
+    fn the_counting_rule_links_only_when_the_card_says_so() {
+        let plain = ModelCard::parse(CARD, "t.toml").unwrap().metric_params();
+        assert_eq!(plain.link_threshold, plain.threshold);
+        let linked = CARD.replace(
+            "max_area_um2 = 20000.0",
+            "max_area_um2 = 20000.0\nlink_threshold = 0.1",
+        );
+        let params = ModelCard::parse(&linked, "t.toml").unwrap().metric_params();
+        assert_eq!((params.threshold, params.link_threshold), (0.5, 0.1));
+        let above = CARD.replace(
+            "max_area_um2 = 20000.0",
+            "max_area_um2 = 20000.0\nlink_threshold = 0.7",
+        );
+        let err = ModelCard::parse(&above, "t.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("t.toml") && err.contains("postprocess.link_threshold"),
+            "{err}"
+        );
     }
 
     #[test]

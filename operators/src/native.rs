@@ -3,7 +3,7 @@
 //! pipeline's counting rule ([`MetricParams::counts`]) applied at the frame's own pixel size. Used to score a
 //! model against truth masks drawn on the original images.
 
-use crate::components::{label_components, Component};
+use crate::components::{label_components, label_linked, Component};
 use crate::metrics::MetricParams;
 use crate::preprocess::{resize, ModelInput};
 
@@ -36,6 +36,16 @@ pub fn keep_capillaries(
     params: &MetricParams,
 ) -> (Vec<bool>, Vec<Component>) {
     let (labels, comps) = label_components(mask, prob, width, height);
+    keep_labelled(labels, comps, um_per_px, params)
+}
+
+/// The components that pass the area rule, and the mask of their labelled pixels.
+fn keep_labelled(
+    labels: Vec<u32>,
+    comps: Vec<Component>,
+    um_per_px: f64,
+    params: &MetricParams,
+) -> (Vec<bool>, Vec<Component>) {
     let keep: Vec<bool> = comps
         .iter()
         .map(|c| params.counts(c.area_px, um_per_px))
@@ -54,7 +64,8 @@ pub fn keep_capillaries(
 }
 
 /// The capillary mask and components of a native-resolution probability map: threshold at `params.threshold`
-/// (strictly above), then [`keep_capillaries`].
+/// (strictly above; pieces linked through `params.link_threshold`, see [`label_linked`]), then the area rule of
+/// [`keep_capillaries`].
 pub fn capillary_mask(
     prob: &[f32],
     width: usize,
@@ -62,6 +73,11 @@ pub fn capillary_mask(
     um_per_px: f64,
     params: &MetricParams,
 ) -> (Vec<bool>, Vec<Component>) {
+    if params.link_threshold < params.threshold {
+        let (labels, comps) =
+            label_linked(prob, width, height, params.threshold, params.link_threshold);
+        return keep_labelled(labels, comps, um_per_px, params);
+    }
     let mask: Vec<bool> = prob.iter().map(|&p| p > params.threshold).collect();
     keep_capillaries(&mask, prob, width, height, um_per_px, params)
 }
@@ -73,6 +89,7 @@ mod tests {
 
     const PARAMS: MetricParams = MetricParams {
         threshold: 0.5,
+        link_threshold: 0.5,
         min_area_um2: 4.0,
         max_area_um2: 40.0,
     };

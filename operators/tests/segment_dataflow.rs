@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use capflow_ingest::{Frame, PixelFormat, StreamInfo};
-use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
 use capflow_operators::preprocess::preprocess;
 use capflow_operators::records::FrameMetrics;
@@ -60,11 +59,7 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
         .collect();
     let params = SegmentParams {
         input: model.card.input.clone(),
-        metrics: MetricParams {
-            threshold: model.card.output.threshold,
-            min_area_um2: model.card.postprocess.min_area_um2,
-            max_area_um2: model.card.postprocess.max_area_um2,
-        },
+        metrics: model.card.metric_params(),
         vessels: VesselParams::default(),
         batch_size: 2,
         segmentation: SegmentationConfig::default(),

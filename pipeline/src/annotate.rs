@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use capflow_operators::metrics::MetricParams;
 use capflow_operators::native::capillary_mask;
 use capflow_operators::{ort_environment, Segmenter};
 
@@ -65,11 +64,7 @@ pub fn annotate(args: &AnnotateArgs) -> anyhow::Result<Vec<Annotated>> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut segmenter = Segmenter::new(&env, &model, threads)?;
-    let params = MetricParams {
-        threshold: model.card.output.threshold,
-        min_area_um2: model.card.postprocess.min_area_um2,
-        max_area_um2: model.card.postprocess.max_area_um2,
-    };
+    let params = model.card.metric_params();
     let mut rows = Vec::with_capacity(images.len());
     for path in &images {
         let image = read_image(path)?;

@@ -255,6 +255,8 @@ pub struct ModelConfig {
     pub ort_library: Option<PathBuf>,
     /// Overrides the card's probability threshold.
     pub threshold: Option<f32>,
+    /// Overrides the card's hysteresis threshold linking pieces of one capillary (`postprocess.link_threshold`).
+    pub link_threshold: Option<f32>,
     /// Overrides the card's smallest capillary area, µm².
     pub min_area_um2: Option<f64>,
     /// Overrides the card's largest capillary area, µm².
@@ -271,6 +273,7 @@ impl Default for ModelConfig {
             intra_threads: 0,
             ort_library: None,
             threshold: None,
+            link_threshold: None,
             min_area_um2: None,
             max_area_um2: None,
             max_megapixels: None,
@@ -958,6 +961,11 @@ impl Config {
         if let Some(t) = self.model.threshold {
             if !(0.0..=1.0).contains(&t) {
                 p.push("model.threshold must be within 0..=1".into());
+            }
+        }
+        if let Some(l) = self.model.link_threshold {
+            if !(l > 0.0 && l <= 1.0) {
+                p.push("model.link_threshold must be above 0 and at most 1".into());
             }
         }
         if let Some(mp) = self.model.max_megapixels {

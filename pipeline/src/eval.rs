@@ -174,6 +174,9 @@ pub struct EvalReport {
     pub model: ModelInfo,
     /// Probability threshold (card `output.threshold`).
     pub threshold: f32,
+    /// Hysteresis threshold linking pieces of one capillary (card `postprocess.link_threshold`; equal to
+    /// `threshold` when the card links nothing).
+    pub link_threshold: f32,
     /// Smallest counted component, µm² (card `postprocess.min_area_um2`).
     pub min_area_um2: f64,
     /// Largest counted component, µm² (card `postprocess.max_area_um2`).
@@ -587,11 +590,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             .unwrap_or(1)
     });
     let segmenter = Segmenter::new(&env, &model, threads)?;
-    let params = MetricParams {
-        threshold: model.card.output.threshold,
-        min_area_um2: model.card.postprocess.min_area_um2,
-        max_area_um2: model.card.postprocess.max_area_um2,
-    };
+    let params = model.card.metric_params();
     let mut scorer = Scorer {
         model,
         segmenter,
@@ -672,6 +671,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             origin: scorer.model.origin.clone(),
         },
         threshold: card.output.threshold,
+        link_threshold: card.metric_params().link_threshold,
         min_area_um2: card.postprocess.min_area_um2,
         max_area_um2: card.postprocess.max_area_um2,
         mask_threshold: args.mask_threshold,
@@ -705,10 +705,12 @@ pub fn markdown(report: &EvalReport) -> String {
     let _ = writeln!(md, "# capflow eval: {} {}\n", m.name, m.version);
     let _ = writeln!(
         md,
-        "Model `{}` ({}), threshold {}, counted components {}–{} µm²; {} image(s) from `{}`, masks `{}`; {:.1} s.\n",
+        "Model `{}` ({}), threshold {} (pieces linked above {}), counted components {}–{} µm²; {} image(s) from \
+         `{}`, masks `{}`; {:.1} s.\n",
         m.origin,
         m.kind,
         report.threshold,
+        report.link_threshold,
         report.min_area_um2,
         report.max_area_um2,
         report.summary.n_images,

@@ -620,10 +620,17 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
     if let Some(mp) = config.model.max_megapixels {
         input_spec.max_megapixels = Some(mp);
     }
+    let threshold = config.model.threshold.unwrap_or(card.output.threshold);
     let params = SegmentParams {
         input: input_spec.clone(),
         metrics: MetricParams {
-            threshold: config.model.threshold.unwrap_or(card.output.threshold),
+            threshold,
+            // Linking stays off unless the card or the config asks for it, and never reaches above the threshold.
+            link_threshold: config
+                .model
+                .link_threshold
+                .or(card.postprocess.link_threshold)
+                .map_or(threshold, |link| link.min(threshold)),
             min_area_um2: config
                 .model
                 .min_area_um2

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use capflow::model::{load_model, ort_library};
 use capflow_ingest::{Frame, PixelFormat, StreamInfo};
-use capflow_operators::metrics::MetricParams;
 use capflow_operators::native::{capillary_mask, native_probability};
 use capflow_operators::preprocess::preprocess;
 use capflow_operators::scores::dice;
@@ -28,11 +27,7 @@ fn shipped_model_loads_and_segments_held_out_frames() {
     assert_eq!(model.card.kind, "learned");
     let env = ort_environment(&ort_library(None).expect("ONNX Runtime (make setup)")).unwrap();
     let mut segmenter = Segmenter::new(&env, &model, 2).expect("the card matches the ONNX graph");
-    let params = MetricParams {
-        threshold: model.card.output.threshold,
-        min_area_um2: model.card.postprocess.min_area_um2,
-        max_area_um2: model.card.postprocess.max_area_um2,
-    };
+    let params = model.card.metric_params();
     for (look, floor) in DICE_FLOOR {
         let mut scores = Vec::new();
         // Seeds far from the training (1) and validation (500001) dataset seeds.

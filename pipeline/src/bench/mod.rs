@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use capflow_ingest::{PixelFormat, Source, SourceOptions, StreamInfo};
-use capflow_operators::metrics::{measure, MetricParams};
+use capflow_operators::metrics::measure;
 use capflow_operators::preprocess::preprocess;
 use capflow_operators::{ort_environment, Segmenter};
 
@@ -493,11 +493,7 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         probs = segmenter.run(&refs)?;
     }
     let infer_time = start.elapsed();
-    let params = MetricParams {
-        threshold: model.card.output.threshold,
-        min_area_um2: model.card.postprocess.min_area_um2,
-        max_area_um2: model.card.postprocess.max_area_um2,
-    };
+    let params = model.card.metric_params();
     let start = Instant::now();
     for _ in 0..decoded.min(50) {
         let i = preprocess(&frame, &model.card.input);
