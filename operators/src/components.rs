@@ -11,6 +11,26 @@ pub struct Component {
     pub bbox: [usize; 4],
 }
 
+impl Component {
+    const EMPTY: Component = Component {
+        area_px: 0,
+        prob_sum: 0.0,
+        bbox: [usize::MAX, usize::MAX, 0, 0],
+    };
+
+    /// Adds the pixel at `(x, y)` with probability `p`.
+    fn add(&mut self, x: usize, y: usize, p: f32) {
+        self.area_px += 1;
+        self.prob_sum += p as f64;
+        self.bbox = [
+            self.bbox[0].min(x),
+            self.bbox[1].min(y),
+            self.bbox[2].max(x),
+            self.bbox[3].max(y),
+        ];
+    }
+}
+
 /// Labels the 8-connected components of `mask` (`true` = foreground) of size `width × height`.
 ///
 /// Iterative flood fill with an explicit stack: no recursion depth limits on large vessels.
@@ -47,14 +67,7 @@ pub fn label_linked(
 ) -> (Vec<u32>, Vec<Component>) {
     let low: Vec<bool> = prob.iter().map(|&p| p > link.min(threshold)).collect();
     let (mut labels, linked) = label_components(&low, prob, width, height);
-    let mut core: Vec<Component> = vec![
-        Component {
-            area_px: 0,
-            prob_sum: 0.0,
-            bbox: [usize::MAX, usize::MAX, 0, 0],
-        };
-        linked.len()
-    ];
+    let mut core = vec![Component::EMPTY; linked.len()];
     for (i, label) in labels.iter_mut().enumerate() {
         if *label == 0 {
             continue;
@@ -63,16 +76,7 @@ pub fn label_linked(
             *label = 0;
             continue;
         }
-        let (x, y) = (i % width, i / width);
-        let c = &mut core[*label as usize - 1];
-        c.area_px += 1;
-        c.prob_sum += prob[i] as f64;
-        c.bbox = [
-            c.bbox[0].min(x),
-            c.bbox[1].min(y),
-            c.bbox[2].max(x),
-            c.bbox[3].max(y),
-        ];
+        core[*label as usize - 1].add(i % width, i / width, prob[i]);
     }
     // Renumber: linked pieces without a core pixel are not components.
     let mut renumber = vec![0u32; core.len()];
@@ -107,22 +111,11 @@ fn flood(
         }
         seen[start] = true;
         stack.push(start);
-        let mut comp = Component {
-            area_px: 0,
-            prob_sum: 0.0,
-            bbox: [usize::MAX, usize::MAX, 0, 0],
-        };
+        let mut comp = Component::EMPTY;
         while let Some(i) = stack.pop() {
             let (x, y) = (i % width, i / width);
             visit(i, out.len());
-            comp.area_px += 1;
-            comp.prob_sum += prob[i] as f64;
-            comp.bbox = [
-                comp.bbox[0].min(x),
-                comp.bbox[1].min(y),
-                comp.bbox[2].max(x),
-                comp.bbox[3].max(y),
-            ];
+            comp.add(x, y, prob[i]);
             for ny in y.saturating_sub(1)..=(y + 1).min(height - 1) {
                 for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
                     let j = ny * width + nx;
