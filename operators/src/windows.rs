@@ -430,10 +430,7 @@ impl Tick {
             None => streams.entry(record.stream_id().into()).or_default(),
         };
         // Records are large: start each window's list with room for a few, not one (growth copies them).
-        fn list(
-            windows: &mut BTreeMap<i64, Vec<StreamRecord>>,
-            start: i64,
-        ) -> &mut Vec<StreamRecord> {
+        fn list(windows: &mut WindowLists, start: i64) -> &mut Vec<StreamRecord> {
             windows
                 .entry(start)
                 .or_insert_with(|| Vec::with_capacity(16))
