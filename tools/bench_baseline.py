@@ -53,7 +53,9 @@ Preprocessing (mirrors operators/src/preprocess.rs)
       rounded up to ``pad_multiple`` by repeating the edge, stacked NCHW float32.
 
 Postprocessing (mirrors operators/src/metrics.rs)
-    Crop the padding, ``mask = prob > threshold``, 8-connected components, keep those whose area
+    Crop the padding, ``mask = prob > threshold``, 8-connected components (linked through
+    ``prob > postprocess.link_threshold`` when the card sets one, each measured by its pixels above the threshold),
+    keep those whose area
     ``area_px * um_per_px**2`` (µm per pixel of the *working* size: input µm/px * width / working width) lies in
     [min_area_um2, max_area_um2]; count = number kept, area fraction = their pixels / working pixels.
 
@@ -200,11 +202,19 @@ def count(prob: np.ndarray, size: tuple[int, int], um_per_px: float, card: dict)
     """Capillary count and area fraction of one [1, 1, H, W] probability map (crops the padding first)."""
     out_w, out_h = size
     valid = prob[0, 0, :out_h, :out_w]
-    mask = (valid > card["output"]["threshold"]).astype(np.uint8)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]  # label 0 is the background
-    areas_um2 = areas * (um_per_px * um_per_px)
+    threshold = card["output"]["threshold"]
     post = card["postprocess"]
+    link = post.get("link_threshold", threshold)
+    core = valid > threshold
+    if link < threshold:
+        # Hysteresis: components of prob > link that hold core pixels, each measured by its core pixels.
+        _, labels = cv2.connectedComponents((valid > link).astype(np.uint8), connectivity=8)
+        areas = np.bincount(labels[core])[1:]
+        areas = areas[areas > 0]
+    else:
+        _, _, stats, _ = cv2.connectedComponentsWithStats(core.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]  # label 0 is the background
+    areas_um2 = areas * (um_per_px * um_per_px)
     kept = areas[(areas_um2 >= post["min_area_um2"]) & (areas_um2 <= post["max_area_um2"])]
     return int(kept.size), float(kept.sum()) / (out_w * out_h)
 
