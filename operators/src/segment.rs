@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
@@ -103,6 +104,10 @@ pub struct SegmentParams {
     pub vessels: VesselParams,
     /// Frames inferred together (same size only).
     pub batch_size: usize,
+    /// Longest an inference job waits (wall clock) for its batch to fill, like a stream muxer's push timeout; `None`:
+    /// until the batch is full or event time moves on. Live streams at a low segmentation rate need it: with windows
+    /// of 10 s, event time moves on only every 10 s.
+    pub max_wait: Option<std::time::Duration>,
     /// Segmentation rate.
     pub segmentation: SegmentationConfig,
 }
@@ -287,6 +292,8 @@ struct Unit {
     cap: Capability<u64>,
     frames: Vec<StableFrame>,
     job: Option<ModelInput>,
+    /// When the unit started waiting for a batch.
+    queued: Instant,
 }
 
 fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
@@ -313,6 +320,7 @@ fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) 
         cap,
         frames,
         job: Some(job),
+        queued: Instant::now(),
     }
 }
 
@@ -336,7 +344,11 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
     ) -> Stream<'scope, u64, Vec<Analysed>> {
         let batch_size = params.batch_size.max(1);
         let mode = params.segmentation;
-        self.unary_frontier(Pipeline, "Segment", move |_, _| {
+        let max_wait = params.max_wait;
+        let scope = self.scope();
+        self.unary_frontier(Pipeline, "Segment", move |_, info| {
+            // Wakes the operator when the oldest waiting job's time is up, even if nothing else happens.
+            let activator = scope.activator_for(Rc::clone(&info.address));
             let mut buffered: Vec<Unit> = Vec::new();
             // Open blocks of `block_mean`, per stream: the capability of their first frame and the frames so far.
             let mut blocks: HashMap<String, (Capability<u64>, Vec<StableFrame>)> = HashMap::new();
@@ -358,6 +370,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                                         cap: cap.clone(),
                                         frames: vec![stable],
                                         job: Some(job),
+                                        queued: Instant::now(),
                                     })
                                 }
                                 SegmentationMode::EveryNth => {
@@ -371,6 +384,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                                         cap: cap.clone(),
                                         frames: vec![stable],
                                         job,
+                                        queued: Instant::now(),
                                     })
                                 }
                                 SegmentationMode::BlockMean => {
@@ -428,7 +442,14 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                             .iter()
                             .take_while(|u| !frontier.less_equal(u.cap.time()))
                             .count()
+                    } else if max_wait.is_some_and(|wait| buffered[0].queued.elapsed() >= wait) {
+                        // The oldest job has waited long enough: a partial batch of what is here.
+                        buffered.len()
                     } else {
+                        if let Some(wait) = max_wait {
+                            activator
+                                .activate_after(wait.saturating_sub(buffered[0].queued.elapsed()));
+                        }
                         break;
                     };
                     let units: Vec<Unit> = buffered.drain(..take).collect();

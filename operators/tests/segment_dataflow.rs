@@ -62,6 +62,7 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
         metrics: model.card.metric_params(),
         vessels: VesselParams::default(),
         batch_size: 2,
+        max_wait: None,
         segmentation: SegmentationConfig::default(),
     };
 
@@ -127,6 +128,75 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
             };
             assert_eq!(*rows[1], expected, "every_nth segments the frame itself");
         }
+    }
+}
+
+/// A partial batch runs once its oldest frame has waited `max_wait`, while event time stands still (a live stream
+/// at a low segmentation rate); without a wait it stays until the batch fills or event time moves on.
+#[test]
+fn a_partial_batch_runs_after_the_maximum_wait_without_event_time_moving() {
+    let model = Model::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"),
+    )
+    .unwrap();
+    let env = ort_environment(&ort_library()).unwrap();
+    let mut spec = SynthSpec::preset("skin").unwrap();
+    (spec.width, spec.height, spec.frames) = (160, 120, 1);
+    let frame = Frame {
+        stream: Arc::new(StreamInfo::new("s", "p", "forearm", spec.um_per_px)),
+        index: 0,
+        pts_ns: 0,
+        width: spec.width,
+        height: spec.height,
+        format: PixelFormat::Rgb8,
+        data: Renderer::new(&spec).unwrap().render(0).rgb,
+    };
+    for max_wait in [None, Some(std::time::Duration::from_millis(50))] {
+        let params = SegmentParams {
+            input: model.card.input.clone(),
+            metrics: model.card.metric_params(),
+            vessels: VesselParams::default(),
+            batch_size: 4,
+            max_wait,
+            segmentation: SegmentationConfig::default(),
+        };
+        let (env_w, model_w, frame) = (env.clone(), model.clone(), frame.clone());
+        let segmented = timely::execute_directly(move |worker| {
+            let seen = Arc::new(Mutex::new(0usize));
+            let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>> =
+                InputHandle::new();
+            let segmenter = Segmenter::new(&env_w, &model_w, 1).unwrap();
+            let sink = Arc::clone(&seen);
+            worker.dataflow::<u64, _, _>(|scope| {
+                input
+                    .to_stream(scope)
+                    .stabilise(params.input.clone())
+                    .segment(segmenter, params, SegmentShared::default())
+                    .inspect(move |a: &Analysed| {
+                        *sink.lock().unwrap() += usize::from(a.row.is_some())
+                    });
+            });
+            input.send(frame);
+            input.flush();
+            // The input stays open at time 0 for a second; only the wait can release the frame.
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_secs(1) && *seen.lock().unwrap() == 0
+            {
+                worker.step_or_park(Some(std::time::Duration::from_millis(10)));
+            }
+            let during = *seen.lock().unwrap();
+            drop(input);
+            while worker.has_dataflows() {
+                worker.step();
+            }
+            let at_end = *seen.lock().unwrap();
+            (during, at_end)
+        });
+        let expected = if max_wait.is_some() { (1, 1) } else { (0, 1) };
+        assert_eq!(
+            segmented, expected,
+            "max_wait {max_wait:?}: (while time stands, at the end)"
+        );
     }
 }
 

@@ -248,6 +248,11 @@ pub struct ModelConfig {
     pub card: String,
     /// Frames inferred together.
     pub batch_size: usize,
+    /// Longest a frame waits for its inference batch to fill, ms (a partial batch runs then); batching never
+    /// changes a number, so it is not part of the fingerprint (left out of its form at the default, so outputs
+    /// written before it existed keep theirs).
+    #[serde(skip_serializing_if = "is_default_batch_wait")]
+    pub batch_max_wait_ms: u64,
     /// ONNX Runtime intra-op threads per worker; 0 = this machine's cores divided among this process's workers (at
     /// least 1), so workers × threads never exceeds the cores.
     pub intra_threads: usize,
@@ -256,6 +261,8 @@ pub struct ModelConfig {
     /// Overrides the card's probability threshold.
     pub threshold: Option<f32>,
     /// Overrides the card's hysteresis threshold linking pieces of one capillary (`postprocess.link_threshold`).
+    /// Left out of the fingerprint's form when unset, so outputs written before it existed keep theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub link_threshold: Option<f32>,
     /// Overrides the card's smallest capillary area, µm².
     pub min_area_um2: Option<f64>,
@@ -265,11 +272,18 @@ pub struct ModelConfig {
     pub max_megapixels: Option<f64>,
 }
 
+const DEFAULT_BATCH_WAIT_MS: u64 = 200;
+
+fn is_default_batch_wait(ms: &u64) -> bool {
+    *ms == DEFAULT_BATCH_WAIT_MS
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             card: "builtin".into(),
             batch_size: 4,
+            batch_max_wait_ms: DEFAULT_BATCH_WAIT_MS,
             intra_threads: 0,
             ort_library: None,
             threshold: None,
@@ -773,6 +787,7 @@ impl Config {
         shaping.output.retry_timeout_s = 0.0;
         shaping.output.pseudonym_key_env.clear();
         shaping.model.intra_threads = 0;
+        shaping.model.batch_max_wait_ms = DEFAULT_BATCH_WAIT_MS;
         shaping.model.ort_library = None;
         shaping.ingest = IngestConfig::default();
         shaping.cluster = ClusterConfig::default();
@@ -954,6 +969,9 @@ impl Config {
         }
         if !(1..=256).contains(&self.model.batch_size) {
             p.push("model.batch_size must be within 1..=256".into());
+        }
+        if self.model.batch_max_wait_ms > 60_000 {
+            p.push("model.batch_max_wait_ms must be at most 60000".into());
         }
         if self.model.intra_threads > 256 {
             p.push("model.intra_threads must be within 0..=256 (0 = the cores divided among the workers)".into());
@@ -1314,7 +1332,12 @@ profile = "microscan"
         let mut raised = config.clone();
         raised.limits.max_width = 16_384;
         raised.limits.max_streams = 5;
+        // Batching never changes a number either.
+        raised.model.batch_max_wait_ms = 20;
         assert_eq!(config.fingerprint(), raised.fingerprint());
+        let mut linked = config.clone();
+        linked.model.link_threshold = Some(0.2);
+        assert_ne!(config.fingerprint(), linked.fingerprint());
         let mut other = config.clone();
         other.windows.length_s = 5.0;
         assert_ne!(config.fingerprint(), other.fingerprint());

@@ -642,6 +642,9 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         },
         vessels: config.vessels.params(),
         batch_size: config.model.batch_size,
+        max_wait: Some(std::time::Duration::from_millis(
+            config.model.batch_max_wait_ms,
+        )),
         segmentation: config.segmentation,
     };
     let threads = config.model.threads_per_worker(ctx.local_workers);
