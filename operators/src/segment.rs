@@ -4,12 +4,14 @@
 //! Frames stay on the worker that decoded them (pipeline channel: raw pixels never cross workers or processes). The
 //! segmentation rate is explicit: every frame, every Nth frame, or the mean of each block of N stabilised frames
 //! (less noise and red-cell texture, so faint vessels show, at 1/N of the inference cost); every frame still passes
-//! on to flow analysis, in stream order. Frames are buffered until a batch of jobs is full or event time moves past
-//! them; the shared `pending` counter (frames on their way here plus inference jobs waiting) lets the input loop hold
-//! back decoding (timely itself has no backpressure between operators).
+//! on to flow analysis, in stream order. Frames are buffered until a batch of jobs is full, event time moves past
+//! them or the oldest has waited `max_wait`; the batch then goes to the worker's [`InferenceThread`], and the
+//! operator measures it when the thread wakes it, while the worker goes on with other frames. The shared `pending`
+//! counter (frames on their way here plus inference jobs not yet measured) lets the input loop hold back decoding
+//! (timely itself has no backpressure between operators).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +23,7 @@ use timely::dataflow::Stream;
 
 use crate::components::label_components;
 use crate::flow::{background_points, FlowMap};
+use crate::inference::{Finished, InferenceThread};
 use crate::metrics::{measure, MetricParams};
 use crate::model::InputSpec;
 use crate::preprocess::{preprocess_with_green, ModelInput};
@@ -335,10 +338,21 @@ pub trait Segment<'scope> {
     ) -> Stream<'scope, u64, Vec<Analysed>>;
 }
 
+/// Batches a worker may have at its inference thread at once: one running and one queued behind it, so the thread
+/// never waits for the worker between batches.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Units in stream order whose batch is at the inference thread, or that wait behind one (no jobs, `finished` set).
+struct Flight {
+    units: Vec<Unit>,
+    had_job: Vec<bool>,
+    finished: Option<Finished>,
+}
+
 impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
     fn segment(
         self,
-        mut segmenter: Segmenter,
+        segmenter: Segmenter,
         params: SegmentParams,
         shared: SegmentShared,
     ) -> Stream<'scope, u64, Vec<Analysed>> {
@@ -349,6 +363,23 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
         self.unary_frontier(Pipeline, "Segment", move |_, info| {
             // Wakes the operator when the oldest waiting job's time is up, even if nothing else happens.
             let activator = scope.activator_for(Rc::clone(&info.address));
+            // Wakes it from the inference thread when a batch is done.
+            let wake = scope.worker().sync_activator_for(info.address.to_vec());
+            let mut inference = InferenceThread::spawn(
+                segmenter,
+                format!("capflow-infer-{}", scope.index()),
+                move || {
+                    // Fails only once the worker has dropped the dataflow; then nobody waits for the batch.
+                    let _ = wake.activate();
+                },
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start the inference thread of worker {}: {e}",
+                    scope.index()
+                )
+            });
+            let mut flights: VecDeque<Flight> = VecDeque::new();
             let mut buffered: Vec<Unit> = Vec::new();
             // Open blocks of `block_mean`, per stream: the capability of their first frame and the frames so far.
             let mut blocks: HashMap<String, (Capability<u64>, Vec<StableFrame>)> = HashMap::new();
@@ -420,6 +451,15 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                         buffered.push(block_unit(held, frames, &params.input));
                     }
                 }
+                // Batches done since the last call, matched to their flights in order.
+                while let Some(finished) = inference.try_finished() {
+                    let flight = flights
+                        .iter_mut()
+                        .find(|f| f.finished.is_none())
+                        .expect("every batch at the inference thread has its flight");
+                    flight.finished = Some(finished);
+                }
+                // Hand full batches on first, so the thread works while this worker measures the finished ones.
                 loop {
                     if buffered.is_empty() {
                         break;
@@ -428,6 +468,9 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                     let take = if buffered[0].job.is_none() {
                         // Leading frames without inference leave at once, in order.
                         buffered.iter().take_while(|u| u.job.is_none()).count()
+                    } else if inference.in_flight() >= MAX_IN_FLIGHT {
+                        // The thread has enough; the operator runs again when a batch is done.
+                        break;
                     } else if jobs >= batch_size {
                         let mut seen = 0;
                         buffered
@@ -452,18 +495,53 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                         }
                         break;
                     };
-                    let units: Vec<Unit> = buffered.drain(..take).collect();
-                    let jobs = units.iter().filter(|u| u.job.is_some()).count();
+                    let mut units: Vec<Unit> = buffered.drain(..take).collect();
+                    let jobs: Vec<Option<ModelInput>> =
+                        units.iter_mut().map(|u| u.job.take()).collect();
+                    let had_job: Vec<bool> = jobs.iter().map(Option::is_some).collect();
+                    let finished = if had_job.iter().any(|&h| h) {
+                        inference.submit(jobs);
+                        None
+                    } else {
+                        Some(Finished {
+                            jobs,
+                            probs: vec![None; units.len()],
+                            calls: Vec::new(),
+                        })
+                    };
+                    flights.push_back(Flight {
+                        units,
+                        had_job,
+                        finished,
+                    });
+                }
+                // Finished flights leave in order: measured, then passed on with every frame they hold.
+                while flights.front().is_some_and(|f| f.finished.is_some()) {
+                    let flight = flights.pop_front().expect("front checked");
+                    let finished = flight.finished.expect("front checked");
+                    shared.inferences.borrow_mut().extend(finished.calls);
+                    let jobs = flight.had_job.iter().filter(|&&h| h).count();
                     shared
                         .pending
                         .set(shared.pending.get().saturating_sub(jobs));
-                    let results = infer(&mut segmenter, &units, &params, &shared);
-                    for (unit, result) in units.into_iter().zip(results) {
-                        let mut session = output.session(&unit.cap);
-                        let (mut row, mut map) = match result {
-                            Some((row, map)) => (Some(row), Some(map)),
-                            None => (None, None),
+                    let results = finished
+                        .jobs
+                        .iter()
+                        .zip(finished.probs)
+                        .zip(&flight.had_job);
+                    for (unit, ((job, probs), &had_job)) in flight.units.into_iter().zip(results) {
+                        let (mut row, mut map) = match (job, probs) {
+                            (Some(job), Some(Ok(prob))) if had_job => {
+                                let (row, map) = frame_metrics(&unit.frames, job, &prob, &params);
+                                (Some(row), Some(map))
+                            }
+                            (_, Some(Err(error))) if had_job => {
+                                record_failure(&shared, &unit, error);
+                                (None, None)
+                            }
+                            _ => (None, None),
                         };
+                        let mut session = output.session(&unit.cap);
                         for stable in unit.frames {
                             session.give(Analysed {
                                 stable,
@@ -478,64 +556,21 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
     }
 }
 
-/// Runs the units' jobs, same-sized inputs together, and measures each; `None` for units without a job or whose
-/// inference failed (the failure is recorded per stream in `shared.failed_streams`).
-fn infer(
-    segmenter: &mut Segmenter,
-    units: &[Unit],
-    params: &SegmentParams,
-    shared: &SegmentShared,
-) -> Vec<Option<(FrameMetrics, Arc<FlowMap>)>> {
-    let mut out: Vec<Option<(FrameMetrics, Arc<FlowMap>)>> = vec![None; units.len()];
-    let mut done: Vec<bool> = units.iter().map(|u| u.job.is_none()).collect();
-    for i in 0..units.len() {
-        if done[i] {
-            continue;
-        }
-        let size = |u: &Unit| u.job.as_ref().map(|j| (j.width, j.height));
-        let group: Vec<usize> = (i..units.len())
-            .filter(|&j| !done[j] && size(&units[j]) == size(&units[i]))
-            .collect();
-        let refs: Vec<&ModelInput> = group
-            .iter()
-            .filter_map(|&j| units[j].job.as_ref())
-            .collect();
-        let started = std::time::Instant::now();
-        let result = segmenter.run(&refs);
-        shared
-            .inferences
-            .borrow_mut()
-            .push((refs.len(), started.elapsed()));
-        match result {
-            Ok(probs) => {
-                for (&j, prob) in group.iter().zip(probs) {
-                    let unit = &units[j];
-                    let job = unit.job.as_ref().expect("grouped units have jobs");
-                    out[j] = Some(frame_metrics(&unit.frames, job, &prob, params));
-                }
-            }
-            Err(error) => {
-                tracing::warn!(frames = group.len(), error = %error, "segmentation failed");
-                let mut failed = shared.failed_streams.borrow_mut();
-                for &j in &group {
-                    let frame = &units[j].frames[0].frame;
-                    failed
-                        .entry(frame.stream.stream_id.clone())
-                        .or_insert_with(|| InferenceFailure {
-                            patient_id: frame.stream.patient_id.clone(),
-                            site: frame.stream.site.clone(),
-                            first_frame: frame.index,
-                            first_event_ms: frame.event_time_ms(),
-                            frames: 0,
-                            error: error.to_string(),
-                        })
-                        .frames += 1;
-                }
-            }
-        }
-        for &j in &group {
-            done[j] = true;
-        }
-    }
-    out
+/// Notes that a unit's frames could not be segmented: the input loop stops its stream.
+fn record_failure(shared: &SegmentShared, unit: &Unit, error: String) {
+    let frame = &unit.frames[0].frame;
+    tracing::warn!(stream = %frame.stream.stream_id, frame = frame.index, error = %error, "segmentation failed");
+    shared
+        .failed_streams
+        .borrow_mut()
+        .entry(frame.stream.stream_id.clone())
+        .or_insert_with(|| InferenceFailure {
+            patient_id: frame.stream.patient_id.clone(),
+            site: frame.stream.site.clone(),
+            first_frame: frame.index,
+            first_event_ms: frame.event_time_ms(),
+            frames: 0,
+            error,
+        })
+        .frames += 1;
 }

@@ -44,6 +44,28 @@ pub fn check_finite(values: &[f32], model: &str, output: &str) -> Result<(), Ope
     })
 }
 
+/// How an ONNX Runtime session uses the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Intra-op threads (at least 1 is used).
+    pub intra_threads: usize,
+    /// Whether idle intra-op threads spin-wait for the next job instead of sleeping. ONNX Runtime spins by default,
+    /// which pays off only when inference has the cores to itself: in capflow decoding, preprocessing and flow run
+    /// between inferences on the same cores, and spinning threads take their CPU (a 1080p frame cost 41.5 CPU-ms
+    /// spinning against 32.7 ms not, on this project's 2-core machine; `docs/benchmarks.md`).
+    pub spinning: bool,
+}
+
+impl SessionSettings {
+    /// `intra_threads` threads that sleep when idle.
+    pub fn threads(intra_threads: usize) -> Self {
+        SessionSettings {
+            intra_threads,
+            spinning: false,
+        }
+    }
+}
+
 /// A checked ONNX segmentation session: input `[N, C, H, W]` f32 in, probability `[N, 1, H, W]` f32 out.
 pub struct Segmenter {
     session: Session,
@@ -79,11 +101,20 @@ impl std::fmt::Debug for Segmenter {
 }
 
 impl Segmenter {
-    /// Creates a session with `intra_threads` threads and checks the model against its card.
+    /// Creates a session with `intra_threads` threads (sleeping when idle) and checks the model against its card.
     pub fn new(
         env: &Environment,
         model: &Model,
         intra_threads: usize,
+    ) -> Result<Segmenter, OperatorError> {
+        Segmenter::with_settings(env, model, SessionSettings::threads(intra_threads))
+    }
+
+    /// Creates a session with explicit CPU settings and checks the model against its card.
+    pub fn with_settings(
+        env: &Environment,
+        model: &Model,
+        settings: SessionSettings,
     ) -> Result<Segmenter, OperatorError> {
         let runtime = |message: String| OperatorError::Runtime {
             model: model.origin.clone(),
@@ -95,10 +126,13 @@ impl Segmenter {
         };
         let mut builder = Session::builder(env).map_err(|e| runtime(e.to_string()))?;
         builder = builder
-            .with_intra_threads(intra_threads.max(1))
+            .with_intra_threads(settings.intra_threads.max(1))
             .map_err(|e| runtime(e.to_string()))?;
         builder = builder
             .with_inter_threads(1)
+            .map_err(|e| runtime(e.to_string()))?;
+        builder = builder
+            .with_intra_op_spinning(settings.spinning)
             .map_err(|e| runtime(e.to_string()))?;
         let session = builder
             .commit_from_memory(&model.onnx)

@@ -122,6 +122,14 @@ impl ModelConfig {
             n => n,
         }
     }
+
+    /// ONNX Runtime session settings for each of `local_workers` workers.
+    pub fn session_settings(&self, local_workers: usize) -> capflow_operators::SessionSettings {
+        capflow_operators::SessionSettings {
+            intra_threads: self.threads_per_worker(local_workers),
+            spinning: self.intra_spinning,
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -246,7 +254,9 @@ impl Default for OutputConfig {
 pub struct ModelConfig {
     /// A model card path, or `builtin` for the model compiled into capflow.
     pub card: String,
-    /// Frames inferred together.
+    /// Frames inferred together (same size only). 1 by default: on CPUs a batch of large frames measured slower per
+    /// frame than one at a time (1080p: 37.7 against 32.7 CPU-ms), and the worker's inference thread overlaps
+    /// inference with everything else anyway; larger batches pay on accelerators and with many small streams.
     pub batch_size: usize,
     /// Longest a frame waits for its inference batch to fill, ms (a partial batch runs then); batching never
     /// changes a number, so it is not part of the fingerprint (left out of its form at the default, so outputs
@@ -256,6 +266,11 @@ pub struct ModelConfig {
     /// ONNX Runtime intra-op threads per worker; 0 = this machine's cores divided among this process's workers (at
     /// least 1), so workers × threads never exceeds the cores.
     pub intra_threads: usize,
+    /// Whether idle ONNX Runtime threads spin-wait (its own default) instead of sleeping. Off by default: the
+    /// spinning takes CPU that decoding and the other operators on the same cores need. Speed only, so not part of
+    /// the fingerprint.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub intra_spinning: bool,
     /// ONNX Runtime shared library; else `ORT_DYLIB_PATH`, else `.deps/onnxruntime/` as `make setup` leaves it.
     pub ort_library: Option<PathBuf>,
     /// Overrides the card's probability threshold.
@@ -282,9 +297,10 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             card: "builtin".into(),
-            batch_size: 4,
+            batch_size: 1,
             batch_max_wait_ms: DEFAULT_BATCH_WAIT_MS,
             intra_threads: 0,
+            intra_spinning: false,
             ort_library: None,
             threshold: None,
             link_threshold: None,
@@ -788,6 +804,10 @@ impl Config {
         shaping.output.pseudonym_key_env.clear();
         shaping.model.intra_threads = 0;
         shaping.model.batch_max_wait_ms = DEFAULT_BATCH_WAIT_MS;
+        // Batching never changes a number either; 4 was the default when fingerprints began, so outputs written
+        // then keep theirs.
+        shaping.model.batch_size = 4;
+        shaping.model.intra_spinning = false;
         shaping.model.ort_library = None;
         shaping.ingest = IngestConfig::default();
         shaping.cluster = ClusterConfig::default();
@@ -1334,6 +1354,8 @@ profile = "microscan"
         raised.limits.max_streams = 5;
         // Batching never changes a number either.
         raised.model.batch_max_wait_ms = 20;
+        raised.model.intra_spinning = true;
+        raised.model.batch_size = 8;
         assert_eq!(config.fingerprint(), raised.fingerprint());
         let mut linked = config.clone();
         linked.model.link_threshold = Some(0.2);

@@ -647,8 +647,8 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         )),
         segmentation: config.segmentation,
     };
-    let threads = config.model.threads_per_worker(ctx.local_workers);
-    let segmenter = Segmenter::new(&ctx.env, &ctx.model, threads)
+    let settings = config.model.session_settings(ctx.local_workers);
+    let segmenter = Segmenter::with_settings(&ctx.env, &ctx.model, settings)
         .expect("the model was checked before the workers started");
     let shared = SegmentShared::default();
     let log = Rc::new(RefCell::new(WorkerReport::default()));
@@ -1004,7 +1004,9 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             refresh_monitor(ctx, &running, &shared);
         }
         while shared.pending.get() > config.ingest.max_pending_frames {
-            worker.step();
+            // Frames wait for inference on the worker's inference thread, which wakes the worker when a batch is
+            // done; parking (bounded) instead of spinning leaves the cores to it.
+            worker.step_or_park(Some(Duration::from_millis(2)));
         }
         if !progressed {
             // Nothing to send: analyse what is pending, then wait briefly for the stream the merge needs.

@@ -64,6 +64,27 @@ pub fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system, all threads) used so far by this process and by its waited-for children (0 where
+/// `/proc` is not available). `/proc` counts in ticks of 1/100 s, plenty over runs of seconds.
+pub fn cpu_seconds() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    // Fields after the parenthesised command name (which may hold spaces): utime, stime, cutime, cstime are the
+    // 14th to 17th fields, so the 12th to 15th after it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match ticks[..] {
+        [u, s, cu, cs] => ((u + s) / 100.0, (cu + cs) / 100.0),
+        _ => (0.0, 0.0),
+    }
+}
+
 /// A good-quality frame row of stream `s` (patient `s / 4`).
 fn template(s: usize) -> FrameMetrics {
     FrameMetrics {

@@ -33,8 +33,8 @@ pub struct BenchArgs {
     /// Worker threads for the end-to-end run.
     #[arg(short = 'w', long = "workers", default_value_t = 1)]
     pub workers: usize,
-    /// Inference batch size.
-    #[arg(long, default_value_t = 4)]
+    /// Inference batch size of the inference-only bound (`capflow run`'s default is 1).
+    #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// ONNX Runtime threads for the per-model speed table (default: all cores).
     #[arg(long)]
@@ -463,6 +463,7 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         format: PixelFormat::Rgb8,
         ..Default::default()
     };
+    let cpu_before = aggregation::cpu_seconds();
     let start = Instant::now();
     let mut source = Source::open(&clip_str, Arc::clone(&info), &options)?;
     let mut decoded = 0u64;
@@ -474,25 +475,31 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         decoded += 1;
     }
     let decode_time = start.elapsed();
+    let decode_cpu = aggregation::cpu_seconds().0 - cpu_before.0;
     let Some(frame) = first else {
         bail!("the benchmark clip decoded to no frames")
     };
 
-    // (2) inference only: the ONNX model on batches of preprocessed frames; and pre/post-processing alone.
+    // (2) inference only: the ONNX model on batches of preprocessed frames, with the session settings the
+    // end-to-end run gives each worker (threads = cores ÷ workers, idle threads sleeping); and pre/post-processing
+    // alone.
     let model = load_model("builtin")?;
     let env = ort_environment(&ort_library(None)?)?;
-    let mut segmenter = Segmenter::new(&env, &model, 1)?;
+    let run_settings = crate::config::ModelConfig::default().session_settings(args.workers);
+    let mut segmenter = Segmenter::with_settings(&env, &model, run_settings)?;
     let input = preprocess(&frame, &model.card.input);
     let batch = args.batch.max(1);
     let refs = vec![&input; batch];
     let rounds = (decoded as usize).div_ceil(batch);
     segmenter.run(&refs[..1])?; // warm-up
+    let cpu_before = aggregation::cpu_seconds();
     let start = Instant::now();
     let mut probs = Vec::new();
     for _ in 0..rounds {
         probs = segmenter.run(&refs)?;
     }
     let infer_time = start.elapsed();
+    let infer_cpu = aggregation::cpu_seconds().0 - cpu_before.0;
     let params = model.card.metric_params();
     let start = Instant::now();
     for _ in 0..decoded.min(50) {
@@ -517,9 +524,11 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     .arg(&out_dir)
     .args(["-w", &args.workers.to_string()])
     .stdout(std::process::Stdio::null());
+    let cpu_before = aggregation::cpu_seconds();
     let start = Instant::now();
     let (status, peak_kb) = run_with_peak_rss(&mut cmd)?;
     let e2e_time = start.elapsed();
+    let e2e_cpu = aggregation::cpu_seconds().1 - cpu_before.1;
     if !status.success() {
         bail!("the end-to-end run failed ({status})");
     }
@@ -532,20 +541,37 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let speeds = model_table(&env, &frame, threads, args.max_megapixels)?;
     let bound = decode_fps.min(infer_fps);
+    // CPU milliseconds per frame of each part; on shared cores the parts add up, so the cores divided by their sum
+    // is a second, tighter bound.
+    let per_frame_ms = |cpu: f64, frames: u64| cpu * 1e3 / frames.max(1) as f64;
+    let decode_cpu_ms = per_frame_ms(decode_cpu, decoded);
+    let infer_cpu_ms = per_frame_ms(infer_cpu, (rounds * batch) as u64);
+    let e2e_cpu_ms = per_frame_ms(e2e_cpu, decoded);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpu_bound = cores * 1e3 / (decode_cpu_ms + infer_cpu_ms).max(1e-9);
     println!("pipeline — {decoded} frames of 1920x1080 H.264");
-    println!("  decode only (GStreamer → RGB frames)      {decode_fps:>8.1} frames/s");
-    println!("  inference only (ONNX, batch {batch})           {infer_fps:>8.1} frames/s");
+    println!(
+        "  decode only (GStreamer → RGB frames)      {decode_fps:>8.1} frames/s  {decode_cpu_ms:>6.1} CPU-ms/frame"
+    );
+    println!(
+        "  inference only (ONNX, batch {batch}, {} threads) {infer_fps:>8.1} frames/s  {infer_cpu_ms:>6.1} CPU-ms/frame",
+        run_settings.intra_threads
+    );
     println!(
         "  pre+post-processing per frame              {:>8.1} ms",
         prepost_time.as_secs_f64() * 1e3
     );
     println!(
-        "  end to end (capflow run -w {})             {e2e_fps:>8.1} frames/s  (incl. start-up)",
+        "  end to end (capflow run -w {})             {e2e_fps:>8.1} frames/s  {e2e_cpu_ms:>6.1} CPU-ms/frame (incl. start-up)",
         args.workers
     );
     println!(
         "  end to end ÷ min(decode, inference)       {:>8.2}",
         e2e_fps / bound
+    );
+    println!(
+        "  end to end ÷ CPU bound ({cores} cores ÷ (decode + inference CPU-ms) = {cpu_bound:.1} frames/s) {:>5.2}",
+        e2e_fps / cpu_bound
     );
     println!(
         "  end to end vs the replaced system (0.84 s/frame) {:>5.1}×",
@@ -558,6 +584,10 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     let json = serde_json::json!({
         "frames": decoded, "width": 1920, "height": 1080,
         "decode_fps": decode_fps, "inference_fps": infer_fps, "batch": batch,
+        "inference_threads": run_settings.intra_threads,
+        "decode_cpu_ms_per_frame": decode_cpu_ms, "inference_cpu_ms_per_frame": infer_cpu_ms,
+        "end_to_end_cpu_ms_per_frame": e2e_cpu_ms, "cpu_bound_fps": cpu_bound,
+        "ratio_end_to_end_to_cpu_bound": e2e_fps / cpu_bound,
         "prepost_ms": prepost_time.as_secs_f64() * 1e3,
         "end_to_end_fps": e2e_fps, "workers": args.workers,
         "ratio_end_to_end_to_bound": e2e_fps / bound,

@@ -1,0 +1,144 @@
+//! The worker's inference thread, without a dataflow: batches come back in order with the probabilities of direct
+//! calls, mixed sizes are grouped, and the operator is woken once per batch. Real ONNX Runtime and the shipped
+//! classical model (`make setup` provides the runtime; ORT_DYLIB_PATH points at it).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capflow_ingest::{Frame, PixelFormat, StreamInfo};
+use capflow_operators::inference::{run_jobs, InferenceThread};
+use capflow_operators::model::Model;
+use capflow_operators::preprocess::{preprocess, ModelInput};
+use capflow_operators::{ort_environment, Segmenter};
+use capflow_synth::{Renderer, SynthSpec};
+
+fn ort_library() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/libonnxruntime.so")
+        })
+}
+
+fn model() -> Model {
+    Model::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"),
+    )
+    .expect("the shipped model card loads")
+}
+
+/// Model inputs of generated skin frames of `size`, seeds `seeds`.
+fn inputs(model: &Model, size: (u32, u32), seeds: std::ops::Range<u64>) -> Vec<ModelInput> {
+    seeds
+        .map(|seed| {
+            let mut spec = SynthSpec::preset("skin").unwrap();
+            (spec.width, spec.height, spec.frames, spec.seed) = (size.0, size.1, 1, seed);
+            let frame = Frame {
+                stream: Arc::new(StreamInfo::new("s", "p", "forearm", spec.um_per_px)),
+                index: 0,
+                pts_ns: 0,
+                width: spec.width,
+                height: spec.height,
+                format: PixelFormat::Rgb8,
+                data: Renderer::new(&spec).unwrap().render(0).rgb,
+            };
+            preprocess(&frame, &model.card.input)
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_of_one_size_run_together_and_match_direct_calls() {
+    let model = model();
+    let env = ort_environment(&ort_library()).expect("ONNX Runtime: run `make setup`");
+    let mut segmenter = Segmenter::new(&env, &model, 1).unwrap();
+    let small = inputs(&model, (160, 120), 1..3);
+    let large = inputs(&model, (224, 160), 3..4);
+    let jobs = vec![
+        Some(small[0].clone()),
+        None,
+        Some(large[0].clone()),
+        Some(small[1].clone()),
+    ];
+    let (probs, calls) = run_jobs(&mut segmenter, &jobs);
+
+    let sizes: Vec<usize> = calls.iter().map(|c| c.0).collect();
+    assert_eq!(
+        sizes,
+        [2, 1],
+        "the two small frames in one call, the large one alone"
+    );
+    assert!(probs[1].is_none(), "no job, no probabilities");
+    for (i, job) in jobs.iter().enumerate() {
+        let Some(job) = job else { continue };
+        let direct = segmenter.run(&[job]).unwrap().remove(0);
+        let got = probs[i].as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(got, &direct, "job {i}");
+    }
+}
+
+#[test]
+fn the_thread_answers_batches_in_order_and_wakes_once_per_batch() {
+    let model = model();
+    let env = ort_environment(&ort_library()).expect("ONNX Runtime: run `make setup`");
+    let mut direct = Segmenter::new(&env, &model, 1).unwrap();
+    let all = inputs(&model, (160, 120), 10..15);
+    let batches: Vec<Vec<Option<ModelInput>>> = vec![
+        vec![Some(all[0].clone()), Some(all[1].clone())],
+        vec![None, Some(all[2].clone())],
+        vec![Some(all[3].clone()), Some(all[4].clone())],
+    ];
+
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&woken);
+    let mut thread = InferenceThread::spawn(
+        Segmenter::new(&env, &model, 1).unwrap(),
+        "test-infer".into(),
+        move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        },
+    )
+    .unwrap();
+    for batch in &batches {
+        thread.submit(batch.clone());
+    }
+    assert_eq!(thread.in_flight(), 3);
+
+    let mut answers = Vec::new();
+    let start = Instant::now();
+    while answers.len() < batches.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the thread answers"
+        );
+        match thread.try_finished() {
+            Some(finished) => answers.push(finished),
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    assert_eq!(thread.in_flight(), 0);
+    assert!(
+        thread.try_finished().is_none(),
+        "nothing more than was asked"
+    );
+    assert_eq!(woken.load(Ordering::SeqCst), 3, "woken once per batch");
+
+    for (batch, answer) in batches.iter().zip(&answers) {
+        let returned: Vec<bool> = answer.jobs.iter().map(Option::is_some).collect();
+        let sent: Vec<bool> = batch.iter().map(Option::is_some).collect();
+        assert_eq!(returned, sent, "the jobs come back with their answer");
+        for (job, probs) in batch.iter().zip(&answer.probs) {
+            match job {
+                Some(job) => assert_eq!(
+                    probs.as_ref().unwrap().as_ref().unwrap(),
+                    &direct.run(&[job]).unwrap()[0]
+                ),
+                None => assert!(probs.is_none()),
+            }
+        }
+    }
+    // Dropping it ends and joins the thread.
+    drop(thread);
+}
