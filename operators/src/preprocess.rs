@@ -37,9 +37,7 @@ pub fn channel_plane(data: &[u8], format: PixelFormat, channel: Channel) -> Vec<
         (PixelFormat::Rgb8, Channel::Redness) => {
             // Every (R, G) pair's value once (65,536 divisions instead of one per pixel), same arithmetic, so the
             // plane is bit-for-bit what the formula gives.
-            let table: Vec<f32> = (0..=255u8)
-                .flat_map(|r| (0..=255u8).map(move |g| redness(r, g)))
-                .collect();
+            let table = redness_table();
             data.chunks_exact(3)
                 .map(|p| table[usize::from(p[0]) << 8 | usize::from(p[1])])
                 .collect()
@@ -107,7 +105,50 @@ pub fn resize(src: &[f32], w: usize, h: usize, out_w: usize, out_h: usize) -> Ve
 }
 
 /// Filters each of `h` rows of width `w` with the horizontal taps `tx`.
+///
+/// The taps are padded with zero weights to one length, so the inner loop has a fixed length the compiler unrolls;
+/// the zeros add exactly nothing (every product is ≥ 0), so the pixels are bit-for-bit those of a plain loop over
+/// each tap's own weights (`fixed_length_taps_change_no_bit`).
 fn horizontal(src: &[f32], w: usize, h: usize, tx: &[Taps]) -> Vec<f32> {
+    let k = tx.iter().map(|t| t.weights.len()).max().unwrap_or(0);
+    match k {
+        1 => horizontal_fixed::<1>(src, w, h, tx),
+        2 => horizontal_fixed::<2>(src, w, h, tx),
+        3 => horizontal_fixed::<3>(src, w, h, tx),
+        4 => horizontal_fixed::<4>(src, w, h, tx),
+        5 => horizontal_fixed::<5>(src, w, h, tx),
+        6 => horizontal_fixed::<6>(src, w, h, tx),
+        7 => horizontal_fixed::<7>(src, w, h, tx),
+        8 => horizontal_fixed::<8>(src, w, h, tx),
+        _ => horizontal_any(src, w, h, tx),
+    }
+}
+
+/// [`horizontal`] for taps of at most `K` weights (`K ≤ w`, as taps never reach outside the row).
+fn horizontal_fixed<const K: usize>(src: &[f32], w: usize, h: usize, tx: &[Taps]) -> Vec<f32> {
+    // Each tap as K weights from a start that keeps the window inside the row; zeros before and after its own.
+    let padded: Vec<(usize, [f32; K])> = tx
+        .iter()
+        .map(|t| {
+            let start = t.first.min(w - K);
+            let mut weights = [0.0f32; K];
+            weights[t.first - start..][..t.weights.len()].copy_from_slice(&t.weights);
+            (start, weights)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tx.len() * h);
+    for y in 0..h {
+        let row = &src[y * w..][..w];
+        out.extend(padded.iter().map(|(start, weights)| {
+            let window: &[f32; K] = row[*start..][..K].try_into().expect("K samples");
+            window.iter().zip(weights).map(|(v, k)| v * k).sum::<f32>()
+        }));
+    }
+    out
+}
+
+/// [`horizontal`] for any tap length (strong shrinking).
+fn horizontal_any(src: &[f32], w: usize, h: usize, tx: &[Taps]) -> Vec<f32> {
     let mut out = Vec::with_capacity(tx.len() * h);
     for y in 0..h {
         let row = &src[y * w..][..w];
@@ -133,6 +174,86 @@ fn vertical(src: &[f32], w: usize, ty: &[Taps]) -> Vec<f32> {
         }
     }
     out
+}
+
+/// `resize(&channel_plane(data, format, channel), w, h, out_w, out_h)` without the full-resolution plane: when
+/// shrinking, each source row is converted once into a ring of the few rows the vertical taps span, and the
+/// vertical pass reads them there. Same values, same arithmetic in the same order, so the same bits
+/// (`a_channel_resized_in_one_pass_is_the_two_step_result`); a 1080p frame no longer writes and rereads an 8 MB plane.
+pub fn channel_resized(
+    data: &[u8],
+    format: PixelFormat,
+    channel: Channel,
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+) -> Vec<f32> {
+    if (out_w, out_h) == (w, h) || out_h > h {
+        return resize(&channel_plane(data, format, channel), w, h, out_w, out_h);
+    }
+    let (tx, ty) = (taps(w, out_w), taps(h, out_h));
+    let span = ty.iter().map(|t| t.weights.len()).max().unwrap_or(1).max(1);
+    let stride = w * format.channels();
+    let convert = row_converter(format, channel);
+    let mut ring = vec![0.0f32; span * w];
+    let mut held = vec![usize::MAX; span];
+    let mut cols = vec![0.0f32; w * out_h];
+    for (oy, t) in ty.iter().enumerate() {
+        let dst = &mut cols[oy * w..][..w];
+        for (k, &weight) in t.weights.iter().enumerate() {
+            // The rows one output row needs are consecutive and never more than `span`, and the taps move
+            // forward: a slot is overwritten only once its row is no longer needed.
+            let r = t.first + k;
+            let slot = r % span;
+            let row = &mut ring[slot * w..][..w];
+            if held[slot] != r {
+                convert(&data[r * stride..][..stride], row);
+                held[slot] = r;
+            }
+            dst.iter_mut()
+                .zip(row.iter())
+                .for_each(|(d, v)| *d += weight * v);
+        }
+    }
+    horizontal(&cols, w, out_h, &tx)
+}
+
+/// Converts one row of pixels to `channel` values exactly as [`channel_plane`] does.
+fn row_converter(format: PixelFormat, channel: Channel) -> Box<dyn Fn(&[u8], &mut [f32])> {
+    match (format, channel) {
+        (PixelFormat::Gray8, Channel::Redness) => Box::new(|_, out| out.fill(0.0)),
+        (PixelFormat::Gray8, _) => Box::new(|src, out| {
+            out.iter_mut()
+                .zip(src)
+                .for_each(|(o, &v)| *o = f32::from(v))
+        }),
+        (PixelFormat::Rgb8, Channel::Green) => Box::new(|src, out| {
+            out.iter_mut()
+                .zip(src.chunks_exact(3))
+                .for_each(|(o, p)| *o = f32::from(p[1]))
+        }),
+        (PixelFormat::Rgb8, Channel::Luma) => Box::new(|src, out| {
+            out.iter_mut().zip(src.chunks_exact(3)).for_each(|(o, p)| {
+                *o = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32 + 128) >> 8) as f32
+            })
+        }),
+        (PixelFormat::Rgb8, Channel::Redness) => {
+            let table = redness_table();
+            Box::new(move |src, out| {
+                out.iter_mut()
+                    .zip(src.chunks_exact(3))
+                    .for_each(|(o, p)| *o = table[usize::from(p[0]) << 8 | usize::from(p[1])])
+            })
+        }
+    }
+}
+
+/// Every (R, G) pair's redness, indexed `R << 8 | G`.
+fn redness_table() -> Vec<f32> {
+    (0..=255u8)
+        .flat_map(|r| (0..=255u8).map(move |g| redness(r, g)))
+        .collect()
 }
 
 /// Pixel size (µm) a `w × h` frame of `um_per_px` is segmented at: the card's `um_per_px`, or with a
@@ -289,13 +410,9 @@ pub fn preprocess_with_green(
     for &channel in &spec.channels {
         let resized = match (channel, green) {
             (Channel::Green, Some(g)) => std::borrow::Cow::Borrowed(g),
-            _ => std::borrow::Cow::Owned(resize(
-                &channel_plane(data, format, channel),
-                w,
-                h,
-                out_w,
-                out_h,
-            )),
+            _ => {
+                std::borrow::Cow::Owned(channel_resized(data, format, channel, w, h, out_w, out_h))
+            }
         };
         // Padding repeats the edge so the background estimate near the border stays sane.
         for y in 0..pad_h {
@@ -411,6 +528,57 @@ mod tests {
             let (r, g) = (p[0] as f32, p[1] as f32);
             let expected = (2.0 * (r - g) / (r + g + 1.0)).clamp(0.0, 1.0) * 255.0;
             assert_eq!(v.to_bits(), expected.to_bits(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn fixed_length_taps_change_no_bit() {
+        let (w, h) = (1920, 3);
+        let src: Vec<f32> = (0..w * h)
+            .map(|i| ((i * 7919) % 256) as f32 * 0.73)
+            .collect();
+        for out_w in [1920, 1033, 960, 480, 200, 2500, 3] {
+            let tx = taps(w, out_w);
+            let fast = horizontal(&src, w, h, &tx);
+            let plain = horizontal_any(&src, w, h, &tx);
+            assert_eq!(fast.len(), plain.len());
+            assert!(
+                fast.iter()
+                    .zip(&plain)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{out_w}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_channel_resized_in_one_pass_is_the_two_step_result() {
+        let (w, h) = (211, 137);
+        let rgb: Vec<u8> = (0..w * h * 3)
+            .map(|i| ((i * 2654435761usize) >> 7) as u8)
+            .collect();
+        let gray: Vec<u8> = rgb.iter().step_by(3).copied().collect();
+        for (ow, oh) in [
+            (113, 73),
+            (211, 137),
+            (50, 20),
+            (300, 60),
+            (211, 200),
+            (7, 5),
+        ] {
+            for (data, format) in [(&rgb, PixelFormat::Rgb8), (&gray, PixelFormat::Gray8)] {
+                for channel in [Channel::Green, Channel::Luma, Channel::Redness] {
+                    let two = resize(&channel_plane(data, format, channel), w, h, ow, oh);
+                    let one = channel_resized(data, format, channel, w, h, ow, oh);
+                    assert_eq!(one.len(), two.len());
+                    assert!(
+                        one.iter()
+                            .zip(&two)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{ow}x{oh} {format:?} {channel:?}"
+                    );
+                }
+            }
         }
     }
 

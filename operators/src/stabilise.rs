@@ -15,7 +15,7 @@ use timely::dataflow::Stream;
 
 use crate::drift::{DriftTracker, Shift};
 use crate::model::{Channel, InputSpec};
-use crate::preprocess::{channel_plane, model_size, resize};
+use crate::preprocess::{channel_resized, model_size};
 use crate::quality::{frame_quality, FrameQuality};
 
 /// Largest side of the window phase correlation works on (larger planes are downsampled first).
@@ -61,12 +61,7 @@ impl Stabiliser {
         let (w, h) = (frame.width as usize, frame.height as usize);
         let um = frame.stream.um_per_px;
         let (ow, oh) = model_size(w, h, um, spec);
-        let plane = channel_plane(&frame.data, frame.format, Channel::Green);
-        let luma = if (ow, oh) == (w, h) {
-            plane
-        } else {
-            resize(&plane, w, h, ow, oh)
-        };
+        let luma = channel_resized(&frame.data, frame.format, Channel::Green, w, h, ow, oh);
         let luma_um = um * w as f64 / ow as f64;
         let entry = self
             .trackers
