@@ -219,8 +219,11 @@ pub fn channel_resized(
     horizontal(&cols, w, out_h, &tx)
 }
 
+/// Writes one row of pixels' channel values into a row of floats.
+type RowConverter = Box<dyn Fn(&[u8], &mut [f32])>;
+
 /// Converts one row of pixels to `channel` values exactly as [`channel_plane`] does.
-fn row_converter(format: PixelFormat, channel: Channel) -> Box<dyn Fn(&[u8], &mut [f32])> {
+fn row_converter(format: PixelFormat, channel: Channel) -> RowConverter {
     match (format, channel) {
         (PixelFormat::Gray8, Channel::Redness) => Box::new(|_, out| out.fill(0.0)),
         (PixelFormat::Gray8, _) => Box::new(|src, out| {
