@@ -2,50 +2,22 @@
 //! calls, mixed sizes are grouped, and the operator is woken once per batch. Real ONNX Runtime and the shipped
 //! classical model (`make setup` provides the runtime; ORT_DYLIB_PATH points at it).
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capflow_ingest::{Frame, PixelFormat, StreamInfo};
 use capflow_operators::inference::{run_jobs, InferenceThread};
 use capflow_operators::model::Model;
 use capflow_operators::preprocess::{preprocess, ModelInput};
 use capflow_operators::{ort_environment, Segmenter};
-use capflow_synth::{Renderer, SynthSpec};
 
-fn ort_library() -> PathBuf {
-    std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/libonnxruntime.so")
-        })
-}
-
-fn model() -> Model {
-    Model::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"),
-    )
-    .expect("the shipped model card loads")
-}
+mod common;
+use common::{classical_model as model, ort_library, skin_frame};
 
 /// Model inputs of generated skin frames of `size`, seeds `seeds`.
 fn inputs(model: &Model, size: (u32, u32), seeds: std::ops::Range<u64>) -> Vec<ModelInput> {
     seeds
-        .map(|seed| {
-            let mut spec = SynthSpec::preset("skin").unwrap();
-            (spec.width, spec.height, spec.frames, spec.seed) = (size.0, size.1, 1, seed);
-            let frame = Frame {
-                stream: Arc::new(StreamInfo::new("s", "p", "forearm", spec.um_per_px)),
-                index: 0,
-                pts_ns: 0,
-                width: spec.width,
-                height: spec.height,
-                format: PixelFormat::Rgb8,
-                data: Renderer::new(&spec).unwrap().render(0).rgb,
-            };
-            preprocess(&frame, &model.card.input)
-        })
+        .map(|seed| preprocess(&skin_frame(size.0, size.1, seed), &model.card.input))
         .collect()
 }
 

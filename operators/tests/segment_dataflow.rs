@@ -1,7 +1,6 @@
 //! The segment operator inside a timely dataflow, on generated frames with known ground truth, against the shipped
 //! classical model and the real ONNX Runtime (`make setup` provides it; ORT_DYLIB_PATH points at it).
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use capflow_ingest::{Frame, PixelFormat, StreamInfo};
@@ -20,20 +19,12 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::InputHandle;
 
-fn ort_library() -> PathBuf {
-    std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.deps/onnxruntime/libonnxruntime.so")
-        })
-}
+mod common;
+use common::{classical_model, ort_library, skin_frame};
 
 #[test]
 fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
-    let model = Model::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"),
-    )
-    .expect("the shipped model card loads");
+    let model = classical_model();
     let env = ort_environment(&ort_library())
         .expect("ONNX Runtime: run `make setup` or set ORT_DYLIB_PATH");
 
@@ -135,22 +126,9 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
 /// at a low segmentation rate); without a wait it stays until the batch fills or event time moves on.
 #[test]
 fn a_partial_batch_runs_after_the_maximum_wait_without_event_time_moving() {
-    let model = Model::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/capillary-classical-v1.toml"),
-    )
-    .unwrap();
+    let model = classical_model();
     let env = ort_environment(&ort_library()).unwrap();
-    let mut spec = SynthSpec::preset("skin").unwrap();
-    (spec.width, spec.height, spec.frames) = (160, 120, 1);
-    let frame = Frame {
-        stream: Arc::new(StreamInfo::new("s", "p", "forearm", spec.um_per_px)),
-        index: 0,
-        pts_ns: 0,
-        width: spec.width,
-        height: spec.height,
-        format: PixelFormat::Rgb8,
-        data: Renderer::new(&spec).unwrap().render(0).rgb,
-    };
+    let frame = skin_frame(160, 120, 1);
     for max_wait in [None, Some(std::time::Duration::from_millis(50))] {
         let params = SegmentParams {
             input: model.card.input.clone(),

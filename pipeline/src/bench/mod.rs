@@ -784,7 +784,10 @@ mod tests {
         let mut x = 0u64;
         // Busy until the counter moves (a few ticks of 10 ms), however loaded the machine.
         while aggregation::cpu_seconds().0 - before < 0.05 {
-            assert!(start.elapsed() < Duration::from_secs(30), "CPU time never grew");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "CPU time never grew"
+            );
             for _ in 0..100_000 {
                 x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
             }
