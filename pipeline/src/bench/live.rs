@@ -84,7 +84,8 @@ fn steady_state(out_dir: &Path, streams: usize) -> anyhow::Result<(f64, f64)> {
             let span = (e.end_ms - e.start_ms).max(1) as f64;
             e.frames_lost as f64 * (overlap / span).min(1.0)
         })
-        .sum();
+        // `sum` of no f64 is -0.0, which prints as "-0".
+        .fold(0.0, |total, lost| total + lost);
     let sent = streams as f64 * FPS * (to - from) as f64 / 1000.0;
     Ok((sent, dropped))
 }
