@@ -33,9 +33,9 @@ impl Component {
 
 /// Labels the 8-connected components of `mask` (`true` = foreground) of size `width × height`.
 ///
-/// Iterative flood fill with an explicit stack: no recursion depth limits on large vessels.
+/// Runs joined by union-find: no recursion or stack that grows with a vessel's size.
 pub fn components(mask: &[bool], prob: &[f32], width: usize, height: usize) -> Vec<Component> {
-    flood(mask, prob, width, height, |_, _| {})
+    flood(mask, prob, width, height, |_, _, _| {})
 }
 
 /// Like [`components`], and also returns a label per pixel: 0 for background, `k + 1` for the pixels of the
@@ -47,8 +47,8 @@ pub fn label_components(
     height: usize,
 ) -> (Vec<u32>, Vec<Component>) {
     let mut labels = vec![0u32; mask.len()];
-    let comps = flood(mask, prob, width, height, |pixel, comp| {
-        labels[pixel] = comp as u32 + 1;
+    let comps = flood(mask, prob, width, height, |row, xs, comp| {
+        labels[row + xs.start..row + xs.end].fill(comp as u32 + 1);
     });
     (labels, comps)
 }
@@ -68,15 +68,21 @@ pub fn label_linked(
     let low: Vec<bool> = prob.iter().map(|&p| p > link.min(threshold)).collect();
     let (mut labels, linked) = label_components(&low, prob, width, height);
     let mut core = vec![Component::EMPTY; linked.len()];
-    for (i, label) in labels.iter_mut().enumerate() {
-        if *label == 0 {
-            continue;
+    for (y, (row, row_prob)) in labels
+        .chunks_exact_mut(width.max(1))
+        .zip(prob.chunks_exact(width.max(1)))
+        .enumerate()
+    {
+        for (x, (label, &p)) in row.iter_mut().zip(row_prob).enumerate() {
+            if *label == 0 {
+                continue;
+            }
+            if p <= threshold {
+                *label = 0;
+                continue;
+            }
+            core[*label as usize - 1].add(x, y, p);
         }
-        if prob[i] <= threshold {
-            *label = 0;
-            continue;
-        }
-        core[*label as usize - 1].add(i % width, i / width, prob[i]);
     }
     // Renumber: linked pieces without a core pixel are not components.
     let mut renumber = vec![0u32; core.len()];
@@ -93,40 +99,100 @@ pub fn label_linked(
     (labels, out)
 }
 
-/// The flood fill behind [`components`] and [`label_components`]; `visit(pixel, component index)` sees every
-/// foreground pixel once.
+/// A horizontal run of foreground pixels: row `y`, columns `x0..x1`.
+#[derive(Clone, Copy)]
+struct Run {
+    y: u32,
+    x0: u32,
+    x1: u32,
+}
+
+/// Root of run `i` in the union-find forest, halving the path on the way.
+fn root(parent: &mut [u32], mut i: u32) -> u32 {
+    while parent[i as usize] != i {
+        let up = parent[parent[i as usize] as usize];
+        parent[i as usize] = up;
+        i = up;
+    }
+    i
+}
+
+/// The labelling behind [`components`] and [`label_components`]: runs of each row are joined by union-find with the
+/// runs of the row above that touch them (8-connected: overlapping, or diagonal at an end). Components are numbered
+/// in the raster order of their first pixel and measured in raster order, so the result does not depend on how the
+/// runs were joined. `visit(row start index, x0..x1, component)` sees every run once. A per-pixel flood fill did the
+/// same with a stack push, a division and eight neighbour tests per pixel: 8 % of a sublingual run's CPU time, where
+/// vessel meshes cover a fifth of the frame.
 fn flood(
     mask: &[bool],
     prob: &[f32],
     width: usize,
     height: usize,
-    mut visit: impl FnMut(usize, usize),
+    mut visit: impl FnMut(usize, std::ops::Range<usize>, usize),
 ) -> Vec<Component> {
-    let mut seen = vec![false; mask.len()];
-    let mut stack = Vec::new();
-    let mut out = Vec::new();
-    for start in 0..mask.len() {
-        if !mask[start] || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let mut comp = Component::EMPTY;
-        while let Some(i) = stack.pop() {
-            let (x, y) = (i % width, i / width);
-            visit(i, out.len());
-            comp.add(x, y, prob[i]);
-            for ny in y.saturating_sub(1)..=(y + 1).min(height - 1) {
-                for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
-                    let j = ny * width + nx;
-                    if mask[j] && !seen[j] {
-                        seen[j] = true;
-                        stack.push(j);
-                    }
+    let mut runs: Vec<Run> = Vec::new();
+    let mut parent: Vec<u32> = Vec::new();
+    let mut above = 0..0;
+    for y in 0..height {
+        let row = &mask[y * width..(y + 1) * width];
+        let here = runs.len();
+        // Runs of the row above that end before the current run starts cannot touch it or any later run.
+        let mut first_above = above.start;
+        let mut x = 0;
+        while x < width {
+            if !row[x] {
+                x += 1;
+                continue;
+            }
+            let x0 = x;
+            while x < width && row[x] {
+                x += 1;
+            }
+            let id = runs.len() as u32;
+            runs.push(Run {
+                y: y as u32,
+                x0: x0 as u32,
+                x1: x as u32,
+            });
+            parent.push(id);
+            while first_above < above.end && (runs[first_above].x1 as usize) < x0 {
+                first_above += 1;
+            }
+            let mut j = first_above;
+            while j < above.end && runs[j].x0 as usize <= x {
+                let (a, b) = (root(&mut parent, id), root(&mut parent, j as u32));
+                if a != b {
+                    // The older run's root wins, so roots stay early in raster order.
+                    let (keep, join) = (a.min(b), a.max(b));
+                    parent[join as usize] = keep;
                 }
+                j += 1;
             }
         }
-        out.push(comp);
+        above = here..runs.len();
+    }
+    let mut component_of = vec![u32::MAX; runs.len()];
+    let mut out: Vec<Component> = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let r = root(&mut parent, i as u32) as usize;
+        if component_of[r] == u32::MAX {
+            component_of[r] = out.len() as u32;
+            out.push(Component::EMPTY);
+        }
+        let k = component_of[r] as usize;
+        let (y, x0, x1) = (run.y as usize, run.x0 as usize, run.x1 as usize);
+        let c = &mut out[k];
+        c.area_px += x1 - x0;
+        for &p in &prob[y * width + x0..y * width + x1] {
+            c.prob_sum += p as f64;
+        }
+        c.bbox = [
+            c.bbox[0].min(x0),
+            c.bbox[1].min(y),
+            c.bbox[2].max(x1 - 1),
+            c.bbox[3].max(y),
+        ];
+        visit(y * width, x0..x1, k);
     }
     out
 }
@@ -190,6 +256,70 @@ mod tests {
             assert_eq!(n, c.area_px);
         }
         assert!(labels.iter().zip(&mask).all(|(&l, &m)| (l > 0) == m));
+    }
+
+    /// The per-pixel depth-first flood fill the run labelling replaced, as the reference: components in the
+    /// raster order of their first pixel, labels, areas and boxes.
+    fn reference(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, Vec<(usize, [usize; 4])>) {
+        let mut labels = vec![0u32; mask.len()];
+        let mut out = Vec::new();
+        for start in 0..mask.len() {
+            if !mask[start] || labels[start] > 0 {
+                continue;
+            }
+            let id = out.len() as u32 + 1;
+            labels[start] = id;
+            let mut stack = vec![start];
+            let mut c = Component::EMPTY;
+            while let Some(i) = stack.pop() {
+                let (x, y) = (i % w, i / w);
+                c.add(x, y, 0.0);
+                for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                    for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                        let j = ny * w + nx;
+                        if mask[j] && labels[j] == 0 {
+                            labels[j] = id;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            out.push((c.area_px, c.bbox));
+        }
+        (labels, out)
+    }
+
+    #[test]
+    fn run_labelling_matches_a_pixel_flood_fill_on_random_masks() {
+        // Random masks from sparse specks to dense meshes, including U shapes whose arms join rows later (the
+        // case union-find exists for) and sizes of one row or one column.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..300 {
+            let (w, h) = (1 + (next() % 40) as usize, 1 + (next() % 30) as usize);
+            let density = [0.1, 0.3, 0.5, 0.7][case % 4];
+            let mask: Vec<bool> = (0..w * h)
+                .map(|_| (next() % 1000) as f64 / 1000.0 < density)
+                .collect();
+            let prob: Vec<f32> = (0..w * h).map(|i| (i % 7) as f32 / 7.0).collect();
+            let (labels, comps) = label_components(&mask, &prob, w, h);
+            let (want_labels, want) = reference(&mask, w, h);
+            assert_eq!(labels, want_labels, "case {case}: {w}x{h}");
+            let got: Vec<_> = comps.iter().map(|c| (c.area_px, c.bbox)).collect();
+            assert_eq!(got, want, "case {case}: {w}x{h}");
+            for (k, c) in comps.iter().enumerate() {
+                // Summed in raster order.
+                let sum = (0..w * h)
+                    .filter(|&i| labels[i] == k as u32 + 1)
+                    .fold(0.0, |s, i| s + prob[i] as f64);
+                assert_eq!(c.prob_sum, sum, "case {case}");
+            }
+        }
     }
 
     #[test]
