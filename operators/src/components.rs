@@ -35,7 +35,7 @@ impl Component {
 ///
 /// Runs joined by union-find: no recursion or stack that grows with a vessel's size.
 pub fn components(mask: &[bool], prob: &[f32], width: usize, height: usize) -> Vec<Component> {
-    flood(mask, prob, width, height, |_, _, _| {})
+    label_runs(mask, prob, width, height, |_, _, _| {})
 }
 
 /// Like [`components`], and also returns a label per pixel: 0 for background, `k + 1` for the pixels of the
@@ -47,7 +47,7 @@ pub fn label_components(
     height: usize,
 ) -> (Vec<u32>, Vec<Component>) {
     let mut labels = vec![0u32; mask.len()];
-    let comps = flood(mask, prob, width, height, |row, xs, comp| {
+    let comps = label_runs(mask, prob, width, height, |row, xs, comp| {
         labels[row + xs.start..row + xs.end].fill(comp as u32 + 1);
     });
     (labels, comps)
@@ -120,10 +120,9 @@ fn root(parent: &mut [u32], mut i: u32) -> u32 {
 /// The labelling behind [`components`] and [`label_components`]: runs of each row are joined by union-find with the
 /// runs of the row above that touch them (8-connected: overlapping, or diagonal at an end). Components are numbered
 /// in the raster order of their first pixel and measured in raster order, so the result does not depend on how the
-/// runs were joined. `visit(row start index, x0..x1, component)` sees every run once. A per-pixel flood fill did the
-/// same with a stack push, a division and eight neighbour tests per pixel: 8 % of a sublingual run's CPU time, where
-/// vessel meshes cover a fifth of the frame.
-fn flood(
+/// runs were joined. `visit(row start index, x0..x1, component)` sees every run once. Work is per run, not per
+/// pixel, which matters where vessel meshes cover a fifth of the frame (sublingual).
+fn label_runs(
     mask: &[bool],
     prob: &[f32],
     width: usize,
