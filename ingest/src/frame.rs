@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::pool::FrameData;
+
 /// Pixel layout of [`Frame::data`].
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
@@ -76,8 +78,8 @@ pub struct Frame {
     pub height: u32,
     /// Layout of `data`.
     pub format: PixelFormat,
-    /// `width * height * format.channels()` bytes, row-major.
-    pub data: Vec<u8>,
+    /// `width * height * format.channels()` bytes, row-major; back to the source's pool when the frame is dropped.
+    pub data: FrameData,
 }
 
 impl Frame {
@@ -102,7 +104,7 @@ mod tests {
             width: 1,
             height: 1,
             format: PixelFormat::Gray8,
-            data: vec![0],
+            data: vec![0].into(),
         };
         assert_eq!(frame.event_time_ms(), 1_120);
     }

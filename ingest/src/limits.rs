@@ -101,6 +101,20 @@ pub fn pack_plane(
     height: u32,
     format: PixelFormat,
 ) -> Result<Vec<u8>, IngestError> {
+    let mut out = Vec::new();
+    pack_plane_into(plane, stride, width, height, format, &mut out)?;
+    Ok(out)
+}
+
+/// [`pack_plane`] into `out` (cleared first), so that a buffer can serve frame after frame.
+pub fn pack_plane_into(
+    plane: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    format: PixelFormat,
+    out: &mut Vec<u8>,
+) -> Result<(), IngestError> {
     let layout = |message: String| IngestError::FrameLayout { message };
     if width == 0 || height == 0 {
         return Err(layout(format!("empty frame {width}x{height}")));
@@ -123,12 +137,8 @@ pub fn pack_plane(
             plane.len()
         )));
     }
-    Ok(crate::source::pack_rows(
-        plane,
-        stride,
-        row_bytes,
-        height as usize,
-    ))
+    crate::source::pack_rows_into(plane, stride, row_bytes, height as usize, out);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
+use crate::pool::FramePool;
 use crate::sequence::{list_with_kind, ImageKind};
 use crate::{Frame, FrameLimits, IngestError, PixelFormat, StreamInfo};
 
@@ -78,7 +79,13 @@ pub struct Source {
     /// A limit broken before a frame reached the appsink (caps announced by a parser or decoder); reported in
     /// preference to the decoding error it causes.
     limit_error: LimitSlot,
+    /// Buffers of consumed frames, packed into again (see [`crate::pool`]).
+    pool: Arc<FramePool>,
 }
+
+/// Idle frame buffers a source keeps: frames in flight are bounded by backpressure further on, so a few idle ones
+/// cover the jitter between decoding a frame and dropping an older one.
+const IDLE_FRAME_BUFFERS: usize = 4;
 
 type LimitSlot = Arc<Mutex<Option<IngestError>>>;
 
@@ -262,6 +269,12 @@ impl Source {
                 }
                 Some(true.to_value())
             });
+            decoder.connect("deep-element-added", false, |args| {
+                if let Some(element) = args.get(2).and_then(|v| v.get::<gst::Element>().ok()) {
+                    disable_direct_rendering(&element);
+                }
+                None
+            });
         }
         // Then on the decoded caps (also when they change mid-stream): from there on no frame reaches the converter,
         // and the decoder is told to stop.
@@ -341,6 +354,7 @@ impl Source {
             limits: options.limits,
             format: options.format,
             limit_error,
+            pool: FramePool::new(IDLE_FRAME_BUFFERS),
         };
         if source.pipeline.set_state(gst::State::Playing).is_err() {
             // The bus usually says why (missing plugin, unreadable file).
@@ -521,7 +535,10 @@ impl Source {
         let plane = video
             .plane_data(0)
             .map_err(|_| decode_error("cannot read a decoded plane"))?;
-        let data = crate::limits::pack_plane(plane, stride, width, height, format)?;
+        let mut data = self
+            .pool
+            .take(width as usize * height as usize * format.channels());
+        crate::limits::pack_plane_into(plane, stride, width, height, format, data.bytes_mut())?;
         let index = self.next_index;
         self.next_index += 1;
         // Encoders with B-frames start PTS above zero; frames are timed from the first one.
@@ -556,6 +573,22 @@ impl Drop for Source {
     }
 }
 
+/// Tells a libav decoder to decode into its own frames and copy each one into a pooled buffer.
+///
+/// With direct rendering (the default) libav keeps a reference to the output buffer for later reference frames, so
+/// the decoder base class cannot write its timestamps without a deep copy into a freshly allocated buffer: a new
+/// 6 MB block per 1080p frame, whose pages the kernel faults in and zeroes every time. Without it the single copy
+/// lands in a buffer the pool hands back frame after frame.
+fn disable_direct_rendering(element: &gst::Element) {
+    if element
+        .factory()
+        .is_some_and(|f| f.name().starts_with("avdec_"))
+        && element.has_property("direct-rendering")
+    {
+        element.set_property("direct-rendering", false);
+    }
+}
+
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_TO_UNIX_S: i64 = 2_208_988_800;
 
@@ -569,16 +602,24 @@ fn sender_ms(reference: &str, timestamp: gst::ClockTime) -> Option<i64> {
     }
 }
 
-/// Copies `height` rows of `row_bytes` out of a plane whose rows are `stride` bytes apart (GStreamer pads rows).
-pub(crate) fn pack_rows(plane: &[u8], stride: usize, row_bytes: usize, height: usize) -> Vec<u8> {
+/// Copies `height` rows of `row_bytes` out of a plane whose rows are `stride` bytes apart (GStreamer pads rows) into
+/// `out`, which is cleared first.
+pub(crate) fn pack_rows_into(
+    plane: &[u8],
+    stride: usize,
+    row_bytes: usize,
+    height: usize,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
     if stride == row_bytes {
-        return plane[..row_bytes * height].to_vec();
+        out.extend_from_slice(&plane[..row_bytes * height]);
+        return;
     }
-    let mut out = Vec::with_capacity(row_bytes * height);
+    out.reserve(row_bytes * height);
     for row in plane.chunks(stride).take(height) {
         out.extend_from_slice(&row[..row_bytes]);
     }
-    out
 }
 
 /// `appsrc` fed by a thread with the encoded images, then `decodebin`: one pipeline for the whole sequence.
@@ -663,8 +704,11 @@ mod tests {
     #[test]
     fn pack_rows_drops_stride_padding() {
         let plane = [1, 2, 3, 0, 4, 5, 6, 0];
-        assert_eq!(pack_rows(&plane, 4, 3, 2), vec![1, 2, 3, 4, 5, 6]);
-        assert_eq!(pack_rows(&plane[..6], 3, 3, 2), vec![1, 2, 3, 0, 4, 5]);
+        let mut out = vec![9; 20];
+        pack_rows_into(&plane, 4, 3, 2, &mut out);
+        assert_eq!(out, vec![1, 2, 3, 4, 5, 6]);
+        pack_rows_into(&plane[..6], 3, 3, 2, &mut out);
+        assert_eq!(out, vec![1, 2, 3, 0, 4, 5]);
     }
 
     #[test]

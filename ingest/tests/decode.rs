@@ -204,3 +204,33 @@ fn a_replay_reader_delivers_every_frame_in_order_and_stops_even_when_blocked_on_
     let kinds: Vec<EventKind> = reader.take_events().iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EventKind::Started, EventKind::Stopped]);
 }
+
+#[test]
+fn each_frame_reuses_the_buffer_of_a_frame_already_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_mp4(dir.path(), 12);
+    let mut source =
+        Source::open(path.to_str().unwrap(), info(), &SourceOptions::default()).unwrap();
+    let mut addresses = std::collections::HashSet::new();
+    let mut frames = 0;
+    let mut previous: Option<Vec<u8>> = None;
+    while let Some(frame) = source.next_frame().unwrap() {
+        assert!(
+            frame.data.pooled(),
+            "frame {} belongs to the source's pool",
+            frame.index
+        );
+        addresses.insert(frame.data.as_ptr() as usize);
+        frames += 1;
+        // The ball moves: a reused buffer holds the new frame's pixels, not the old ones.
+        assert_ne!(previous.as_deref(), Some(&frame.data[..]));
+        previous = Some(frame.data.to_vec());
+        // `frame` is dropped here, before the next one is decoded.
+    }
+    assert_eq!(frames, 12);
+    assert_eq!(
+        addresses.len(),
+        1,
+        "every frame after the first is packed into the first one's buffer"
+    );
+}

@@ -165,7 +165,7 @@ mod tests {
             width: 32,
             height: 32,
             format: PixelFormat::Gray8,
-            data: vec![100; 32 * 32],
+            data: vec![100; 32 * 32].into(),
         };
         let map = FlowMap {
             vessels: VesselMap {

@@ -469,7 +469,7 @@ mod tests {
             width: w,
             height: h,
             format,
-            data,
+            data: data.into(),
         }
     }
 

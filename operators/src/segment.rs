@@ -188,10 +188,12 @@ fn valid_region<'a>(input: &ModelInput, prob: &'a [f32]) -> std::borrow::Cow<'a,
     if vw == input.width && vh == input.height {
         std::borrow::Cow::Borrowed(prob)
     } else {
-        prob.chunks_exact(input.width)
-            .take(vh)
-            .flat_map(|row| row[..vw].iter().copied())
-            .collect()
+        // Sized once: a flat_map collect cannot know its length and regrows (copying) several times per frame.
+        let mut valid = Vec::with_capacity(vw * vh);
+        for row in prob.chunks_exact(input.width).take(vh) {
+            valid.extend_from_slice(&row[..vw]);
+        }
+        std::borrow::Cow::Owned(valid)
     }
 }
 

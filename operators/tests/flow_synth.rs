@@ -39,7 +39,7 @@ fn flow_of(spec: &SynthSpec, window: usize) -> (f64, f64, (Option<f64>, f64)) {
             width: spec.width,
             height: spec.height,
             format: PixelFormat::Rgb8,
-            data: rendered.rgb,
+            data: rendered.rgb.into(),
         };
         let stable = stabiliser.stabilise(frame, &input);
         let (lw, lh) = (stable.luma_width, stable.luma_height);

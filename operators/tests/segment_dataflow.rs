@@ -44,7 +44,7 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
                 width: spec.width,
                 height: spec.height,
                 format: PixelFormat::Rgb8,
-                data: r.rgb,
+                data: r.rgb.into(),
             }
         })
         .collect();

@@ -465,7 +465,7 @@ pub(crate) fn segment_image(
         width: image.width,
         height: image.height,
         format: image.format,
-        data: image.data.clone(),
+        data: image.data.clone().into(),
     };
     let input = preprocess(&frame, &model.card.input);
     let prob = segmenter

@@ -42,7 +42,7 @@ fn shipped_model_loads_and_segments_held_out_frames() {
                 width: spec.width,
                 height: spec.height,
                 format: PixelFormat::Rgb8,
-                data: still.rgb,
+                data: still.rgb.into(),
             };
             let input = preprocess(&frame, &model.card.input);
             let prob = segmenter.run(&[&input]).unwrap().pop().unwrap();

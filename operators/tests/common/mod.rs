@@ -35,6 +35,6 @@ pub fn skin_frame(width: u32, height: u32, seed: u64) -> Frame {
         width: spec.width,
         height: spec.height,
         format: PixelFormat::Rgb8,
-        data: Renderer::new(&spec).unwrap().render(0).rgb,
+        data: Renderer::new(&spec).unwrap().render(0).rgb.into(),
     }
 }

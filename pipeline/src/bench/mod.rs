@@ -748,7 +748,7 @@ fn model_table(
         width: spec.width,
         height: spec.height,
         format: PixelFormat::Rgb8,
-        data: still.rgb,
+        data: still.rgb.into(),
     };
     let mut rows = Vec::new();
     for builtin in crate::model::BUILTIN_MODELS {
