@@ -5,6 +5,8 @@
 //! bounded queue, and hands out [`Frame`]s: tightly packed pixels (stride padding removed) tagged with the stream,
 //! patient, frame index and presentation timestamp. Pulling is blocking, so a slow consumer holds the decoder back
 //! instead of buffering without bound (archive replay must never drop frames).
+//! A frame's bytes ([`FrameData`]) go back to its source when the frame is dropped and the next frame is packed into
+//! them, so a long run does not allocate (and fault in) a fresh frame buffer for every frame.
 //!
 //! ```no_run
 //! use std::sync::Arc;
