@@ -85,7 +85,7 @@ pub struct Source {
 
 /// Idle frame buffers a source keeps: frames in flight are bounded by backpressure further on, so a few idle ones
 /// cover the jitter between decoding a frame and dropping an older one.
-const IDLE_FRAME_BUFFERS: usize = 4;
+const IDLE_FRAME_BUFFERS: usize = 2;
 
 type LimitSlot = Arc<Mutex<Option<IngestError>>>;
 
