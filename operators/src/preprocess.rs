@@ -189,6 +189,11 @@ pub fn channel_resized(
     out_w: usize,
     out_h: usize,
 ) -> Vec<f32> {
+    if (format, channel) == (PixelFormat::Gray8, Channel::Redness) {
+        // A grayscale camera has no redness: zero at any size, so there is nothing to filter (for a sublingual
+        // frame this was a whole resize pass per frame).
+        return vec![0.0; out_w * out_h];
+    }
     if (out_w, out_h) == (w, h) || out_h > h {
         return resize(&channel_plane(data, format, channel), w, h, out_w, out_h);
     }
