@@ -692,6 +692,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn libav_decoders_of_a_file_run_without_direct_rendering() {
+        crate::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.mp4");
+        let status = std::process::Command::new("gst-launch-1.0")
+            .args([
+                "-q",
+                "videotestsrc",
+                "num-buffers=3",
+                "!",
+                "video/x-raw,width=64,height=48",
+            ])
+            .args([
+                "!",
+                "x264enc",
+                "!",
+                "h264parse",
+                "!",
+                "mp4mux",
+                "!",
+                "filesink",
+            ])
+            .arg(format!("location={}", path.display()))
+            .status()
+            .expect("gst-launch-1.0 is installed by `make setup`");
+        assert!(status.success());
+        let info = Arc::new(StreamInfo::new("s", "p", "site", 2.2));
+        let mut source =
+            Source::open(path.to_str().unwrap(), info, &SourceOptions::default()).unwrap();
+        assert!(source.next_frame().unwrap().is_some());
+        let decoders: Vec<gst::Element> = source
+            .pipeline
+            .iterate_recurse()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.factory().is_some_and(|f| f.name().starts_with("avdec_")))
+            .collect();
+        assert_eq!(decoders.len(), 1, "one libav decoder for the H.264 stream");
+        assert!(!decoders[0].property::<bool>("direct-rendering"));
+    }
+
+    #[test]
     fn sender_times_convert_from_the_ntp_epoch() {
         // 2026-11-28T00:00:00Z is 1_795_824_000 s after 1970.
         let ntp = gst::ClockTime::from_seconds((1_795_824_000 + NTP_TO_UNIX_S) as u64);
