@@ -301,8 +301,9 @@ struct Unit {
     queued: Instant,
 }
 
-fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
+fn block_unit(cap: Capability<u64>, mut frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
     let inputs: Vec<ModelInput> = frames.iter().map(|s| preprocess(s, spec)).collect();
+    frames.iter_mut().for_each(StableFrame::release_pixels);
     let same_size = inputs
         .iter()
         .all(|i| (i.width, i.height) == (inputs[0].width, inputs[0].height));
@@ -399,6 +400,8 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                             let unit = match mode.mode {
                                 SegmentationMode::EveryFrame => {
                                     let job = preprocess(&stable, &params.input);
+                                    let mut stable = stable;
+                                    stable.release_pixels();
                                     Some(Unit {
                                         cap: cap.clone(),
                                         frames: vec![stable],
@@ -413,6 +416,8 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                                         .checked_rem(mode.n.max(1) as u64)
                                         .filter(|r| *r == 0)
                                         .map(|_| preprocess(&stable, &params.input));
+                                    let mut stable = stable;
+                                    stable.release_pixels();
                                     Some(Unit {
                                         cap: cap.clone(),
                                         frames: vec![stable],

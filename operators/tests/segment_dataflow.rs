@@ -73,6 +73,10 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
     // The same frames through the operators, batched by two.
     let via_dataflow = run_dataflow(&env, &model, &params, &frames);
     assert_eq!(via_dataflow.len(), frames.len(), "every frame passes on");
+    assert!(
+        via_dataflow.iter().all(|a| a.stable.frame.data.is_empty()),
+        "decoded pixels are let go once the model input is made"
+    );
     let mut rows: Vec<FrameMetrics> = via_dataflow.into_iter().filter_map(|a| a.row).collect();
     rows.sort_by_key(|r| r.frame_index);
     assert_eq!(
@@ -106,6 +110,10 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
         let out = run_dataflow(&env, &model, &params, &frames);
         let order: Vec<u64> = out.iter().map(|a| a.stable.frame.index).collect();
         assert_eq!(order, [0, 1, 2, 3, 4], "{mode:?}");
+        assert!(
+            out.iter().all(|a| a.stable.frame.data.is_empty()),
+            "{mode:?}"
+        );
         let rows: Vec<&FrameMetrics> = out.iter().filter_map(|a| a.row.as_ref()).collect();
         let indices: Vec<u64> = rows.iter().map(|r| r.frame_index).collect();
         assert_eq!(indices, [0, 2, 4], "{mode:?}");
