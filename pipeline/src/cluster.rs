@@ -105,6 +105,34 @@ impl ClusterArgs {
         Ok(listed.into_iter().take(self.processes).collect())
     }
 
+    /// Worker threads of every process on this process's host (its own included), which share its cores: ONNX
+    /// Runtime threads are divided among them, so that two processes on one 2-core machine do not run two threads
+    /// each. Hosts are compared by name, with `localhost`, `127.0.0.1` and `::1` taken as one; a host listed under
+    /// two names counts as two (`model.intra_threads` then sets the threads by hand). Without valid addresses, this
+    /// process's workers.
+    pub fn workers_on_this_host(&self) -> usize {
+        let Ok(addresses) = self.addresses() else {
+            return self.workers;
+        };
+        let host = |address: &str| {
+            let name = address
+                .rsplit_once(':')
+                .map_or(address, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase();
+            match name.as_str() {
+                "localhost" | "127.0.0.1" | "::1" => "localhost".to_owned(),
+                _ => name,
+            }
+        };
+        let Some(own) = addresses.get(self.process).map(|a| host(a)) else {
+            return self.workers;
+        };
+        let processes = addresses.iter().filter(|a| host(a) == own).count().max(1);
+        self.workers * processes
+    }
+
     /// The timely configuration these settings describe.
     pub fn timely_config(&self) -> anyhow::Result<timely::Config> {
         if self.workers == 0 || self.processes == 0 || self.process >= self.processes {
@@ -308,6 +336,48 @@ fn hashed_owner(id: &str, peers: usize) -> usize {
 mod tests {
     use super::*;
     use crate::config::parse;
+
+    #[test]
+    fn processes_on_one_host_share_its_cores() {
+        let on = |hosts: &[&str], process: usize| ClusterArgs {
+            workers: 2,
+            processes: hosts.len().max(1),
+            process,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..ClusterArgs::default()
+        };
+        let mixed = [
+            "127.0.0.1:7000",
+            "localhost:7001",
+            "10.0.0.2:7000",
+            "[::1]:7002",
+        ];
+        assert_eq!(
+            on(&mixed, 0).workers_on_this_host(),
+            6,
+            "three loopback processes"
+        );
+        assert_eq!(on(&mixed, 2).workers_on_this_host(), 2, "alone on its host");
+        assert_eq!(on(&[], 0).workers_on_this_host(), 2, "one process");
+        let default_three = ClusterArgs {
+            processes: 3,
+            ..on(&[], 1)
+        };
+        assert_eq!(
+            default_three.workers_on_this_host(),
+            6,
+            "default addresses are all localhost"
+        );
+        let short_list = ClusterArgs {
+            processes: 3,
+            ..on(&["a:1"], 0)
+        };
+        assert_eq!(
+            short_list.workers_on_this_host(),
+            2,
+            "bad addresses: its own workers"
+        );
+    }
 
     #[test]
     fn cluster_settings_are_checked_and_default_to_local_ports() {

@@ -263,8 +263,8 @@ pub struct ModelConfig {
     /// written before it existed keep theirs).
     #[serde(skip_serializing_if = "is_default_batch_wait")]
     pub batch_max_wait_ms: u64,
-    /// ONNX Runtime intra-op threads per worker; 0 = this machine's cores divided among this process's workers (at
-    /// least 1), so workers × threads never exceeds the cores.
+    /// ONNX Runtime intra-op threads per worker; 0 = this machine's cores divided among the workers of every cluster
+    /// process on this host (at least 1), so workers × threads never exceeds the cores.
     pub intra_threads: usize,
     /// Whether idle ONNX Runtime threads spin-wait (its own default) instead of sleeping. Off by default: the
     /// spinning takes CPU that decoding and the other operators on the same cores need. Speed only, so not part of

@@ -166,7 +166,7 @@ struct RunContext {
     panic_message: std::sync::Mutex<Option<String>>,
     /// When this process started the run, ms since the Unix epoch: tags a live run's part names.
     started_ms: i64,
-    /// Worker threads in this process (they share the cores for inference).
+    /// Worker threads of every process on this host (they share its cores for inference).
     local_workers: usize,
     panic_worker: Option<usize>,
     monitor: Arc<Monitor>,
@@ -288,7 +288,7 @@ pub fn run(
         worker_failed: AtomicBool::new(false),
         panic_message: Default::default(),
         started_ms,
-        local_workers: cluster.workers,
+        local_workers: cluster.workers_on_this_host(),
         panic_worker: options.panic_worker,
         monitor: Arc::clone(&monitor),
     });
