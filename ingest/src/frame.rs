@@ -79,6 +79,7 @@ pub struct Frame {
     /// Layout of `data`.
     pub format: PixelFormat,
     /// `width * height * format.channels()` bytes, row-major; back to the source's pool when the frame is dropped.
+    /// Empty once the pipeline has made the model input from it (later stages work on a working-resolution plane).
     pub data: FrameData,
 }
 
