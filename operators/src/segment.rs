@@ -301,9 +301,22 @@ struct Unit {
     queued: Instant,
 }
 
-fn block_unit(cap: Capability<u64>, mut frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
+impl Unit {
+    /// A unit whose model input (if any) is already made: its frames let go of their decoded pixels here, the one
+    /// place every segmentation mode passes through.
+    fn new(cap: Capability<u64>, mut frames: Vec<StableFrame>, job: Option<ModelInput>) -> Unit {
+        frames.iter_mut().for_each(StableFrame::release_pixels);
+        Unit {
+            cap,
+            frames,
+            job,
+            queued: Instant::now(),
+        }
+    }
+}
+
+fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
     let inputs: Vec<ModelInput> = frames.iter().map(|s| preprocess(s, spec)).collect();
-    frames.iter_mut().for_each(StableFrame::release_pixels);
     let same_size = inputs
         .iter()
         .all(|i| (i.width, i.height) == (inputs[0].width, inputs[0].height));
@@ -322,12 +335,7 @@ fn block_unit(cap: Capability<u64>, mut frames: Vec<StableFrame>, spec: &InputSp
     } else {
         inputs.into_iter().next().expect("a block has frames")
     };
-    Unit {
-        cap,
-        frames,
-        job: Some(job),
-        queued: Instant::now(),
-    }
+    Unit::new(cap, frames, Some(job))
 }
 
 /// Extension trait: segment a stream of stabilised frames.
@@ -400,14 +408,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                             let unit = match mode.mode {
                                 SegmentationMode::EveryFrame => {
                                     let job = preprocess(&stable, &params.input);
-                                    let mut stable = stable;
-                                    stable.release_pixels();
-                                    Some(Unit {
-                                        cap: cap.clone(),
-                                        frames: vec![stable],
-                                        job: Some(job),
-                                        queued: Instant::now(),
-                                    })
+                                    Some(Unit::new(cap.clone(), vec![stable], Some(job)))
                                 }
                                 SegmentationMode::EveryNth => {
                                     let job = stable
@@ -416,14 +417,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                                         .checked_rem(mode.n.max(1) as u64)
                                         .filter(|r| *r == 0)
                                         .map(|_| preprocess(&stable, &params.input));
-                                    let mut stable = stable;
-                                    stable.release_pixels();
-                                    Some(Unit {
-                                        cap: cap.clone(),
-                                        frames: vec![stable],
-                                        job,
-                                        queued: Instant::now(),
-                                    })
+                                    Some(Unit::new(cap.clone(), vec![stable], job))
                                 }
                                 SegmentationMode::BlockMean => {
                                     let id = stable.frame.stream.stream_id.clone();
