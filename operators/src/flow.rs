@@ -168,17 +168,63 @@ pub fn background_points(
 /// background's activity on generated clips, and no-flow vessels stayed at 1.0.
 pub const SAMPLE_RADIUS_PX: i32 = 1;
 
-/// Mean of [`sample`] over the (2 [`SAMPLE_RADIUS_PX`] + 1)² square of whole-pixel offsets around (`x`, `y`); `NaN`
-/// when any of it is outside.
-fn sample_mean(plane: &[f32], width: usize, height: usize, x: f64, y: f64) -> f32 {
-    let r = SAMPLE_RADIUS_PX;
-    let mut sum = 0.0f32;
-    for oy in -r..=r {
-        for ox in -r..=r {
-            sum += sample(plane, width, height, x + ox as f64, y + oy as f64);
-        }
+/// Taps per axis of a patch mean at a fractional position: the square's 2 r + 1 columns, bilinearly shifted, touch
+/// 2 r + 2.
+const TAPS: usize = 2 * SAMPLE_RADIUS_PX as usize + 2;
+
+/// Per-axis weights of a patch mean whose position has fractional part `f`.
+fn patch_weights(f: f32) -> [f32; TAPS] {
+    let mut w = [1.0f32; TAPS];
+    w[0] = 1.0 - f;
+    w[TAPS - 1] = f;
+    w
+}
+
+/// The mean of bilinear samples over the (2 [`SAMPLE_RADIUS_PX`] + 1)² square of whole-pixel offsets around
+/// (`cx` + fx, `cy` + fy), where `wx`/`wy` are [`patch_weights`] of fx/fy: one weighted sum of `TAPS`² pixels.
+/// `NaN` when any of the square is outside the plane.
+fn patch_mean(
+    plane: &[f32],
+    width: usize,
+    height: usize,
+    (cx, cy): (i64, i64),
+    wx: &[f32; TAPS],
+    wy: &[f32; TAPS],
+) -> f32 {
+    let r = SAMPLE_RADIUS_PX as i64;
+    // The last tap is needed only with a fractional part; without one it stays on the plane's edge, weight 0.
+    let last_x = cx + r + i64::from(wx[TAPS - 1] > 0.0);
+    let last_y = cy + r + i64::from(wy[TAPS - 1] > 0.0);
+    if cx - r < 0 || cy - r < 0 || last_x >= width as i64 || last_y >= height as i64 {
+        return f32::NAN;
     }
-    sum / ((2 * r + 1) * (2 * r + 1)) as f32
+    let (x0, y0) = ((cx - r) as usize, (cy - r) as usize);
+    let mut sum = 0.0f32;
+    for (j, wyj) in wy.iter().enumerate() {
+        let row = &plane[(y0 + j).min(height - 1) * width..][..width];
+        let mut acc = 0.0f32;
+        for (i, wxi) in wx.iter().enumerate() {
+            acc += wxi * row[(x0 + i).min(width - 1)];
+        }
+        sum += wyj * acc;
+    }
+    let n = (2 * r + 1) as f32;
+    sum / (n * n)
+}
+
+/// [`patch_mean`] at a fractional position.
+#[cfg(test)]
+fn sample_mean(plane: &[f32], width: usize, height: usize, x: f64, y: f64) -> f32 {
+    let (fx, fy) = (x - x.floor(), y - y.floor());
+    let (wx, wy) = (patch_weights(fx as f32), patch_weights(fy as f32));
+    patch_mean(
+        plane,
+        width,
+        height,
+        (x.floor() as i64, y.floor() as i64),
+        &wx,
+        &wy,
+    )
 }
 
 /// Median of `values` (reordered), `None` when empty.
@@ -188,20 +234,6 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     let mid = values.len() / 2;
     Some(*values.select_nth_unstable_by(mid, f64::total_cmp).1)
-}
-
-/// Bilinear sample of `plane` at (`x`, `y`); `NaN` outside.
-fn sample(plane: &[f32], width: usize, height: usize, x: f64, y: f64) -> f32 {
-    if !(x >= 0.0 && y >= 0.0 && x <= (width - 1) as f64 && y <= (height - 1) as f64) {
-        return f32::NAN;
-    }
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(width - 1), (y0 + 1).min(height - 1));
-    let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
-    let at = |xx: usize, yy: usize| plane[yy * width + xx];
-    let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
-    let bottom = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
-    top + (bottom - top) * fy
 }
 
 /// Longest piece of centre line classified as one unit, µm: a segment of a mesh can run from a perfused vessel into
@@ -278,6 +310,13 @@ impl FlowWindow {
     /// reference; the map's points are moved by the shift difference so they stay on the same vessels.
     pub fn push(&mut self, plane: &[f32], width: usize, height: usize, shift: [f64; 2]) {
         let (dx, dy) = (shift[0] - self.map.shift[0], shift[1] - self.map.shift[1]);
+        // The points are whole pixels and the shift is one for all, so every patch has the same weights.
+        let (ix, iy) = (dx.floor(), dy.floor());
+        let (wx, wy) = (
+            patch_weights((dx - ix) as f32),
+            patch_weights((dy - iy) as f32),
+        );
+        let (ix, iy) = (ix as i64, iy as i64);
         let points = self
             .map
             .vessels
@@ -286,9 +325,16 @@ impl FlowWindow {
             .flat_map(|s| s.points.iter())
             .copied()
             .chain(self.map.background.iter().copied());
-        self.values.extend(
-            points.map(|(x, y)| sample_mean(plane, width, height, x as f64 + dx, y as f64 + dy)),
-        );
+        self.values.extend(points.map(|(x, y)| {
+            patch_mean(
+                plane,
+                width,
+                height,
+                (x as i64 + ix, y as i64 + iy),
+                &wx,
+                &wy,
+            )
+        }));
         self.frames += 1;
     }
 
@@ -812,6 +858,20 @@ mod tests {
         assert_eq!(classes(&noise_only)[2..], [FlowClass::Continuous; 2]);
     }
 
+    /// Bilinear sample of `plane` at (`x`, `y`); `NaN` outside.
+    fn sample(plane: &[f32], width: usize, height: usize, x: f64, y: f64) -> f32 {
+        if !(x >= 0.0 && y >= 0.0 && x <= (width - 1) as f64 && y <= (height - 1) as f64) {
+            return f32::NAN;
+        }
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(width - 1), (y0 + 1).min(height - 1));
+        let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+        let at = |xx: usize, yy: usize| plane[yy * width + xx];
+        let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
+        let bottom = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
+        top + (bottom - top) * fy
+    }
+
     #[test]
     fn a_sample_is_the_mean_of_its_3x3_patch() {
         let plane: Vec<f32> = (0..25).map(|i| i as f32).collect();
@@ -821,6 +881,30 @@ mod tests {
         assert_eq!(sample_mean(&plane, 5, 5, 2.5, 2.0), 12.5);
         // A patch reaching outside the plane has no value.
         assert!(sample_mean(&plane, 5, 5, 0.0, 2.0).is_nan());
+        // Up to the last whole pixel, but not past it with a fraction.
+        assert!(!sample_mean(&plane, 5, 5, 3.0, 3.0).is_nan());
+        assert!(sample_mean(&plane, 5, 5, 3.0, 3.25).is_nan());
+    }
+
+    #[test]
+    fn a_patch_mean_is_the_mean_of_nine_bilinear_samples() {
+        let mut rng = Noise(5);
+        let (w, h) = (13, 11);
+        let plane: Vec<f32> = (0..w * h).map(|_| 100.0 * rng.next()).collect();
+        for _ in 0..500 {
+            let x = (rng.next() as f64 + 0.5) * (w + 2) as f64 - 1.0;
+            let y = (rng.next() as f64 + 0.5) * (h + 2) as f64 - 1.0;
+            let nine: f32 = (-1..=1)
+                .flat_map(|oy| (-1..=1).map(move |ox| (ox, oy)))
+                .map(|(ox, oy)| sample(&plane, w, h, x + ox as f64, y + oy as f64))
+                .sum::<f32>()
+                / 9.0;
+            let fast = sample_mean(&plane, w, h, x, y);
+            assert!(
+                (nine.is_nan() && fast.is_nan()) || (nine - fast).abs() < 1e-3,
+                "({x}, {y}): {nine} vs {fast}"
+            );
+        }
     }
 
     #[test]
