@@ -406,7 +406,21 @@ impl FlowWindow {
         // Each centre-line point's mean over the window: cells that stay put leave their pattern in it, moving cells
         // wash it out.
         let mean_value: Vec<f64> = (0..background_start)
-            .map(|p| (0..frames).map(|t| self.value(t, p) as f64).sum::<f64>() / frames as f64)
+            .map(|p| {
+                let (mut sum, mut n) = (0.0f64, 0usize);
+                for t in 0..frames {
+                    let v = self.value(t, p) as f64;
+                    if v.is_finite() {
+                        sum += v;
+                        n += 1;
+                    }
+                }
+                if n > 0 {
+                    sum / n as f64
+                } else {
+                    f64::NAN
+                }
+            })
             .collect();
         // Still texture of the points `range`: the median step of the mean along the centre line.
         let still_texture = |range: std::ops::Range<usize>| {
@@ -443,7 +457,8 @@ impl FlowWindow {
                     .count();
                 let velocity = if flowing > 0 {
                     *segment_speed.get_or_insert_with(|| {
-                        self.speed(whole.clone(), spacing, fps, config.max_velocity_um_s)
+                        let still = &mean_value[whole.clone()];
+                        self.speed(whole.clone(), still, spacing, fps, config.max_velocity_um_s)
                     })
                 } else {
                     None
@@ -471,9 +486,11 @@ impl FlowWindow {
     }
 
     /// Red-cell speed along one segment: the lag (in points) that best correlates consecutive profiles.
+    /// `still` holds the points' means over the window.
     fn speed(
         &self,
         range: std::ops::Range<usize>,
+        still: &[f64],
         spacing_um: f64,
         fps: f64,
         max_um_s: f64,
@@ -488,24 +505,10 @@ impl FlowWindow {
         }
         // Each point's mean over the window is taken out first: what stays put along the vessel (its shape, cells
         // that do not move) correlates best at lag 0 and would hide the moving cells' lag.
-        let still: Vec<f64> = range
-            .clone()
-            .map(|p| {
-                let (mut sum, mut n) = (0.0f64, 0usize);
-                for t in 0..self.frames {
-                    let v = self.value(t, p) as f64;
-                    if v.is_finite() {
-                        sum += v;
-                        n += 1;
-                    }
-                }
-                sum / n.max(1) as f64
-            })
-            .collect();
         let profile = |t: usize| -> Vec<f64> {
             let v: Vec<f64> = range
                 .clone()
-                .zip(&still)
+                .zip(still)
                 .map(|(p, m)| self.value(t, p) as f64 - m)
                 .collect();
             let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
