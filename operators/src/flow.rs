@@ -819,6 +819,51 @@ mod tests {
     }
 
     #[test]
+    fn slow_cells_are_sluggish() {
+        // Row 10: cells moving 1 px per frame (2 µm/px at 25 fps: 50 µm/s, below the 100 µm/s default); row 50:
+        // 4 px per frame (200 µm/s).
+        let mut rng = Noise(3);
+        let cells = |i: usize| if (i / 4).is_multiple_of(3) { 60.0 } else { 0.0 };
+        let mut window = FlowWindow::new(
+            map_of(vec![
+                (10..50).map(|x| (x, 10)).collect(),
+                (10..50).map(|x| (x, 50)).collect(),
+            ]),
+            0,
+        );
+        for t in 0..50 {
+            let mut plane = vec![150.0f32; 64 * 64];
+            for x in 0..64 {
+                plane[10 * 64 + x] -= cells(x + 200 - t);
+                plane[50 * 64 + x] -= cells(x + 200 - 4 * t);
+            }
+            for v in plane.iter_mut() {
+                *v += 6.0 * rng.next();
+            }
+            window.push(&plane, 64, 64, [0.0, 0.0]);
+        }
+        let result = window.analyse(25.0, &FlowConfig::default());
+        let classes: Vec<FlowClass> = result.segments.iter().map(|s| s.class).collect();
+        assert_eq!(
+            classes,
+            [
+                FlowClass::Sluggish,
+                FlowClass::Sluggish,
+                FlowClass::Continuous,
+                FlowClass::Continuous
+            ],
+            "{result:?}"
+        );
+        let speeds: Vec<f64> = result
+            .segments
+            .iter()
+            .map(|s| s.velocity_um_s.unwrap())
+            .collect();
+        assert!((speeds[0] - 50.0).abs() < 5.0, "{speeds:?}");
+        assert!((speeds[2] - 200.0).abs() < 20.0, "{speeds:?}");
+    }
+
+    #[test]
     fn a_grainy_still_vessel_flickering_under_compression_is_not_flow() {
         // A codec froze the background (no noise at all), but the still vessel at row 50 flickers: its grainy cell
         // pattern is redrawn a fraction of a pixel off every frame. Row 10 carries the same pattern, moving.
