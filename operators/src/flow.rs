@@ -236,6 +236,14 @@ fn median(values: &mut [f64]) -> Option<f64> {
     Some(*values.select_nth_unstable_by(mid, f64::total_cmp).1)
 }
 
+/// A flowing piece is sluggish only when, besides its measured speed being low, consecutive frames along it look
+/// alike: slow cells move a fraction of their size per frame (correlation 0.81 for 1 px per frame in the unit test),
+/// while fast flow decorrelates from frame to frame, and the speed estimate, which aliases at high speeds, can read it
+/// as slow (on the bundled demo clips the pieces it called sluggish read a median of 0.09, nine in ten below 0.37).
+/// With this check, skin MFI on five generated clips went from 2.00 everywhere to 2.50-3.00, against the
+/// generator's 2.25-3.00.
+pub const SLUGGISH_MIN_FRAME_CORRELATION: f64 = 0.5;
+
 /// Longest piece of centre line classified as one unit, µm: a segment of a mesh can run from a perfused vessel into
 /// one without flow, so long segments are split and each piece is judged on its own.
 pub const PIECE_UM: f64 = 40.0;
@@ -430,6 +438,25 @@ impl FlowWindow {
                 .collect();
             median(&mut steps).unwrap_or(0.0)
         };
+        // Correlation of consecutive frames over the points `range`, each point's mean taken out.
+        let frame_correlation = |range: std::ops::Range<usize>| {
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            for p in range {
+                for t in 1..frames {
+                    let now = self.value(t, p) as f64 - mean_value[p];
+                    let before = self.value(t - 1, p) as f64 - mean_value[p];
+                    if now.is_finite() && before.is_finite() {
+                        num += now * before;
+                        den += now * now;
+                    }
+                }
+            }
+            if den > 0.0 {
+                num / den
+            } else {
+                0.0
+            }
+        };
         let mut out = Vec::with_capacity(segments.len());
         let mut start = 0;
         for segment in segments {
@@ -468,7 +495,9 @@ impl FlowWindow {
                     FlowClass::None
                 } else if 2 * flowing <= subs {
                     FlowClass::Intermittent
-                } else if velocity.is_some_and(|v| v < config.sluggish_below_um_s) {
+                } else if velocity.is_some_and(|v| v < config.sluggish_below_um_s)
+                    && frame_correlation(range.clone()) > SLUGGISH_MIN_FRAME_CORRELATION
+                {
                     FlowClass::Sluggish
                 } else {
                     FlowClass::Continuous
