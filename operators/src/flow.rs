@@ -805,6 +805,20 @@ mod tests {
         })
     }
 
+    /// Adds uniform noise of the given full width to every pixel, pushes the plane, unshifted.
+    fn push_noisy(window: &mut FlowWindow, mut plane: Vec<f32>, rng: &mut Noise, width: f32) {
+        for v in plane.iter_mut() {
+            *v += width * rng.next();
+        }
+        window.push(&plane, 64, 64, [0.0, 0.0]);
+    }
+
+    /// The classes of a window's pieces, in map order.
+    fn classes_of(window: &FlowWindow) -> Vec<FlowClass> {
+        let result = window.analyse(25.0, &FlowConfig::default());
+        result.segments.iter().map(|s| s.class).collect()
+    }
+
     #[test]
     fn a_still_vessel_crossed_by_a_flowing_one_stays_still() {
         // Row 30 holds a still, evenly filled vessel; columns 19-21 carry moving cells straight across it. The mean
@@ -828,22 +842,16 @@ mod tests {
                     plane[y * 64 + x] = 150.0 - cells(y + 3 * t);
                 }
             }
-            for v in plane.iter_mut() {
-                *v += 6.0 * rng.next();
-            }
-            window.push(&plane, 64, 64, [0.0, 0.0]);
+            push_noisy(&mut window, plane, &mut rng, 6.0);
         }
-        let result = window.analyse(25.0, &FlowConfig::default());
-        let classes: Vec<FlowClass> = result.segments.iter().map(|s| s.class).collect();
         assert_eq!(
-            classes,
+            classes_of(&window),
             [
                 FlowClass::None,
                 FlowClass::None,
                 FlowClass::Continuous,
                 FlowClass::Continuous
-            ],
-            "{result:?}"
+            ]
         );
     }
 
@@ -866,23 +874,18 @@ mod tests {
                 plane[10 * 64 + x] -= cells(x + 200 - t);
                 plane[50 * 64 + x] -= cells(x + 200 - 4 * t);
             }
-            for v in plane.iter_mut() {
-                *v += 6.0 * rng.next();
-            }
-            window.push(&plane, 64, 64, [0.0, 0.0]);
+            push_noisy(&mut window, plane, &mut rng, 6.0);
         }
-        let result = window.analyse(25.0, &FlowConfig::default());
-        let classes: Vec<FlowClass> = result.segments.iter().map(|s| s.class).collect();
         assert_eq!(
-            classes,
+            classes_of(&window),
             [
                 FlowClass::Sluggish,
                 FlowClass::Sluggish,
                 FlowClass::Continuous,
                 FlowClass::Continuous
-            ],
-            "{result:?}"
+            ]
         );
+        let result = window.analyse(25.0, &FlowConfig::default());
         let speeds: Vec<f64> = result
             .segments
             .iter()
