@@ -315,6 +315,31 @@ impl Renderer {
         }
     }
 
+    /// Pixels of frame `frame_index`'s field (0 or 255, aligned with its `mask`) where red cells move: the lumen of
+    /// perfused vessels. The per-pixel flow truth, e.g. for the MFI of a quadrant.
+    pub fn perfused_mask(&self, frame_index: u32) -> Vec<u8> {
+        let (w, h) = (self.spec.width as usize, self.spec.height as usize);
+        let [fx, fy] = self.origin(frame_index);
+        let mut out = vec![0u8; w * h];
+        for y in 0..h {
+            let sy = fy + y;
+            let row_start = sy * self.scene_w + fx;
+            let flow = &self.flow[self.flow_rows[sy] as usize..self.flow_rows[sy + 1] as usize];
+            let first = flow.partition_point(|p| (p.index as usize) < row_start);
+            for p in &flow[first..] {
+                let x = p.index as usize - row_start;
+                if x >= w {
+                    break;
+                }
+                // Cells are drawn a little past the lumen edge, where they fade out.
+                if self.mask[p.index as usize] > 0 {
+                    out[y * w + x] = 255;
+                }
+            }
+        }
+        out
+    }
+
     /// Cleaned mask and measurements of the field at `origin` (cached for the last origin).
     fn field_truth(&mut self, origin: [usize; 2]) -> &FieldTruth {
         if self.cache.as_ref().map(|c| c.origin) != Some(origin) {
@@ -399,6 +424,51 @@ mod tests {
         for v in r.vessels.iter().filter(|v| !v.perfused) {
             assert_eq!(v.velocity_um_s, 0.0);
             assert_eq!(changed_per_vessel[v.vessel_id as usize], 0);
+        }
+    }
+
+    #[test]
+    fn the_perfused_mask_holds_every_changing_pixel_and_drifts_with_the_field() {
+        let still = SynthSpec {
+            width: 320,
+            height: 180,
+            capillaries: 16,
+            perfused_fraction: 0.5,
+            noise_sigma: 0.0,
+            drift_px_per_frame: [0.0, 0.0],
+            ..SynthSpec::default()
+        };
+        let mut r = Renderer::new(&still).unwrap();
+        let (a, b) = (r.render(0), r.render(1));
+        let perfused = r.perfused_mask(0);
+        let changed = (0..perfused.len())
+            .filter(|&i| a.rgb[i * 3..i * 3 + 3] != b.rgb[i * 3..i * 3 + 3])
+            .collect::<Vec<_>>();
+        let lumen_changed = changed.iter().filter(|&&i| a.mask[i] > 0).count();
+        assert!(lumen_changed > 100, "{lumen_changed} lumen pixels changed");
+        assert!(changed
+            .iter()
+            .all(|&i| (perfused[i] == 255) == (a.mask[i] > 0)));
+        let lumen = a.mask.iter().filter(|&&m| m > 0).count();
+        let moving = perfused.iter().filter(|&&m| m > 0).count();
+        assert!(
+            moving > 0 && moving < lumen,
+            "{moving} of {lumen} lumen pixels"
+        );
+
+        let drifting = SynthSpec {
+            drift_px_per_frame: [2.0, 0.0],
+            ..still
+        };
+        let r = Renderer::new(&drifting).unwrap();
+        let (m0, m1) = (r.perfused_mask(0), r.perfused_mask(1));
+        let w = drifting.width as usize;
+        for y in 0..drifting.height as usize {
+            assert_eq!(
+                m1[y * w + 2..(y + 1) * w],
+                m0[y * w..(y + 1) * w - 2],
+                "row {y}"
+            );
         }
     }
 
