@@ -18,7 +18,7 @@ setup-browser:    ## headless Chromium for the dashboard test (skipped with a me
 	@tools/setup-browser.sh || true
 
 setup-bench: setup ## the baseline's extra Python package (OpenCV), only for `make bench`
-	@.venv/bin/python -c "import cv2" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements-bench.txt
+	@.venv/bin/python -c "import cv2" 2>/dev/null || .venv/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements-bench.txt
 
 build: setup
 	cargo build --release -p capflow

@@ -17,7 +17,7 @@ Why it exists
     two measure the same thing.
 
 How to run
-    .venv/bin/pip install -r tools/requirements-bench.txt      # opencv-python-headless (numpy, onnxruntime
+    .venv/bin/python -m pip install -r tools/requirements-bench.txt      # opencv-python-headless (numpy, onnxruntime
                                                                 # come from tools/requirements.txt)
     .venv/bin/python tools/bench_baseline.py CLIP.mp4 [--um-per-px 2.2] [--threads 1] [--frames N]
         [--card models/capillary-seg-v1.toml] [--per-frame counts.csv]
@@ -87,7 +87,7 @@ try:
 except ImportError:  # pragma: no cover - environment problem, not a code path
     sys.exit(
         "bench_baseline.py: numpy is not installed in this Python.\n"
-        "Fix: .venv/bin/pip install -r tools/requirements.txt -r tools/requirements-bench.txt"
+        "Fix: .venv/bin/python -m pip install -r tools/requirements.txt -r tools/requirements-bench.txt"
     )
 
 try:
@@ -96,7 +96,7 @@ except ImportError:
     sys.exit(
         "bench_baseline.py: OpenCV (cv2) is not installed in this Python ("
         + sys.executable
-        + ").\nFix: .venv/bin/pip install -r tools/requirements-bench.txt   (opencv-python-headless)"
+        + ").\nFix: .venv/bin/python -m pip install -r tools/requirements-bench.txt   (opencv-python-headless)"
     )
 
 try:
@@ -105,7 +105,7 @@ except ImportError:
     sys.exit(
         "bench_baseline.py: onnxruntime is not installed in this Python ("
         + sys.executable
-        + ").\nFix: .venv/bin/pip install -r tools/requirements.txt   (onnxruntime)"
+        + ").\nFix: .venv/bin/python -m pip install -r tools/requirements.txt   (onnxruntime)"
     )
 
 ROOT = Path(__file__).resolve().parent.parent

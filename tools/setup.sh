@@ -37,5 +37,5 @@ ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import onnx, numpy, duckdb, pyarrow, polars, onnxruntime, prometheus_client" 2>/dev/null; then
   echo "setup: creating .venv with the Python readers and model tools"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r tools/requirements.txt
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements.txt
 fi

@@ -15,7 +15,7 @@ VENV=.venv-train
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch, onnx, PIL" 2>/dev/null; then
   echo "== training environment ($VENV; PyTorch from PyPI, a few GB) =="
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet -r models/train/requirements.txt
+  "$VENV/bin/python" -m pip install --quiet -r models/train/requirements.txt
 fi
 
 echo "== capflow (release) =="
