@@ -241,9 +241,9 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
             failures.push(format!("{name}: PPV off by {:.1} pp", ppv - ppv_truth));
         }
         // A quadrant near half perfused may score either way (3 or 0), so one quadrant's worth of error is allowed.
-        let mfi = site.mfi.unwrap_or(f64::NAN);
-        if !((mfi - mfi_truth).abs() <= 0.75) {
-            failures.push(format!("{name}: MFI {mfi:.2} against {mfi_truth:.2}"));
+        match site.mfi {
+            Some(mfi) if (mfi - mfi_truth).abs() <= 0.75 => {}
+            mfi => failures.push(format!("{name}: MFI {mfi:?} against {mfi_truth:.2}")),
         }
         // Counts link the pieces a faint or crossing stretch splits (the card's hysteresis `link_threshold`), so a
         // sublingual mesh counts as the truth's components do, not once per fragment.

@@ -378,9 +378,9 @@ impl Renderer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_perfused_vessel_pixels_change() {
-        let spec = SynthSpec {
+    /// A small noiseless, motionless clip with half of its 16 vessels perfused.
+    fn still_half_perfused() -> SynthSpec {
+        SynthSpec {
             width: 320,
             height: 180,
             capillaries: 16,
@@ -388,7 +388,12 @@ mod tests {
             noise_sigma: 0.0,
             drift_px_per_frame: [0.0, 0.0],
             ..SynthSpec::default()
-        };
+        }
+    }
+
+    #[test]
+    fn only_perfused_vessel_pixels_change() {
+        let spec = still_half_perfused();
         let mut r = Renderer::new(&spec).unwrap();
         let (a, b) = (r.render(0), r.render(1));
         let w = spec.width as usize;
@@ -429,15 +434,7 @@ mod tests {
 
     #[test]
     fn the_perfused_mask_holds_every_changing_pixel_and_drifts_with_the_field() {
-        let still = SynthSpec {
-            width: 320,
-            height: 180,
-            capillaries: 16,
-            perfused_fraction: 0.5,
-            noise_sigma: 0.0,
-            drift_px_per_frame: [0.0, 0.0],
-            ..SynthSpec::default()
-        };
+        let still = still_half_perfused();
         let mut r = Renderer::new(&still).unwrap();
         let (a, b) = (r.render(0), r.render(1));
         let perfused = r.perfused_mask(0);
