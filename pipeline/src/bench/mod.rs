@@ -115,6 +115,17 @@ fn model_speed(
     })
 }
 
+/// The process's one ONNX Runtime environment (ONNX Runtime allows one per process), shared by the bench's parts.
+fn environment() -> anyhow::Result<&'static ort::environment::Environment> {
+    static ENVIRONMENT: std::sync::OnceLock<ort::environment::Environment> =
+        std::sync::OnceLock::new();
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let env = ort_environment(&ort_library(None)?)?;
+    Ok(ENVIRONMENT.get_or_init(|| env))
+}
+
 fn fps(frames: u64, elapsed: Duration) -> f64 {
     frames as f64 / elapsed.as_secs_f64().max(1e-9)
 }
@@ -355,7 +366,73 @@ fn scaling(dir: &std::path::Path, skin: &Clip) -> anyhow::Result<serde_json::Val
             "ratio_to_one_worker": rate / base, "peak_rss_mib": peak,
         }));
     }
-    Ok(serde_json::Value::Array(rows))
+    // Inference-bound work: end to end, one worker's inference thread runs beside its decoding and analyses, so a
+    // single worker already keeps both cores partly busy. The model alone shows what the workers' sessions give.
+    capflow_ingest::init()?;
+    let info = Arc::new(StreamInfo::new("bench", "bench", "forearm", skin.um_per_px));
+    let options = SourceOptions {
+        format: PixelFormat::Rgb8,
+        ..Default::default()
+    };
+    let Some(frame) = Source::open(&skin.path, info, &options)?.next_frame()? else {
+        bail!("the benchmark clip {} decoded to no frames", skin.path)
+    };
+    println!("  inference-bound: the learned model alone on a 1080p frame, one session (1 thread) per worker:");
+    let mut base = None;
+    let mut model_rows = Vec::new();
+    for workers in [1, 2] {
+        let rate = model_alone(&frame, workers, 5.0)?;
+        let base = *base.get_or_insert(rate);
+        println!(
+            "  {:<42} {rate:>8.1} frames/s  ×{:.2}",
+            format!("{workers} worker(s)"),
+            rate / base
+        );
+        model_rows.push(serde_json::json!({
+            "workers": workers, "fps": rate, "ratio_to_one_worker": rate / base,
+        }));
+    }
+    Ok(serde_json::json!({ "end_to_end": rows, "model_alone": model_rows }))
+}
+
+/// Frames/s of `workers` threads each running the learned model on `frame` for about `seconds`, one session with one
+/// ONNX Runtime thread each (what `capflow run` gives a worker on a machine with as many cores as workers).
+fn model_alone(frame: &capflow_ingest::Frame, workers: usize, seconds: f64) -> anyhow::Result<f64> {
+    let model = load_model("builtin")?;
+    let env = environment()?;
+    let input = preprocess(frame, &model.card.input);
+    // Sessions are built and warmed up first, so the threads start timing together.
+    let mut sessions = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut segmenter = Segmenter::new(env, &model, 1)?;
+        segmenter.run(&[&input])?;
+        sessions.push(segmenter);
+    }
+    let rates = std::thread::scope(|scope| {
+        let handles: Vec<_> = sessions
+            .into_iter()
+            .map(|mut segmenter| {
+                let input = &input;
+                scope.spawn(move || -> anyhow::Result<f64> {
+                    let start = Instant::now();
+                    let mut frames = 0u64;
+                    while frames < 5 || start.elapsed().as_secs_f64() < seconds {
+                        std::hint::black_box(segmenter.run(&[input])?);
+                        frames += 1;
+                    }
+                    Ok(fps(frames, start.elapsed()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a benchmark thread panicked"))
+            })
+            .collect::<anyhow::Result<Vec<f64>>>()
+    })?;
+    Ok(rates.iter().sum())
 }
 
 /// The per-patient windows alone: records/s with many streams (1 and 2 workers), memory over a simulated day.
@@ -559,9 +636,9 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     // end-to-end run gives each worker (threads = cores ÷ workers, idle threads sleeping); and pre/post-processing
     // alone.
     let model = load_model("builtin")?;
-    let env = ort_environment(&ort_library(None)?)?;
+    let env = environment()?;
     let run_settings = crate::config::ModelConfig::default().session_settings(args.workers);
-    let mut segmenter = Segmenter::with_settings(&env, &model, run_settings)?;
+    let mut segmenter = Segmenter::with_settings(env, &model, run_settings)?;
     let input = preprocess(&frame, &model.card.input);
     let batch = args.batch.max(1);
     let refs = vec![&input; batch];
@@ -624,7 +701,7 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let speeds = model_table(&env, &frame, threads, args.max_megapixels)?;
+    let speeds = model_table(env, &frame, threads, args.max_megapixels)?;
     let bound = decode_fps.min(infer_fps);
     // CPU milliseconds per frame of each part; on shared cores the parts add up, so the cores divided by their sum
     // is a second, tighter bound.
