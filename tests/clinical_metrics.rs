@@ -119,6 +119,22 @@ fn column(path: &Path, name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// `mask` closed with a 3×3 square (dilation, then erosion): gaps of up to 2 px are filled.
+fn closed(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let around = |m: &[bool], i: usize, all: bool| {
+        let (x, y) = (i % w, i / w);
+        let mut near = (y.saturating_sub(1)..(y + 2).min(h))
+            .flat_map(|yy| (x.saturating_sub(1)..(x + 2).min(w)).map(move |xx| yy * w + xx));
+        if all {
+            near.all(|j| m[j])
+        } else {
+            near.any(|j| m[j])
+        }
+    };
+    let dilated: Vec<bool> = (0..w * h).map(|i| around(mask, i, false)).collect();
+    (0..w * h).map(|i| around(&dilated, i, true)).collect()
+}
+
 fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.into_iter().collect();
     v.iter().sum::<f64>() / v.len().max(1) as f64
@@ -174,21 +190,23 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
                 .map(|l| l / 1e3 / field_mm2),
         );
         // What an image can show: the truth mask's centre lines (the geometric truth also counts vessels hidden under
-        // other vessels), measured with the same validated centre-line estimator.
+        // other vessels), measured with the same validated centre-line estimator. And what it can resolve: the same
+        // with gaps of up to 2 px closed (3×3 closing), since two lumens that close are one blob under the optics' blur.
         let mut renderer = Renderer::new(spec).unwrap();
         let params = VesselParams::default();
-        let tvd_visible = mean((0..spec.frames).map(|i| {
-            let mask: Vec<bool> = renderer.render(i).mask.iter().map(|&m| m > 0).collect();
-            vessel_map(
-                &mask,
-                spec.width as usize,
-                spec.height as usize,
-                spec.um_per_px,
-                &params,
-            )
-            .measures(&params)
-            .tvd_mm_per_mm2
-        }));
+        let (w, h) = (spec.width as usize, spec.height as usize);
+        let tvd_of = |mask: &[bool]| {
+            vessel_map(mask, w, h, spec.um_per_px, &params)
+                .measures(&params)
+                .tvd_mm_per_mm2
+        };
+        let (visible, resolvable): (Vec<f64>, Vec<f64>) = (0..spec.frames)
+            .map(|i| {
+                let mask: Vec<bool> = renderer.render(i).mask.iter().map(|&m| m > 0).collect();
+                (tvd_of(&mask), tvd_of(&closed(&mask, w, h)))
+            })
+            .unzip();
+        let (tvd_visible, tvd_resolvable) = (mean(visible), mean(resolvable));
         let count_truth = mean(column(&truth.join("truth_frames.csv"), "capillary_count"));
         let area_truth = mean(column(&truth.join("truth_frames.csv"), "area_fraction"));
         let lengths = column(&truth.join("truth_vessels.csv"), "length_um");
@@ -218,13 +236,16 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
         let mfi_truth = truth_mfi(spec);
         let tvd_err = (tvd - tvd_visible) / tvd_visible;
         let tvd_geo_err = (tvd - tvd_truth) / tvd_truth;
+        let tvd_res_err = (tvd - tvd_resolvable) / tvd_resolvable;
         let count_err = (count - count_truth) / count_truth;
         let area_err = (area - area_truth) / area_truth;
         eprintln!(
-            "{name:<10} TVD {tvd:6.2} vs visible {tvd_visible:6.2} ({:+.1} %), geometric {tvd_truth:6.2} mm/mm² ({:+.1} %) | count {count:6.1} vs {count_truth:6.1} ({:+.1} %) | \
+            "{name:<10} TVD {tvd:6.2} vs visible {tvd_visible:6.2} ({:+.1} %), resolvable {tvd_resolvable:6.2} ({:+.1} %), \
+             geometric {tvd_truth:6.2} mm/mm² ({:+.1} %) | count {count:6.1} vs {count_truth:6.1} ({:+.1} %) | \
              area {area:.4} vs {area_truth:.4} ({:+.1} %) | PPV {ppv:5.1} vs {ppv_truth:5.1} % ({:+.1} pp) | MFI {:.2} vs \
              {mfi_truth:.2} | diameter {:.1} µm",
             100.0 * tvd_err,
+            100.0 * tvd_res_err,
             100.0 * tvd_geo_err,
             100.0 * count_err,
             100.0 * area_err,
@@ -232,10 +253,18 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
             site.mfi.unwrap_or(f64::NAN),
             site.mean_diameter_um,
         );
-        // TVD is a sublingual/nailfold measure: a blurred skin loop's two limbs merge into one blob with one centre
-        // line (see README limitations). Flow is judged in every modality.
-        if name != "skin" && tvd_err.abs() > 0.10 {
-            failures.push(format!("{name}: TVD off by {:.1} %", 100.0 * tvd_err));
+        // A skin loop's two limbs lie 0-3 µm apart in the generator, closer than its blur resolves: the image shows
+        // one blob with one centre line, so skin TVD is judged against the resolvable truth (see README limitations).
+        let (judged, against) = if name == "skin" {
+            (tvd_res_err, "resolvable")
+        } else {
+            (tvd_err, "visible")
+        };
+        if judged.abs() > 0.10 {
+            failures.push(format!(
+                "{name}: TVD off the {against} truth by {:.1} %",
+                100.0 * judged
+            ));
         }
         if (ppv - ppv_truth).abs() > 10.0 {
             failures.push(format!("{name}: PPV off by {:.1} pp", ppv - ppv_truth));
