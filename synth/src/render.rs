@@ -274,13 +274,7 @@ impl Renderer {
             let row = &mut self.row;
             row.copy_from_slice(&self.base[row_start * 3..(row_start + w) * 3]);
             // Moving red cells of perfused vessels in this row.
-            let flow = &self.flow[self.flow_rows[sy] as usize..self.flow_rows[sy + 1] as usize];
-            let first = flow.partition_point(|p| (p.index as usize) < row_start);
-            for p in &flow[first..] {
-                let x = p.index as usize - row_start;
-                if x >= w {
-                    break;
-                }
+            for (x, p) in flow_in_row(&self.flow, &self.flow_rows, sy, row_start, w) {
                 let tex = &self.textures[p.vessel as usize];
                 let s = p.arclength_um - displacement[p.vessel as usize];
                 let a = p.absorbance * tex.sample(s, p.cross_um);
@@ -324,13 +318,7 @@ impl Renderer {
         for y in 0..h {
             let sy = fy + y;
             let row_start = sy * self.scene_w + fx;
-            let flow = &self.flow[self.flow_rows[sy] as usize..self.flow_rows[sy + 1] as usize];
-            let first = flow.partition_point(|p| (p.index as usize) < row_start);
-            for p in &flow[first..] {
-                let x = p.index as usize - row_start;
-                if x >= w {
-                    break;
-                }
+            for (x, p) in flow_in_row(&self.flow, &self.flow_rows, sy, row_start, w) {
                 // Cells are drawn a little past the lumen edge, where they fade out.
                 if self.mask[p.index as usize] > 0 {
                     out[y * w + x] = 255;
@@ -372,6 +360,23 @@ impl Renderer {
         }
         self.cache.as_ref().expect("cache was just filled")
     }
+}
+
+/// The moving-cell pixels of scene row `sy` inside the field row that starts at scene index `row_start` and is `w`
+/// wide, each with its column in the field.
+fn flow_in_row<'a>(
+    flow: &'a [FlowPixel],
+    flow_rows: &[u32],
+    sy: usize,
+    row_start: usize,
+    w: usize,
+) -> impl Iterator<Item = (usize, &'a FlowPixel)> {
+    let row = &flow[flow_rows[sy] as usize..flow_rows[sy + 1] as usize];
+    let first = row.partition_point(|p| (p.index as usize) < row_start);
+    row[first..]
+        .iter()
+        .map(move |p| (p.index as usize - row_start, p))
+        .take_while(move |&(x, _)| x < w)
 }
 
 #[cfg(test)]
