@@ -813,6 +813,26 @@ mod tests {
         window.push(&plane, 64, 64, [0.0, 0.0]);
     }
 
+    /// Red-cell darkening at position `i` along a vessel: 4 px cells every 12 px.
+    fn cells(i: usize) -> f32 {
+        if (i / 4).is_multiple_of(3) {
+            60.0
+        } else {
+            0.0
+        }
+    }
+
+    /// A window over two horizontal vessels, rows 10 and 50 from x 10 to 49.
+    fn rows_10_and_50() -> FlowWindow {
+        FlowWindow::new(
+            map_of(vec![
+                (10..50).map(|x| (x, 10)).collect(),
+                (10..50).map(|x| (x, 50)).collect(),
+            ]),
+            0,
+        )
+    }
+
     /// The classes of a window's pieces, in map order.
     fn classes_of(window: &FlowWindow) -> Vec<FlowClass> {
         let result = window.analyse(25.0, &FlowConfig::default());
@@ -824,7 +844,6 @@ mod tests {
         // Row 30 holds a still, evenly filled vessel; columns 19-21 carry moving cells straight across it. The mean
         // change of row 30's first piece (x 10-29) would be dominated by its few crossing points.
         let mut rng = Noise(7);
-        let cells = |i: usize| if (i / 4).is_multiple_of(3) { 60.0 } else { 0.0 };
         let mut window = FlowWindow::new(
             map_of(vec![
                 (10..50).map(|x| (x, 30)).collect(),
@@ -860,14 +879,7 @@ mod tests {
         // Row 10: cells moving 1 px per frame (2 µm/px at 25 fps: 50 µm/s, below the 100 µm/s default); row 50:
         // 4 px per frame (200 µm/s).
         let mut rng = Noise(3);
-        let cells = |i: usize| if (i / 4).is_multiple_of(3) { 60.0 } else { 0.0 };
-        let mut window = FlowWindow::new(
-            map_of(vec![
-                (10..50).map(|x| (x, 10)).collect(),
-                (10..50).map(|x| (x, 50)).collect(),
-            ]),
-            0,
-        );
+        let mut window = rows_10_and_50();
         for t in 0..50 {
             let mut plane = vec![150.0f32; 64 * 64];
             for x in 0..64 {
@@ -901,13 +913,7 @@ mod tests {
         // pattern is redrawn a fraction of a pixel off every frame. Row 10 carries the same pattern, moving.
         let pattern = |x: f64| 30.0 * (x * std::f64::consts::TAU / 8.0).sin();
         let mut rng = Noise(11);
-        let mut window = FlowWindow::new(
-            map_of(vec![
-                (10..50).map(|x| (x, 10)).collect(),
-                (10..50).map(|x| (x, 50)).collect(),
-            ]),
-            0,
-        );
+        let mut window = rows_10_and_50();
         for t in 0..40 {
             let jitter = 0.4 * rng.next() as f64;
             let mut plane = vec![150.0f32; 64 * 64];
