@@ -63,7 +63,8 @@ impl StreamInfo {
     }
 }
 
-/// One decoded frame with tightly packed rows (no stride padding).
+/// One decoded frame with tightly packed rows (no stride padding), possibly resized by its source to the
+/// resolution the analyses work at (see [`crate::SourceOptions::resize`]).
 #[derive(Clone, Debug)]
 pub struct Frame {
     /// The stream the frame belongs to (shared, so cloning a frame's metadata is cheap).
@@ -72,10 +73,14 @@ pub struct Frame {
     pub index: u64,
     /// Presentation timestamp, nanoseconds after the stream's first frame.
     pub pts_ns: u64,
-    /// Width in pixels.
+    /// Width in pixels of `data`.
     pub width: u32,
-    /// Height in pixels.
+    /// Height in pixels of `data`.
     pub height: u32,
+    /// Width as decoded, before the source resized it to the working resolution (`width` when it did not).
+    pub source_width: u32,
+    /// Height as decoded (`height` when the source did not resize).
+    pub source_height: u32,
     /// Layout of `data`.
     pub format: PixelFormat,
     /// `width * height * format.channels()` bytes, row-major; back to the source's pool when the frame is dropped.
@@ -87,6 +92,14 @@ impl Frame {
     /// Event time of the frame: the stream's recording start plus the PTS, in milliseconds since the Unix epoch.
     pub fn event_time_ms(&self) -> i64 {
         self.stream.recorded_at_ms + (self.pts_ns / 1_000_000) as i64
+    }
+
+    /// Pixel size of `data`, µm: the stream's (which describes the decoded frames) scaled by the source's resize.
+    pub fn um_per_px(&self) -> f64 {
+        if self.width == 0 || self.source_width == self.width {
+            return self.stream.um_per_px;
+        }
+        self.stream.um_per_px * f64::from(self.source_width) / f64::from(self.width)
     }
 }
 
@@ -104,9 +117,12 @@ mod tests {
             pts_ns: 120_000_000,
             width: 1,
             height: 1,
+            source_width: 1,
+            source_height: 1,
             format: PixelFormat::Gray8,
             data: vec![0].into(),
         };
         assert_eq!(frame.event_time_ms(), 1_120);
+        assert_eq!(frame.um_per_px(), 2.2);
     }
 }

@@ -42,7 +42,7 @@ pub use pool::{FrameData, FramePool};
 pub use queue::{DropPolicy, FrameQueue, Popped};
 pub use reader::{ReaderOptions, StreamMode, StreamReader};
 pub use sequence::list_images;
-pub use source::{Source, SourceOptions};
+pub use source::{Resize, Source, SourceOptions};
 
 /// Initialises GStreamer once per process; cheap to call again.
 pub fn init() -> Result<(), IngestError> {

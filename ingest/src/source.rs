@@ -62,6 +62,45 @@ pub struct SourceOptions {
     pub live: bool,
     /// Frame sizes accepted; a larger (or smaller) frame fails the source with an error naming the limit.
     pub limits: FrameLimits,
+    /// The size frames are delivered at, from their decoded size; `None` delivers them as decoded. Limits apply to
+    /// the decoded size.
+    ///
+    /// The analyses work at the model's working resolution, so a 1080p skin frame is used at about half its size.
+    /// Resizing here, on the decoder's planar YUV before the conversion to RGB and before the copy out of GStreamer,
+    /// costs less than converting and copying the full frame and resizing it afterwards (the copy shrinks 3.4×).
+    pub resize: Option<Resize>,
+}
+
+/// The delivered size of a frame from its decoded width and height (see [`SourceOptions::resize`]).
+///
+/// GStreamer resizes with its multi-tap bilinear filter, which widens with the shrink factor and so averages every
+/// decoded pixel, as the triangle filter the model was trained with does.
+#[derive(Clone)]
+pub struct Resize(Arc<dyn Fn(u32, u32) -> (u32, u32) + Send + Sync>);
+
+impl Resize {
+    /// A rule giving the delivered `(width, height)` of a decoded `(width, height)`.
+    pub fn new(rule: impl Fn(u32, u32) -> (u32, u32) + Send + Sync + 'static) -> Resize {
+        Resize(Arc::new(rule))
+    }
+
+    /// The delivered size of a decoded `width × height` frame (at least 1 × 1).
+    pub fn size(&self, width: u32, height: u32) -> (u32, u32) {
+        let (w, h) = (self.0)(width, height);
+        (w.max(1), h.max(1))
+    }
+}
+
+impl std::fmt::Debug for Resize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resize(..)")
+    }
+}
+
+impl PartialEq for Resize {
+    fn eq(&self, other: &Resize) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl Default for SourceOptions {
@@ -73,6 +112,7 @@ impl Default for SourceOptions {
             stall_timeout: Duration::from_secs(20),
             live: false,
             limits: FrameLimits::default(),
+            resize: None,
         }
     }
 }
@@ -96,6 +136,8 @@ pub struct Source {
     /// A limit broken before a frame reached the appsink (caps announced by a parser or decoder); reported in
     /// preference to the decoding error it causes.
     limit_error: LimitSlot,
+    /// Decoded size of each delivered size the resize has produced (several entries only after a mid-stream change).
+    sizes: SizeMap,
     /// Buffers of consumed frames, packed into again (see [`crate::pool`]).
     pool: Arc<FramePool>,
 }
@@ -105,6 +147,9 @@ pub struct Source {
 const IDLE_FRAME_BUFFERS: usize = 2;
 
 type LimitSlot = Arc<Mutex<Option<IngestError>>>;
+
+/// Delivered `(width, height)` → decoded `(width, height)`.
+type SizeMap = Arc<Mutex<std::collections::HashMap<(u32, u32), (u32, u32)>>>;
 
 /// Keeps the first limit broken.
 fn note_limit(slot: &LimitSlot, error: IngestError) {
@@ -165,6 +210,21 @@ impl Source {
         convert
             .link(&appsink)
             .map_err(|e| pipeline_error(e.to_string()))?;
+        // With a resize, decoded frames meet the scaler first (the first element every decoder links to).
+        let head = match &options.resize {
+            Some(_) => {
+                let scale = make("videoscale")?;
+                scale.set_property_from_str("method", "bilinear2");
+                pipeline
+                    .add(&scale)
+                    .map_err(|e| pipeline_error(e.to_string()))?;
+                scale
+                    .link(&convert)
+                    .map_err(|e| pipeline_error(e.to_string()))?;
+                scale
+            }
+            None => convert.clone(),
+        };
 
         let mut feeder = None;
         let is_uri = location.contains("://");
@@ -176,7 +236,7 @@ impl Source {
             let spec = crate::synthetic::parse(location)?;
             let (generator, handle) = crate::synthetic::generator(&pipeline, location, spec)?;
             generator
-                .link(&convert)
+                .link(&head)
                 .map_err(|e| pipeline_error(e.to_string()))?;
             feeder = Some(handle);
             generator
@@ -294,13 +354,19 @@ impl Source {
             });
         }
         // Then on the decoded caps (also when they change mid-stream): from there on no frame reaches the converter,
-        // and the decoder is told to stop.
-        if let Some(sink) = convert.static_pad("sink") {
+        // and the decoder is told to stop. The same caps set the size the appsink asks the scaler for.
+        let sizes = SizeMap::default();
+        if let Some(sink) = head.static_pad("sink") {
             let (slot, limits, format, input) = (
                 Arc::clone(&limit_error),
                 options.limits,
                 options.format,
                 location.to_owned(),
+            );
+            let (resize, sizes, sink_weak) = (
+                options.resize.clone(),
+                Arc::clone(&sizes),
+                appsink.downgrade(),
             );
             let blocked = AtomicBool::new(false);
             sink.add_probe(
@@ -319,6 +385,24 @@ impl Source {
                                 if let Some(e) = broken {
                                     note_limit(&slot, e);
                                     blocked.store(true, Ordering::SeqCst);
+                                } else if let (Some(resize), Some(video), Some(appsink)) = (
+                                    &resize,
+                                    gst_video::VideoInfo::from_caps(caps.caps()).ok(),
+                                    sink_weak.upgrade(),
+                                ) {
+                                    let decoded = (video.width(), video.height());
+                                    let (w, h) = resize.size(decoded.0, decoded.1);
+                                    sizes
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .insert((w, h), decoded);
+                                    appsink.set_caps(Some(
+                                        &gst::Caps::builder("video/x-raw")
+                                            .field("format", format.gst_name())
+                                            .field("width", i32::try_from(w).unwrap_or(i32::MAX))
+                                            .field("height", i32::try_from(h).unwrap_or(i32::MAX))
+                                            .build(),
+                                    ));
                                 }
                             }
                         }
@@ -334,9 +418,9 @@ impl Source {
         }
 
         // Decoders expose their pads once the stream type is known; link the first video pad, ignore audio.
-        let convert_weak = convert.downgrade();
+        let head_weak = head.downgrade();
         decoder.connect_pad_added(move |_, pad| {
-            let Some(convert) = convert_weak.upgrade() else {
+            let Some(head) = head_weak.upgrade() else {
                 return;
             };
             let is_video = pad
@@ -344,7 +428,7 @@ impl Source {
                 .or_else(|| Some(pad.query_caps(None)))
                 .and_then(|caps| caps.structure(0).map(|s| s.name().starts_with("video/")))
                 .unwrap_or(false);
-            let Some(sink) = convert.static_pad("sink") else {
+            let Some(sink) = head.static_pad("sink") else {
                 return;
             };
             if is_video && !sink.is_linked() {
@@ -369,6 +453,7 @@ impl Source {
             stall_timeout: options.stall_timeout,
             cancel: None,
             limits: options.limits,
+            sizes,
             format: options.format,
             limit_error,
             pool: FramePool::new(IDLE_FRAME_BUFFERS),
@@ -546,7 +631,15 @@ impl Source {
             return Err(decode_error("decoder produced an unexpected pixel format"));
         }
         let (width, height) = (info.width(), info.height());
-        self.limits.check(&self.input, width, height, format)?;
+        let (source_width, source_height) = self
+            .sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(width, height))
+            .copied()
+            .unwrap_or((width, height));
+        self.limits
+            .check(&self.input, source_width, source_height, format)?;
         let stride = usize::try_from(info.stride()[0])
             .map_err(|_| decode_error("decoded frame with a negative stride"))?;
         let plane = video
@@ -570,6 +663,8 @@ impl Source {
             pts_ns: pts.saturating_sub(first),
             width,
             height,
+            source_width,
+            source_height,
             format,
             data,
         })

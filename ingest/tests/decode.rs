@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use capflow_ingest::{IngestError, PixelFormat, Source, SourceOptions, StreamInfo};
+use capflow_ingest::{IngestError, PixelFormat, Resize, Source, SourceOptions, StreamInfo};
 
 fn info() -> Arc<StreamInfo> {
     Arc::new(StreamInfo::new("s1", "p1", "forearm", 2.2))
@@ -61,6 +61,75 @@ fn decodes_every_frame_of_an_mp4_with_packed_rows_and_increasing_pts() {
         }
         assert!(frames.windows(2).all(|w| w[1].pts_ns > w[0].pts_ns));
         assert_eq!(frames[1].pts_ns, 40_000_000);
+    }
+}
+
+/// Every frame of `location` through a source that shrinks each side by 1.86 (as 1080p skin frames are).
+fn read_shrunk(location: &str) -> Vec<capflow_ingest::Frame> {
+    let options = SourceOptions {
+        format: PixelFormat::Gray8,
+        resize: Some(Resize::new(|w, h| {
+            let shrink = |v: u32| (f64::from(v) / 1.86).round() as u32;
+            (shrink(w), shrink(h))
+        })),
+        ..Default::default()
+    };
+    let mut source = Source::open(location, info(), &options).unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = source.next_frame().unwrap() {
+        frames.push(frame);
+    }
+    frames
+}
+
+#[test]
+fn a_resizing_source_delivers_the_working_size_with_the_decoded_size_and_averaged_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    // A decoded video: the delivered size, the decoded size kept, the pixel size scaled.
+    let path = make_mp4(dir.path(), 6);
+    let halves = read_shrunk(path.to_str().unwrap());
+    assert_eq!(halves.len(), 6);
+    for half in &halves {
+        assert_eq!((half.width, half.height), (87, 65));
+        assert_eq!((half.source_width, half.source_height), (161, 121));
+        assert_eq!(half.data.len(), 87 * 65);
+        // The stream's pixel size describes the decoded frames; the delivered ones are coarser.
+        assert!((half.um_per_px() - 2.2 * 161.0 / 87.0).abs() < 1e-12);
+    }
+    assert_eq!(
+        read_all(path.to_str().unwrap(), PixelFormat::Gray8).unwrap()[0].um_per_px(),
+        2.2
+    );
+
+    // A lossless one-pixel checkerboard (grey levels 76 and 150): a filter that averages every decoded pixel, as
+    // the model's training resize does, gives their mean everywhere; one that skips pixels (nearest neighbour)
+    // gives 76 or 150.
+    let frames = dir.path().join("checkers");
+    std::fs::create_dir(&frames).unwrap();
+    gst_launch(&format!(
+        "videotestsrc num-buffers=2 pattern=checkers-1 ! video/x-raw,width=160,height=120 ! videoconvert \
+         ! pngenc ! multifilesink location={}/%06d.png",
+        frames.display()
+    ));
+    let halves = read_shrunk(frames.to_str().unwrap());
+    assert_eq!(halves.len(), 2);
+    for half in &halves {
+        assert_eq!((half.width, half.height), (86, 65));
+        assert_eq!((half.source_width, half.source_height), (160, 120));
+        let mean = (76.0 + 150.0) / 2.0;
+        // Inside the border row and column, where every filter has all its taps.
+        let worst = half
+            .data
+            .chunks_exact(86)
+            .skip(1)
+            .take(63)
+            .flat_map(|row| &row[1..85])
+            .map(|&v| (f64::from(v) - mean).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 2.0,
+            "a delivered pixel is {worst} grey levels off the mean of those it covers"
+        );
     }
 }
 

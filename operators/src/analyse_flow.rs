@@ -164,6 +164,8 @@ mod tests {
             pts_ns: i * 40_000_000,
             width: 32,
             height: 32,
+            source_width: 32,
+            source_height: 32,
             format: PixelFormat::Gray8,
             data: vec![100; 32 * 32].into(),
         };

@@ -301,7 +301,7 @@ pub fn preprocess(frame: &Frame, spec: &InputSpec) -> ModelInput {
         frame.format,
         frame.width as usize,
         frame.height as usize,
-        frame.stream.um_per_px,
+        frame.um_per_px(),
         spec,
     )
 }
@@ -473,6 +473,8 @@ mod tests {
             pts_ns: 0,
             width: w,
             height: h,
+            source_width: w,
+            source_height: h,
             format,
             data: data.into(),
         }

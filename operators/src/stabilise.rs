@@ -66,7 +66,8 @@ impl Stabiliser {
     /// quality.
     pub fn stabilise(&mut self, frame: Frame, spec: &InputSpec) -> StableFrame {
         let (w, h) = (frame.width as usize, frame.height as usize);
-        let um = frame.stream.um_per_px;
+        // The frame's own pixel size: its source may have resized it to this working size already.
+        let um = frame.um_per_px();
         let (ow, oh) = model_size(w, h, um, spec);
         let luma = channel_resized(&frame.data, frame.format, Channel::Green, w, h, ow, oh);
         let luma_um = um * w as f64 / ow as f64;
@@ -139,6 +140,8 @@ mod tests {
                 pts_ns: 120_000_000,
                 width: 4,
                 height: 4,
+                source_width: 4,
+                source_height: 4,
                 format: PixelFormat::Gray8,
                 data,
             },

@@ -38,6 +38,8 @@ fn flow_of(spec: &SynthSpec, window: usize) -> (f64, f64, (Option<f64>, f64)) {
             pts_ns: spec.pts_ns(i),
             width: spec.width,
             height: spec.height,
+            source_width: spec.width,
+            source_height: spec.height,
             format: PixelFormat::Rgb8,
             data: rendered.rgb.into(),
         };

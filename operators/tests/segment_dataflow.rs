@@ -43,6 +43,8 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
                 pts_ns: spec.pts_ns(i),
                 width: spec.width,
                 height: spec.height,
+                source_width: spec.width,
+                source_height: spec.height,
                 format: PixelFormat::Rgb8,
                 data: r.rgb.into(),
             }

@@ -398,6 +398,16 @@ pub struct IngestConfig {
     pub live: LiveConfig,
     /// Endpoint, region and credentials for `s3://` sources (else the standard AWS_* environment variables).
     pub s3: S3Options,
+    /// Resize frames to the model's working resolution in the GStreamer pipeline, on the decoded YUV before the
+    /// conversion to RGB and the copy out (the default; cheaper), rather than after it in capflow (the same
+    /// triangle filter `capflow eval` applies to images). The two differ by a fraction of a grey level per pixel.
+    #[serde(skip_serializing_if = "is_true")]
+    pub resize_in_decoder: bool,
+}
+
+/// Serialises a default-on switch only when it is off (fingerprints of configs from before it existed stay).
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 impl Default for IngestConfig {
@@ -408,6 +418,7 @@ impl Default for IngestConfig {
             stall_timeout_s: 20.0,
             live: LiveConfig::default(),
             s3: S3Options::default(),
+            resize_in_decoder: true,
         }
     }
 }
@@ -809,7 +820,11 @@ impl Config {
         shaping.model.batch_size = 4;
         shaping.model.intra_spinning = false;
         shaping.model.ort_library = None;
-        shaping.ingest = IngestConfig::default();
+        // Where frames are resized moves numbers slightly, so that switch stays.
+        shaping.ingest = IngestConfig {
+            resize_in_decoder: self.ingest.resize_in_decoder,
+            ..IngestConfig::default()
+        };
         shaping.cluster = ClusterConfig::default();
         // The manifest's rows are in `streams` already.
         shaping.manifest = None;

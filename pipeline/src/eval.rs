@@ -464,6 +464,8 @@ pub(crate) fn segment_image(
         pts_ns: 0,
         width: image.width,
         height: image.height,
+        source_width: image.width,
+        source_height: image.height,
         format: image.format,
         data: image.data.clone().into(),
     };

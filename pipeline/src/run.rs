@@ -19,8 +19,8 @@ use anyhow::{bail, Context as _};
 use arrow::record_batch::RecordBatch;
 use capflow_ingest::reader::now_ms;
 use capflow_ingest::{
-    Backoff, DropPolicy, Frame, PixelFormat, Popped, ReaderOptions, SourceOptions, StreamInfo,
-    StreamMode, StreamReader,
+    Backoff, DropPolicy, Frame, PixelFormat, Popped, ReaderOptions, Resize, SourceOptions,
+    StreamInfo, StreamMode, StreamReader,
 };
 use capflow_operators::metrics::MetricParams;
 use capflow_operators::model::Model;
@@ -853,7 +853,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         // A frame that cannot be segmented at all (its pixel size would enlarge it past memory) fails its stream
         // like a model failure, before it costs anything.
         let (w, h) = (frame.width as usize, frame.height as usize);
-        if let Err(e) = check_working_size(w, h, frame.stream.um_per_px, &working_spec) {
+        if let Err(e) = check_working_size(w, h, frame.um_per_px(), &working_spec) {
             let mut failed = shared.failed_streams.borrow_mut();
             let failure = failed
                 .entry(frame.stream.stream_id.clone())
@@ -1102,7 +1102,12 @@ fn start_stream(
     };
     ctx.monitor
         .stream_opened(&stream.id, &stream.patient, &stream.site, outcome.live);
-    match open_stream(stream, &ctx.config, ctx.pixel_format) {
+    let resize = ctx
+        .config
+        .ingest
+        .resize_in_decoder
+        .then(|| working_size(stream.um_per_px(), &ctx.model.card.input));
+    match open_stream(stream, &ctx.config, ctx.pixel_format, resize) {
         Ok(reader) => {
             tracing::info!(stream = %stream.id, patient = %stream.patient, worker, live = outcome.live, "stream opened");
             Ok(Running {
@@ -1205,10 +1210,27 @@ fn apply_reload(
     }
 }
 
+/// The size the analyses work at, as a source resize: the model input's size for frames of `um_per_px` (the
+/// stabiliser and preprocessing then find the frame at that size already and resize nothing). Only shrinking
+/// happens in the decoder: a frame the model would enlarge arrives as decoded, so capflow's own checks see it
+/// (an absurd pixel size is then refused with its key instead of failing GStreamer's negotiation).
+pub(crate) fn working_size(um_per_px: f64, spec: &capflow_operators::model::InputSpec) -> Resize {
+    let spec = spec.clone();
+    Resize::new(move |w, h| {
+        let (ow, oh) =
+            capflow_operators::preprocess::model_size(w as usize, h as usize, um_per_px, &spec);
+        if ow > w as usize || oh > h as usize {
+            return (w, h);
+        }
+        (ow as u32, oh as u32)
+    })
+}
+
 fn open_stream(
     stream: &StreamConfig,
     config: &Config,
     format: PixelFormat,
+    resize: Option<Resize>,
 ) -> Result<StreamReader, String> {
     let recorded_at_ms = stream.recorded_at_ms()?;
     let info = StreamInfo {
@@ -1229,6 +1251,7 @@ fn open_stream(
                 stall_timeout: Duration::from_secs_f64(live.stall_timeout_s),
                 live: true,
                 limits: config.limits.frame(),
+                resize: resize.clone(),
             },
             mode: StreamMode::Live,
             queue_frames: live.queue_frames as usize,
@@ -1253,6 +1276,7 @@ fn open_stream(
                 stall_timeout: Duration::from_secs_f64(ingest.stall_timeout_s),
                 live: false,
                 limits: config.limits.frame(),
+                resize,
             },
             mode: StreamMode::Replay,
             queue_frames: ingest.queue_frames as usize,
@@ -1357,6 +1381,20 @@ pub fn patient_summary(windows: &[PatientWindow]) -> BTreeMap<String, PatientSum
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_shrink_to_the_working_size_and_never_enlarge() {
+        let card = crate::model::load_model("builtin").unwrap().card.input;
+        // A 1080p skin frame at 2.2 µm/px is segmented at about half its size: the decoder delivers that size.
+        let skin = working_size(2.2, &card);
+        assert_eq!(skin.size(1920, 1080), {
+            let (w, h) = capflow_operators::preprocess::model_size(1920, 1080, 2.2, &card);
+            (w as u32, h as u32)
+        });
+        assert!(skin.size(1920, 1080).0 < 1920);
+        // A pixel size the model would enlarge (here absurdly) arrives as decoded, for capflow's own checks.
+        assert_eq!(working_size(900.0, &card).size(64, 48), (64, 48));
+    }
 
     #[test]
     fn patient_summary_weights_windows_by_frames_and_skips_missing_values() {

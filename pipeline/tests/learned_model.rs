@@ -41,6 +41,8 @@ fn shipped_model_loads_and_segments_held_out_frames() {
                 pts_ns: 0,
                 width: spec.width,
                 height: spec.height,
+                source_width: spec.width,
+                source_height: spec.height,
                 format: PixelFormat::Rgb8,
                 data: still.rgb.into(),
             };

@@ -34,6 +34,8 @@ pub fn skin_frame(width: u32, height: u32, seed: u64) -> Frame {
         pts_ns: 0,
         width: spec.width,
         height: spec.height,
+        source_width: spec.width,
+        source_height: spec.height,
         format: PixelFormat::Rgb8,
         data: Renderer::new(&spec).unwrap().render(0).rgb.into(),
     }

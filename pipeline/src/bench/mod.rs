@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use capflow_ingest::{PixelFormat, Source, SourceOptions, StreamInfo};
+use capflow_ingest::{Frame, PixelFormat, Source, SourceOptions, StreamInfo};
 use capflow_operators::metrics::measure;
 use capflow_operators::preprocess::preprocess;
 use capflow_operators::{ort_environment, Segmenter};
@@ -605,37 +605,49 @@ fn machine() -> String {
 fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<serde_json::Value> {
     let clip_str = skin.path.clone();
 
-    // (1) decode only: GStreamer decode + conversion to RGB + packed copy, as the pipeline does it.
+    // (1) decode only: GStreamer decode + resize to the model's working size + conversion to RGB + packed copy, as
+    // the pipeline does it; and without the resize (full-size RGB frames, resized afterwards in capflow), as
+    // `ingest.resize_in_decoder = false` does it.
     capflow_ingest::init()?;
+    let model = load_model("builtin")?;
     let info = Arc::new(StreamInfo::new("bench", "bench", "forearm", 2.2));
-    let options = SourceOptions {
+    let full_size = SourceOptions {
         format: PixelFormat::Rgb8,
         ..Default::default()
+    };
+    let options = SourceOptions {
+        resize: Some(crate::run::working_size(info.um_per_px, &model.card.input)),
+        ..full_size.clone()
     };
     // Warm-up: the first decoder in a process loads its plugins and, on a fresh machine, their libraries from disk
     // (measured: 15 frames/s cold, 108 warm, same clip and build).
     Source::open(&clip_str, Arc::clone(&info), &options)?.next_frame()?;
-    let cpu_before = aggregation::cpu_seconds();
-    let start = Instant::now();
-    let mut source = Source::open(&clip_str, Arc::clone(&info), &options)?;
-    let mut decoded = 0u64;
-    let mut first = None;
-    while let Some(frame) = source.next_frame()? {
-        if first.is_none() {
-            first = Some(frame);
+    let decode_only = |options: &SourceOptions| -> anyhow::Result<(u64, Duration, f64, Frame)> {
+        let cpu_before = aggregation::cpu_seconds();
+        let start = Instant::now();
+        let mut source = Source::open(&clip_str, Arc::clone(&info), options)?;
+        let mut decoded = 0u64;
+        let mut first = None;
+        while let Some(frame) = source.next_frame()? {
+            if first.is_none() {
+                first = Some(frame);
+            }
+            decoded += 1;
         }
-        decoded += 1;
-    }
-    let decode_time = start.elapsed();
-    let decode_cpu = aggregation::cpu_seconds().0 - cpu_before.0;
-    let Some(frame) = first else {
-        bail!("the benchmark clip decoded to no frames")
+        let time = start.elapsed();
+        let cpu = aggregation::cpu_seconds().0 - cpu_before.0;
+        let Some(frame) = first else {
+            bail!("the benchmark clip decoded to no frames")
+        };
+        Ok((decoded, time, cpu, frame))
     };
+    let (decoded, decode_time, decode_cpu, frame) = decode_only(&options)?;
+    // The full-size frame is what the per-model table resizes for each model.
+    let (_, full_time, full_cpu, full_frame) = decode_only(&full_size)?;
 
     // (2) inference only: the ONNX model on batches of preprocessed frames, with the session settings the
     // end-to-end run gives each worker (threads = cores ÷ workers, idle threads sleeping); and pre/post-processing
     // alone.
-    let model = load_model("builtin")?;
     let env = environment()?;
     let run_settings = crate::config::ModelConfig::default().session_settings(args.workers);
     let mut segmenter = Segmenter::with_settings(env, &model, run_settings)?;
@@ -701,19 +713,25 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let speeds = model_table(env, &frame, threads, args.max_megapixels)?;
+    let speeds = model_table(env, &full_frame, threads, args.max_megapixels)?;
     let bound = decode_fps.min(infer_fps);
     // CPU milliseconds per frame of each part; on shared cores the parts add up, so the cores divided by their sum
     // is a second, tighter bound.
     let per_frame_ms = |cpu: f64, frames: u64| cpu * 1e3 / frames.max(1) as f64;
     let decode_cpu_ms = per_frame_ms(decode_cpu, decoded);
+    let full_fps = fps(decoded, full_time);
+    let full_cpu_ms = per_frame_ms(full_cpu, decoded);
     let infer_cpu_ms = per_frame_ms(infer_cpu, (rounds * batch) as u64);
     let e2e_cpu_ms = per_frame_ms(e2e_cpu, decoded);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let cpu_bound = cores * 1e3 / (decode_cpu_ms + infer_cpu_ms).max(1e-9);
     println!("pipeline — {decoded} frames of 1920x1080 H.264");
     println!(
-        "  decode only (GStreamer → RGB frames)      {decode_fps:>8.1} frames/s  {decode_cpu_ms:>6.1} CPU-ms/frame"
+        "  decode only (GStreamer → {}x{} RGB frames) {decode_fps:>8.1} frames/s  {decode_cpu_ms:>6.1} CPU-ms/frame",
+        frame.width, frame.height
+    );
+    println!(
+        "  decode only, full size (1920x1080 RGB)    {full_fps:>8.1} frames/s  {full_cpu_ms:>6.1} CPU-ms/frame"
     );
     println!(
         "  inference only (ONNX, batch {batch}, {} threads) {infer_fps:>8.1} frames/s  {infer_cpu_ms:>6.1} CPU-ms/frame",
@@ -746,6 +764,8 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     let json = serde_json::json!({
         "frames": decoded, "width": 1920, "height": 1080,
         "decode_fps": decode_fps, "inference_fps": infer_fps, "batch": batch,
+        "decoded_size": format!("{}x{}", frame.width, frame.height),
+        "decode_full_size_fps": full_fps, "decode_full_size_cpu_ms_per_frame": full_cpu_ms,
         "inference_threads": run_settings.intra_threads,
         "decode_cpu_ms_per_frame": decode_cpu_ms, "inference_cpu_ms_per_frame": infer_cpu_ms,
         "end_to_end_cpu_ms_per_frame": e2e_cpu_ms, "cpu_bound_fps": cpu_bound,
@@ -784,7 +804,7 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         );
     }
     // (4) what the clinical metrics cost: the same clips with flow analysis off, and at lower segmentation rates.
-    let variants: [(&str, &str); 4] = [
+    let variants: [(&str, &str); 5] = [
         ("flow off", "[flow]\nenabled = false"),
         ("every frame + flow (default)", ""),
         (
@@ -794,6 +814,10 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         (
             "mean of 5 frames + flow",
             "[segmentation]\nmode = \"block_mean\"\nn = 5",
+        ),
+        (
+            "default, resized after decoding",
+            "[ingest]\nresize_in_decoder = false",
         ),
     ];
     let mut clinical = Vec::new();
@@ -870,6 +894,8 @@ fn model_table(
         pts_ns: 0,
         width: spec.width,
         height: spec.height,
+        source_width: spec.width,
+        source_height: spec.height,
         format: PixelFormat::Rgb8,
         data: still.rgb.into(),
     };
