@@ -22,10 +22,11 @@ pub type Call = (usize, Duration);
 
 /// Runs the jobs of one batch (`None`: a frame with nothing to infer), same-sized inputs in one call each.
 ///
-/// Returns each job's probabilities (`None` where there was no job) and the calls made.
+/// Returns each job's probabilities (`None` where there was no job) and the calls made. A job alone in its call
+/// hands its planes to the model (its `data` is empty afterwards; measuring needs only its sizes).
 pub fn run_jobs(
     segmenter: &mut Segmenter,
-    jobs: &[Option<ModelInput>],
+    jobs: &mut [Option<ModelInput>],
 ) -> (Vec<Option<Probs>>, Vec<Call>) {
     let mut out: Vec<Option<Probs>> = vec![None; jobs.len()];
     let mut calls = Vec::new();
@@ -38,10 +39,16 @@ pub fn run_jobs(
         let group: Vec<usize> = (i..jobs.len())
             .filter(|&j| !done[j] && size(&jobs[j]) == size(&jobs[i]))
             .collect();
-        let refs: Vec<&ModelInput> = group.iter().filter_map(|&j| jobs[j].as_ref()).collect();
         let started = Instant::now();
-        let result = segmenter.run(&refs);
-        calls.push((refs.len(), started.elapsed()));
+        let result = match (group.as_slice(), jobs[i].as_mut()) {
+            ([_], Some(input)) => segmenter.run_taking(input).map(|probs| vec![probs]),
+            _ => {
+                let refs: Vec<&ModelInput> =
+                    group.iter().filter_map(|&j| jobs[j].as_ref()).collect();
+                segmenter.run(&refs)
+            }
+        };
+        calls.push((group.len(), started.elapsed()));
         match result {
             Ok(probs) => {
                 for (&j, prob) in group.iter().zip(probs) {
@@ -66,7 +73,7 @@ pub fn run_jobs(
 /// the model calls made.
 #[derive(Debug)]
 pub struct Finished {
-    /// The jobs as submitted (all `None` if the thread died before answering).
+    /// The jobs as submitted, less the planes handed to the model (all `None` if the thread died before answering).
     pub jobs: Vec<Option<ModelInput>>,
     /// Each job's probabilities or error; `None` where there was no job.
     pub probs: Vec<Option<Probs>>,
@@ -106,8 +113,8 @@ impl InferenceThread {
         let (job_tx, job_rx) = channel::<Vec<Option<ModelInput>>>();
         let (done_tx, done_rx) = channel::<Finished>();
         let thread = std::thread::Builder::new().name(name).spawn(move || {
-            for jobs in job_rx {
-                let (probs, calls) = run_jobs(&mut segmenter, &jobs);
+            for mut jobs in job_rx {
+                let (probs, calls) = run_jobs(&mut segmenter, &mut jobs);
                 if done_tx.send(Finished { jobs, probs, calls }).is_err() {
                     return;
                 }

@@ -236,7 +236,37 @@ impl Segmenter {
         for input in batch {
             data.extend_from_slice(&input.data);
         }
-        let shape = [batch.len(), self.channels, h, w];
+        self.run_planes(data, batch.len(), h, w)
+    }
+
+    /// [`Segmenter::run`] for one input whose planes are handed over: the tensor takes `input.data` as it is
+    /// (a 1080p skin frame's two working planes are 4.8 MB, copied once per frame otherwise), leaving it empty.
+    pub fn run_taking(&mut self, input: &mut ModelInput) -> Result<Vec<f32>, OperatorError> {
+        let data = std::mem::take(&mut input.data);
+        let mut probs = self.run_planes(data, 1, input.height, input.width)?;
+        Ok(probs.pop().unwrap_or_default())
+    }
+
+    /// Runs the model on `n` inputs of `h × w` whose planes are concatenated in `data`.
+    fn run_planes(
+        &mut self,
+        data: Vec<f32>,
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<Vec<f32>>, OperatorError> {
+        let runtime = |message: String| OperatorError::Runtime {
+            model: self.model.clone(),
+            message,
+        };
+        if data.len() != n * self.channels * h * w {
+            return Err(runtime(format!(
+                "{} input values for {n} input(s) of {} channel(s) of {h}x{w}",
+                data.len(),
+                self.channels
+            )));
+        }
+        let shape = [n, self.channels, h, w];
         let tensor = Tensor::from_array((shape, data)).map_err(|e| runtime(e.to_string()))?;
         let outputs = self
             .session
@@ -252,13 +282,12 @@ impl Segmenter {
                 message: e.to_string(),
             })?;
         let plane = h * w;
-        if values.len() != batch.len() * plane {
+        if values.len() != n * plane {
             return Err(OperatorError::ModelContract {
                 model: self.model.clone(),
                 message: format!(
-                    "output shape {:?} is not [{}, 1, {h}, {w}]",
-                    &out_shape[..],
-                    batch.len()
+                    "output shape {:?} is not [{n}, 1, {h}, {w}]",
+                    &out_shape[..]
                 ),
             });
         }
