@@ -194,7 +194,11 @@ pub fn channel_resized(
         // frame this was a whole resize pass per frame).
         return vec![0.0; out_w * out_h];
     }
-    if (out_w, out_h) == (w, h) || out_h > h {
+    if (out_w, out_h) == (w, h) {
+        // Already at the working size (the source resized it): the plane itself, not a copy of it.
+        return channel_plane(data, format, channel);
+    }
+    if out_h > h {
         return resize(&channel_plane(data, format, channel), w, h, out_w, out_h);
     }
     let (tx, ty) = (taps(w, out_w), taps(h, out_h));
