@@ -5,8 +5,8 @@
 //! segmentation rate is explicit: every frame, every Nth frame, or the mean of each block of N stabilised frames
 //! (less noise and red-cell texture, so faint vessels show, at 1/N of the inference cost); every frame still passes
 //! on to flow analysis, in stream order. Frames are buffered until a batch of jobs is full, event time moves past
-//! them or the oldest has waited `max_wait`; the batch then goes to the worker's [`InferenceThread`], and the
-//! operator measures it when the thread wakes it, while the worker goes on with other frames. The shared `pending`
+//! them or the oldest has waited `max_wait`; the batch then goes to the worker's [`InferenceThreads`], and the
+//! operator measures it when a thread wakes it, while the worker goes on with other frames. The shared `pending`
 //! counter (frames on their way here plus inference jobs not yet measured) lets the input loop hold back decoding
 //! (timely itself has no backpressure between operators).
 
@@ -23,7 +23,7 @@ use timely::dataflow::Stream;
 
 use crate::components::label_components;
 use crate::flow::{background_points, FlowMap};
-use crate::inference::{Finished, InferenceThread};
+use crate::inference::{Finished, InferenceThreads};
 use crate::metrics::{measure, MetricParams};
 use crate::model::InputSpec;
 use crate::preprocess::{preprocess_with_green, ModelInput};
@@ -340,18 +340,21 @@ fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) 
 
 /// Extension trait: segment a stream of stabilised frames.
 pub trait Segment<'scope> {
-    /// Segments frames at the configured rate with `segmenter` and passes every frame on, in order.
+    /// Segments frames at the configured rate with `segmenters` (one inference thread each) and passes every frame
+    /// on, in order.
     fn segment(
         self,
-        segmenter: Segmenter,
+        segmenters: Vec<Segmenter>,
         params: SegmentParams,
         shared: SegmentShared,
     ) -> Stream<'scope, u64, Vec<Analysed>>;
 }
 
-/// Batches a worker may have at its inference thread at once: one running and one queued behind it, so the thread
-/// never waits for the worker between batches.
-const MAX_IN_FLIGHT: usize = 2;
+/// Batches a worker may have at its inference threads at once: one running on each and one queued behind them, so
+/// no thread waits for the worker between batches.
+fn max_in_flight(threads: usize) -> usize {
+    threads + 1
+}
 
 /// Units in stream order whose batch is at the inference thread, or that wait behind one (no jobs, `finished` set).
 struct Flight {
@@ -363,7 +366,7 @@ struct Flight {
 impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
     fn segment(
         self,
-        segmenter: Segmenter,
+        segmenters: Vec<Segmenter>,
         params: SegmentParams,
         shared: SegmentShared,
     ) -> Stream<'scope, u64, Vec<Analysed>> {
@@ -376,8 +379,8 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
             let activator = scope.activator_for(Rc::clone(&info.address));
             // Wakes it from the inference thread when a batch is done.
             let wake = scope.worker().sync_activator_for(info.address.to_vec());
-            let mut inference = InferenceThread::spawn(
-                segmenter,
+            let mut inference = InferenceThreads::spawn(
+                segmenters,
                 format!("capflow-infer-{}", scope.index()),
                 move || {
                     // Fails only once the worker has dropped the dataflow; then nobody waits for the batch.
@@ -469,8 +472,8 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                     let take = if buffered[0].job.is_none() {
                         // Leading frames without inference leave at once, in order.
                         buffered.iter().take_while(|u| u.job.is_none()).count()
-                    } else if inference.in_flight() >= MAX_IN_FLIGHT {
-                        // The thread has enough; the operator runs again when a batch is done.
+                    } else if inference.in_flight() >= max_in_flight(inference.threads()) {
+                        // The threads have enough; the operator runs again when a batch is done.
                         break;
                     } else if jobs >= batch_size {
                         let mut seen = 0;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capflow_operators::inference::{run_jobs, InferenceThread};
+use capflow_operators::inference::{run_jobs, InferenceThreads};
 use capflow_operators::model::Model;
 use capflow_operators::preprocess::{preprocess, ModelInput};
 use capflow_operators::{ort_environment, Segmenter};
@@ -61,65 +61,90 @@ fn jobs_of_one_size_run_together_and_match_direct_calls() {
 }
 
 #[test]
-fn the_thread_answers_batches_in_order_and_wakes_once_per_batch() {
+fn the_threads_answer_batches_in_order_and_wake_once_per_batch() {
     let model = model();
     let env = ort_environment(&ort_library()).expect("ONNX Runtime: run `make setup`");
     let mut direct = Segmenter::new(&env, &model, 1).unwrap();
-    let all = inputs(&model, (160, 120), 10..15);
+    let small = inputs(&model, (160, 120), 10..15);
+    let large = inputs(&model, (640, 480), 15..17);
+    // The first batch is the slowest: with several threads the later ones finish first, and must still come back
+    // after it.
     let batches: Vec<Vec<Option<ModelInput>>> = vec![
-        vec![Some(all[0].clone()), Some(all[1].clone())],
-        vec![None, Some(all[2].clone())],
-        vec![Some(all[3].clone()), Some(all[4].clone())],
+        vec![Some(large[0].clone()), Some(large[1].clone())],
+        vec![Some(small[0].clone()), Some(small[1].clone())],
+        vec![None, Some(small[2].clone())],
+        vec![Some(small[3].clone()), Some(small[4].clone())],
     ];
+    let expected: Vec<Vec<Option<Vec<f32>>>> = batches
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|job| job.as_ref().map(|j| direct.run(&[j]).unwrap().remove(0)))
+                .collect()
+        })
+        .collect();
 
-    let woken = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&woken);
-    let mut thread = InferenceThread::spawn(
-        Segmenter::new(&env, &model, 1).unwrap(),
-        "test-infer".into(),
-        move || {
+    for threads in 1..=3 {
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&woken);
+        let segmenters = (0..threads)
+            .map(|_| Segmenter::new(&env, &model, 1).unwrap())
+            .collect();
+        let mut pool = InferenceThreads::spawn(segmenters, "test-infer".into(), move || {
             counter.fetch_add(1, Ordering::SeqCst);
-        },
-    )
-    .unwrap();
-    for batch in &batches {
-        thread.submit(batch.clone());
-    }
-    assert_eq!(thread.in_flight(), 3);
-
-    let mut answers = Vec::new();
-    let start = Instant::now();
-    while answers.len() < batches.len() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the thread answers"
-        );
-        match thread.try_finished() {
-            Some(finished) => answers.push(finished),
-            None => std::thread::sleep(Duration::from_millis(1)),
+        })
+        .unwrap();
+        assert_eq!(pool.threads(), threads);
+        for batch in &batches {
+            pool.submit(batch.clone());
         }
-    }
-    assert_eq!(thread.in_flight(), 0);
-    assert!(
-        thread.try_finished().is_none(),
-        "nothing more than was asked"
-    );
-    assert_eq!(woken.load(Ordering::SeqCst), 3, "woken once per batch");
+        assert_eq!(pool.in_flight(), batches.len());
 
-    for (batch, answer) in batches.iter().zip(&answers) {
-        let returned: Vec<bool> = answer.jobs.iter().map(Option::is_some).collect();
-        let sent: Vec<bool> = batch.iter().map(Option::is_some).collect();
-        assert_eq!(returned, sent, "the jobs come back with their answer");
-        for (job, probs) in batch.iter().zip(&answer.probs) {
-            match job {
-                Some(job) => assert_eq!(
-                    probs.as_ref().unwrap().as_ref().unwrap(),
-                    &direct.run(&[job]).unwrap()[0]
-                ),
-                None => assert!(probs.is_none()),
+        let mut answers = Vec::new();
+        let start = Instant::now();
+        while answers.len() < batches.len() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the threads answer"
+            );
+            match pool.try_finished() {
+                Some(finished) => answers.push(finished),
+                None => std::thread::sleep(Duration::from_millis(1)),
             }
         }
+        assert_eq!(pool.in_flight(), 0);
+        assert!(pool.try_finished().is_none(), "nothing more than was asked");
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            batches.len(),
+            "woken once per batch ({threads} threads)"
+        );
+
+        for ((batch, answer), expected) in batches.iter().zip(&answers).zip(&expected) {
+            let returned: Vec<bool> = answer.jobs.iter().map(Option::is_some).collect();
+            let sent: Vec<bool> = batch.iter().map(Option::is_some).collect();
+            assert_eq!(returned, sent, "the jobs come back with their answer");
+            let sizes: Vec<_> = answer
+                .jobs
+                .iter()
+                .map(|j| j.as_ref().map(|j| (j.width, j.height)))
+                .collect();
+            let sent_sizes: Vec<_> = batch
+                .iter()
+                .map(|j| j.as_ref().map(|j| (j.width, j.height)))
+                .collect();
+            assert_eq!(sizes, sent_sizes, "in submission order ({threads} threads)");
+            for (probs, expected) in answer.probs.iter().zip(expected) {
+                match expected {
+                    Some(expected) => {
+                        assert_eq!(probs.as_ref().unwrap().as_ref().unwrap(), expected)
+                    }
+                    None => assert!(probs.is_none()),
+                }
+            }
+        }
+        // Dropping it ends and joins the threads.
+        drop(pool);
     }
-    // Dropping it ends and joins the thread.
-    drop(thread);
 }

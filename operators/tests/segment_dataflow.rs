@@ -72,19 +72,26 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
         })
         .collect();
 
-    // The same frames through the operators, batched by two.
-    let via_dataflow = run_dataflow(&env, &model, &params, &frames);
-    assert_eq!(via_dataflow.len(), frames.len(), "every frame passes on");
-    assert!(
-        via_dataflow.iter().all(|a| a.stable.frame.data.is_empty()),
-        "decoded pixels are let go once the model input is made"
-    );
-    let mut rows: Vec<FrameMetrics> = via_dataflow.into_iter().filter_map(|a| a.row).collect();
-    rows.sort_by_key(|r| r.frame_index);
-    assert_eq!(
-        rows, direct,
-        "batched dataflow results equal one-by-one results"
-    );
+    // The same frames through the operators, batched by two, with one and with two inference threads (batches
+    // dealt out in turn must still leave in stream order).
+    for threads in [1, 2] {
+        let via_dataflow = run_dataflow(&env, &model, &params, &frames, threads);
+        assert_eq!(via_dataflow.len(), frames.len(), "every frame passes on");
+        assert!(
+            via_dataflow.iter().all(|a| a.stable.frame.data.is_empty()),
+            "decoded pixels are let go once the model input is made"
+        );
+        let order: Vec<u64> = via_dataflow.iter().map(|a| a.stable.frame.index).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{threads} threads: {order:?}"
+        );
+        let rows: Vec<FrameMetrics> = via_dataflow.into_iter().filter_map(|a| a.row).collect();
+        assert_eq!(
+            rows, direct,
+            "batched dataflow results equal one-by-one results ({threads} inference threads)"
+        );
+    }
 
     for (row, &expected) in direct.iter().zip(&truth) {
         let error = (row.capillary_count as f64 - expected as f64).abs();
@@ -109,7 +116,7 @@ fn segmenting_in_a_dataflow_matches_direct_calls_and_ground_truth() {
             segmentation: SegmentationConfig { mode, n: 2 },
             ..params.clone()
         };
-        let out = run_dataflow(&env, &model, &params, &frames);
+        let out = run_dataflow(&env, &model, &params, &frames, 1);
         let order: Vec<u64> = out.iter().map(|a| a.stable.frame.index).collect();
         assert_eq!(order, [0, 1, 2, 3, 4], "{mode:?}");
         assert!(
@@ -159,7 +166,7 @@ fn a_partial_batch_runs_after_the_maximum_wait_without_event_time_moving() {
                 input
                     .to_stream(scope)
                     .stabilise(params.input.clone())
-                    .segment(segmenter, params, SegmentShared::default())
+                    .segment(vec![segmenter], params, SegmentShared::default())
                     .inspect(move |a: &Analysed| {
                         *sink.lock().unwrap() += usize::from(a.row.is_some())
                     });
@@ -188,12 +195,14 @@ fn a_partial_batch_runs_after_the_maximum_wait_without_event_time_moving() {
     }
 }
 
-/// Runs `frames` through stabilise → segment in one worker; returns what leaves, in order.
+/// Runs `frames` through stabilise → segment in one worker with `threads` inference threads; returns what leaves,
+/// in order.
 fn run_dataflow(
     env: &ort::environment::Environment,
     model: &Model,
     params: &SegmentParams,
     frames: &[Frame],
+    threads: usize,
 ) -> Vec<Analysed> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (sink, frames_in, env_w, model_w, params_w) = (
@@ -206,14 +215,16 @@ fn run_dataflow(
     timely::execute_directly(move |worker| {
         let shared = SegmentShared::default();
         let mut input: InputHandle<u64, CapacityContainerBuilder<Vec<Frame>>> = InputHandle::new();
-        let segmenter = Segmenter::new(&env_w, &model_w, 1).unwrap();
+        let segmenters = (0..threads)
+            .map(|_| Segmenter::new(&env_w, &model_w, 1).unwrap())
+            .collect();
         let sink = Arc::clone(&sink);
         worker.dataflow::<u64, _, _>(|scope| {
             let spec = params_w.input.clone();
             input
                 .to_stream(scope)
                 .stabilise(spec)
-                .segment(segmenter, params_w, shared.clone())
+                .segment(segmenters, params_w, shared.clone())
                 .inspect(move |a: &Analysed| sink.lock().unwrap().push(a.clone()));
         });
         for frame in frames_in {

@@ -111,24 +111,33 @@ pub struct ClusterConfig {
 }
 
 impl ModelConfig {
-    /// ONNX Runtime threads for each of `local_workers` workers: the configured number, or with 0 the cores
-    /// divided among the workers.
-    pub fn threads_per_worker(&self, local_workers: usize) -> usize {
-        match self.intra_threads {
-            0 => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (cores / local_workers.max(1)).max(1)
-            }
-            n => n,
+    /// Inference threads per worker and ONNX Runtime threads per session for each of `local_workers` workers (see
+    /// `inference_threads` and `intra_threads`): by default one single-threaded session per core of the worker's
+    /// share.
+    pub fn inference_layout(&self, local_workers: usize) -> (usize, usize) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let share = (cores / local_workers.max(1)).max(1);
+        match (self.inference_threads, self.intra_threads) {
+            (0, 0) => (share, 1),
+            (0, intra) => ((share / intra).max(1), intra),
+            (threads, 0) => (threads, (share / threads).max(1)),
+            (threads, intra) => (threads, intra),
         }
     }
 
-    /// ONNX Runtime session settings for each of `local_workers` workers.
-    pub fn session_settings(&self, local_workers: usize) -> capflow_operators::SessionSettings {
-        capflow_operators::SessionSettings {
-            intra_threads: self.threads_per_worker(local_workers),
-            spinning: self.intra_spinning,
-        }
+    /// Inference threads per worker and the ONNX Runtime session settings of each, for `local_workers` workers.
+    pub fn session_settings(
+        &self,
+        local_workers: usize,
+    ) -> (usize, capflow_operators::SessionSettings) {
+        let (threads, intra) = self.inference_layout(local_workers);
+        (
+            threads,
+            capflow_operators::SessionSettings {
+                intra_threads: intra,
+                spinning: self.intra_spinning,
+            },
+        )
     }
 }
 
@@ -263,9 +272,16 @@ pub struct ModelConfig {
     /// written before it existed keep theirs).
     #[serde(skip_serializing_if = "is_default_batch_wait")]
     pub batch_max_wait_ms: u64,
-    /// ONNX Runtime intra-op threads per worker; 0 = this machine's cores divided among the workers of every cluster
-    /// process on this host (at least 1), so workers × threads never exceeds the cores.
+    /// ONNX Runtime intra-op threads per session; 0 = this machine's cores divided among the workers of every
+    /// cluster process on this host and their inference threads (at least 1), so workers × inference threads ×
+    /// intra-op threads never exceeds the cores.
     pub intra_threads: usize,
+    /// Inference threads per worker, each with its own ONNX Runtime session, taking batches in turn; 0 = the cores
+    /// divided among the workers, divided by `intra_threads` when that is set (at least 1). Several single-threaded
+    /// sessions on different frames use the cores better than one session splitting each operator (see
+    /// `operators/src/inference.rs`). Speed only (results come back in order), so not part of the fingerprint.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inference_threads: usize,
     /// Whether idle ONNX Runtime threads spin-wait (its own default) instead of sleeping. Off by default: the
     /// spinning takes CPU that decoding and the other operators on the same cores need. Speed only, so not part of
     /// the fingerprint.
@@ -289,6 +305,10 @@ pub struct ModelConfig {
 
 const DEFAULT_BATCH_WAIT_MS: u64 = 200;
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn is_default_batch_wait(ms: &u64) -> bool {
     *ms == DEFAULT_BATCH_WAIT_MS
 }
@@ -300,6 +320,7 @@ impl Default for ModelConfig {
             batch_size: 1,
             batch_max_wait_ms: DEFAULT_BATCH_WAIT_MS,
             intra_threads: 0,
+            inference_threads: 0,
             intra_spinning: false,
             ort_library: None,
             threshold: None,
@@ -814,6 +835,7 @@ impl Config {
         shaping.output.retry_timeout_s = 0.0;
         shaping.output.pseudonym_key_env.clear();
         shaping.model.intra_threads = 0;
+        shaping.model.inference_threads = 0;
         shaping.model.batch_max_wait_ms = DEFAULT_BATCH_WAIT_MS;
         // Batching never changes a number either; 4 was the default when fingerprints began, so outputs written
         // then keep theirs.
@@ -1011,6 +1033,11 @@ impl Config {
         if self.model.intra_threads > 256 {
             p.push("model.intra_threads must be within 0..=256 (0 = the cores divided among the workers)".into());
         }
+        if self.model.inference_threads > 64 {
+            p.push(
+                "model.inference_threads must be within 0..=64 (0 = the cores divided among the workers)".into(),
+            );
+        }
         if let Some(t) = self.model.threshold {
             if !(0.0..=1.0).contains(&t) {
                 p.push("model.threshold must be within 0..=1".into());
@@ -1165,6 +1192,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inference_defaults_to_one_single_threaded_session_per_core_of_a_worker() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let layout = |threads: usize, intra: usize, workers: usize| {
+            ModelConfig {
+                inference_threads: threads,
+                intra_threads: intra,
+                ..ModelConfig::default()
+            }
+            .inference_layout(workers)
+        };
+        assert_eq!(layout(0, 0, 1), (cores, 1));
+        assert_eq!(layout(0, 0, cores), (1, 1));
+        assert_eq!(layout(0, 0, 4 * cores), (1, 1), "never less than one");
+        // Threads set by hand keep the total within the worker's share where they can.
+        assert_eq!(layout(0, 2, 1), ((cores / 2).max(1), 2));
+        assert_eq!(layout(3, 0, 1), (3, (cores / 3).max(1)));
+        assert_eq!(layout(2, 2, 1), (2, 2));
+        // Speed only: the fingerprint does not change with either.
+        let config = Config::default();
+        let mut threaded = config.clone();
+        threaded.model.inference_threads = 3;
+        assert_eq!(config.fingerprint(), threaded.fingerprint());
+    }
 
     #[test]
     fn the_embedded_default_is_valid() {

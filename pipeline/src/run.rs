@@ -647,9 +647,13 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
         )),
         segmentation: config.segmentation,
     };
-    let settings = config.model.session_settings(ctx.local_workers);
-    let segmenter = Segmenter::with_settings(&ctx.env, &ctx.model, settings)
-        .expect("the model was checked before the workers started");
+    let (threads, settings) = config.model.session_settings(ctx.local_workers);
+    let segmenters: Vec<Segmenter> = (0..threads)
+        .map(|_| {
+            Segmenter::with_settings(&ctx.env, &ctx.model, settings)
+                .expect("the model was checked before the workers started")
+        })
+        .collect();
     let shared = SegmentShared::default();
     let log = Rc::new(RefCell::new(WorkerReport::default()));
     let mut inputs = Inputs {
@@ -669,7 +673,7 @@ fn worker_main(worker: &mut timely::worker::Worker, ctx: &RunContext) -> WorkerR
             .frames
             .to_stream(scope)
             .stabilise(input_spec.clone())
-            .segment(segmenter, params, shared.clone());
+            .segment(segmenters, params, shared.clone());
         if config.output.evidence {
             let (sink, log_evidence) = (ctx.sink(), Rc::clone(&log));
             analysed = analysed.evidence(spec, config.vessels.small_diameter_um, move |image| {

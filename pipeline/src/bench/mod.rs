@@ -352,8 +352,8 @@ fn scaling(dir: &std::path::Path, skin: &Clip) -> anyhow::Result<serde_json::Val
                 clips: &[skin, skin],
                 workers,
                 processes,
-                // One inference thread per worker in every shape, so the workers are what changes.
-                extra: "[model]\nintra_threads = 1",
+                // One single-threaded inference session per worker in every shape, so the workers are what changes.
+                extra: "[model]\nintra_threads = 1\ninference_threads = 1",
             },
         )?;
         let base = *base.get_or_insert(rate);
@@ -645,25 +645,24 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     // The full-size frame is what the per-model table resizes for each model.
     let (_, full_time, full_cpu, full_frame) = decode_only(&full_size)?;
 
-    // (2) inference only: the ONNX model on batches of preprocessed frames, with the session settings the
-    // end-to-end run gives each worker (threads = cores ÷ workers, idle threads sleeping); and pre/post-processing
-    // alone.
+    // (2) inference only: the ONNX model on batches of preprocessed frames, laid out as the end-to-end run lays out
+    // each worker's inference (by default one single-threaded session per core of the worker's share, each on its
+    // own thread, idle threads sleeping); next to it one session with all those threads, the layout before
+    // 2026-11-29 15:00. And pre/post-processing alone.
     let env = environment()?;
-    let run_settings = crate::config::ModelConfig::default().session_settings(args.workers);
-    let mut segmenter = Segmenter::with_settings(env, &model, run_settings)?;
+    let (sessions, run_settings) =
+        crate::config::ModelConfig::default().session_settings(args.workers);
     let input = preprocess(&frame, &model.card.input);
     let batch = args.batch.max(1);
-    let refs = vec![&input; batch];
     let rounds = (decoded as usize).div_ceil(batch);
-    segmenter.run(&refs[..1])?; // warm-up
-    let cpu_before = aggregation::cpu_seconds();
-    let start = Instant::now();
-    let mut probs = Vec::new();
-    for _ in 0..rounds {
-        probs = segmenter.run(&refs)?;
-    }
-    let infer_time = start.elapsed();
-    let infer_cpu = aggregation::cpu_seconds().0 - cpu_before.0;
+    let (infer_time, infer_cpu, probs) =
+        inference_only(env, &model, &input, sessions, run_settings, batch, rounds)?;
+    let one_session = capflow_operators::SessionSettings {
+        intra_threads: sessions * run_settings.intra_threads,
+        ..run_settings
+    };
+    let (one_time, one_cpu, _) =
+        inference_only(env, &model, &input, 1, one_session, batch, rounds)?;
     let params = model.card.metric_params();
     let start = Instant::now();
     for _ in 0..decoded.min(50) {
@@ -734,8 +733,14 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         "  decode only, full size (1920x1080 RGB)    {full_fps:>8.1} frames/s  {full_cpu_ms:>6.1} CPU-ms/frame"
     );
     println!(
-        "  inference only (ONNX, batch {batch}, {} threads) {infer_fps:>8.1} frames/s  {infer_cpu_ms:>6.1} CPU-ms/frame",
+        "  inference only (ONNX, batch {batch}, {sessions} session(s) × {} thread(s), as the run) {infer_fps:>8.1} frames/s  {infer_cpu_ms:>6.1} CPU-ms/frame",
         run_settings.intra_threads
+    );
+    let one_fps = fps((rounds * batch) as u64, one_time);
+    let one_cpu_ms = per_frame_ms(one_cpu, (rounds * batch) as u64);
+    println!(
+        "  inference only, 1 session × {} thread(s) (before) {one_fps:>8.1} frames/s  {one_cpu_ms:>6.1} CPU-ms/frame",
+        one_session.intra_threads
     );
     println!(
         "  pre+post-processing per frame              {:>8.1} ms",
@@ -766,7 +771,8 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
         "decode_fps": decode_fps, "inference_fps": infer_fps, "batch": batch,
         "decoded_size": format!("{}x{}", frame.width, frame.height),
         "decode_full_size_fps": full_fps, "decode_full_size_cpu_ms_per_frame": full_cpu_ms,
-        "inference_threads": run_settings.intra_threads,
+        "inference_sessions": sessions, "inference_threads": run_settings.intra_threads,
+        "inference_one_session_fps": one_fps, "inference_one_session_cpu_ms_per_frame": one_cpu_ms,
         "decode_cpu_ms_per_frame": decode_cpu_ms, "inference_cpu_ms_per_frame": infer_cpu_ms,
         "end_to_end_cpu_ms_per_frame": e2e_cpu_ms, "cpu_bound_fps": cpu_bound,
         "ratio_end_to_end_to_cpu_bound": e2e_fps / cpu_bound,
@@ -881,6 +887,62 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     json["clinical"] = serde_json::Value::Array(clinical);
     json["steady_state"] = serde_json::Value::Array(steady);
     Ok(json)
+}
+
+/// Wall time, CPU seconds and the last probabilities of `rounds` batches of `batch` copies of `input`, dealt out to
+/// `sessions` sessions of `settings`, each on its own thread (as a worker's inference threads take batches in turn).
+fn inference_only(
+    env: &ort::environment::Environment,
+    model: &capflow_operators::model::Model,
+    input: &capflow_operators::preprocess::ModelInput,
+    sessions: usize,
+    settings: capflow_operators::SessionSettings,
+    batch: usize,
+    rounds: usize,
+) -> anyhow::Result<(Duration, f64, Vec<Vec<f32>>)> {
+    let refs = vec![input; batch];
+    let mut segmenters = (0..sessions.max(1))
+        .map(|_| Segmenter::with_settings(env, model, settings))
+        .collect::<Result<Vec<_>, _>>()?;
+    for segmenter in &mut segmenters {
+        segmenter.run(&refs[..1])?; // warm-up
+    }
+    let cpu_before = aggregation::cpu_seconds();
+    let start = Instant::now();
+    let n = segmenters.len();
+    let results: Vec<anyhow::Result<Vec<Vec<f32>>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = segmenters
+            .iter_mut()
+            .enumerate()
+            .map(|(i, segmenter)| {
+                let refs = &refs;
+                scope.spawn(move || -> anyhow::Result<Vec<Vec<f32>>> {
+                    let mut probs = Vec::new();
+                    for _ in (i..rounds).step_by(n) {
+                        probs = segmenter.run(refs)?;
+                    }
+                    Ok(probs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an inference thread panicked")))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let cpu = aggregation::cpu_seconds().0 - cpu_before.0;
+    let mut last = Vec::new();
+    for result in results {
+        let probs = result?;
+        if !probs.is_empty() {
+            last = probs;
+        }
+    }
+    Ok((elapsed, cpu, last))
 }
 
 /// Per-model inference speed on a 1920x1080 skin frame and a 640x480 sublingual frame, every built-in
