@@ -92,10 +92,10 @@ struct Lane {
 /// order they were submitted.
 ///
 /// Several single-threaded sessions running different frames at once use two cores better than one session
-/// splitting every operator over two threads: measured with the shipped model on 1033×581 inputs (onnxruntime,
-/// this 2-core machine), two 1-thread sessions side by side ran 97.7–101.1 frames/s at 19.2–19.6 CPU-ms per frame,
-/// one 2-thread session 81.4 frames/s at 21.1 CPU-ms (each operator's work split in two, then a wait for the slower
-/// half, and more so when decoding takes one of the cores for a moment).
+/// splitting every operator over two threads (each operator's work split in two, then a wait for the slower half,
+/// the longer when decoding takes one of the cores for a moment). The shipped model on a 1080p frame's padded
+/// working input, this 2-core machine: two 1-thread sessions side by side 95.0 frames/s against 85.0 for one
+/// 2-thread session (`capflow bench`, same run); in onnxruntime's Python API 97.7–101.1 against 81.4.
 pub struct InferenceThreads {
     lanes: Vec<Lane>,
     /// The lane the next batch goes to.
