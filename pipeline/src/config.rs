@@ -113,12 +113,16 @@ pub struct ClusterConfig {
 impl ModelConfig {
     /// Inference threads per worker and ONNX Runtime threads per session for each of `local_workers` workers (see
     /// `inference_threads` and `intra_threads`): by default one single-threaded session per core of the worker's
-    /// share.
+    /// share, at most [`AUTO_SESSIONS_MAX`] of them (each session has its own memory arena, and a worker has only
+    /// `ingest.max_pending_frames` frames in flight to share among them); further cores become intra-op threads.
     pub fn inference_layout(&self, local_workers: usize) -> (usize, usize) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let share = (cores / local_workers.max(1)).max(1);
         match (self.inference_threads, self.intra_threads) {
-            (0, 0) => (share, 1),
+            (0, 0) => {
+                let sessions = share.min(AUTO_SESSIONS_MAX);
+                (sessions, share / sessions)
+            }
             (0, intra) => ((share / intra).max(1), intra),
             (threads, 0) => (threads, (share / threads).max(1)),
             (threads, intra) => (threads, intra),
@@ -277,7 +281,8 @@ pub struct ModelConfig {
     /// intra-op threads never exceeds the cores.
     pub intra_threads: usize,
     /// Inference threads per worker, each with its own ONNX Runtime session, taking batches in turn; 0 = the cores
-    /// divided among the workers, divided by `intra_threads` when that is set (at least 1). Several single-threaded
+    /// divided among the workers (at most [`AUTO_SESSIONS_MAX`]), divided by `intra_threads` when that is set (at
+    /// least 1). Several single-threaded
     /// sessions on different frames use the cores better than one session splitting each operator (see
     /// `operators/src/inference.rs`). Speed only (results come back in order), so not part of the fingerprint.
     #[serde(skip_serializing_if = "is_zero")]
@@ -304,6 +309,9 @@ pub struct ModelConfig {
 }
 
 const DEFAULT_BATCH_WAIT_MS: u64 = 200;
+
+/// Most inference sessions per worker chosen automatically (`model.inference_threads = 0`).
+pub const AUTO_SESSIONS_MAX: usize = 4;
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
@@ -1204,7 +1212,8 @@ mod tests {
             }
             .inference_layout(workers)
         };
-        assert_eq!(layout(0, 0, 1), (cores, 1));
+        let sessions = cores.min(AUTO_SESSIONS_MAX);
+        assert_eq!(layout(0, 0, 1), (sessions, cores / sessions));
         assert_eq!(layout(0, 0, cores), (1, 1));
         assert_eq!(layout(0, 0, 4 * cores), (1, 1), "never less than one");
         // Threads set by hand keep the total within the worker's share where they can.
