@@ -73,11 +73,14 @@ fn run(
     )
 }
 
-/// The MFI the generator's truth gives: the truth mask's centre lines of the first frame, each point perfused when it
-/// lies in the generator's perfused lumen ([`Renderer::perfused_mask`]); each quadrant scores 3 (the generator's flow
-/// is 200-1000 µm/s: continuous) when most of its length is perfused, else 0, and the MFI is the mean over quadrants
-/// holding vessels. (The same clip's own field: a re-render without noise or drift would place a different field.)
-fn truth_mfi(spec: &SynthSpec) -> f64 {
+/// PPV and MFI of the field the camera sees, from the generator's truth: the truth mask's centre lines of the first
+/// frame, each point perfused when it lies in the generator's perfused lumen ([`Renderer::perfused_mask`]). PPV is
+/// the perfused share of that length (the vessel list in `truth_vessels.csv` is the whole scene, which drift makes
+/// larger than the field, so its length-weighted share is not what any frame shows). For MFI each quadrant scores 3
+/// (the generator's flow is 200-1000 µm/s: continuous) when most of its length is perfused, else 0, and the MFI is
+/// the mean over quadrants holding vessels. (The same clip's own field: a re-render without noise or drift would
+/// place a different field.)
+fn truth_field(spec: &SynthSpec) -> (f64, f64) {
     let (w, h) = (spec.width as usize, spec.height as usize);
     let mut renderer = Renderer::new(spec).unwrap();
     let first = renderer.render(0);
@@ -97,7 +100,10 @@ fn truth_mfi(spec: &SynthSpec) -> f64 {
         .filter(|q| q[0] + q[1] > 0.0)
         .map(|q| if q[1] >= q[0] { 3.0 } else { 0.0 })
         .collect();
-    scored.iter().sum::<f64>() / scored.len().max(1) as f64
+    let mfi = scored.iter().sum::<f64>() / scored.len().max(1) as f64;
+    let perfused: f64 = quadrants.iter().map(|q| q[1]).sum();
+    let total: f64 = quadrants.iter().map(|q| q[0] + q[1]).sum();
+    (100.0 * perfused / total.max(1e-9), mfi)
 }
 
 /// Column `name` of a truth CSV, as numbers.
@@ -233,7 +239,7 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
             .find(|s| s.stream_id == name)
             .expect("a sites row");
         let ppv = site.ppv_percent.expect("a flow window completed");
-        let mfi_truth = truth_mfi(spec);
+        let (ppv_field, mfi_truth) = truth_field(spec);
         let tvd_err = (tvd - tvd_visible) / tvd_visible;
         let tvd_geo_err = (tvd - tvd_truth) / tvd_truth;
         let tvd_res_err = (tvd - tvd_resolvable) / tvd_resolvable;
@@ -242,7 +248,7 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
         eprintln!(
             "{name:<10} TVD {tvd:6.2} vs visible {tvd_visible:6.2} ({:+.1} %), resolvable {tvd_resolvable:6.2} ({:+.1} %), \
              geometric {tvd_truth:6.2} mm/mm² ({:+.1} %) | count {count:6.1} vs {count_truth:6.1} ({:+.1} %) | \
-             area {area:.4} vs {area_truth:.4} ({:+.1} %) | PPV {ppv:5.1} vs {ppv_truth:5.1} % ({:+.1} pp) | MFI {:.2} vs \
+             area {area:.4} vs {area_truth:.4} ({:+.1} %) | PPV {ppv:5.1} vs {ppv_truth:5.1} % ({:+.1} pp), field {ppv_field:5.1} ({:+.1} pp) | MFI {:.2} vs \
              {mfi_truth:.2} | diameter {:.1} µm",
             100.0 * tvd_err,
             100.0 * tvd_res_err,
@@ -250,6 +256,7 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
             100.0 * count_err,
             100.0 * area_err,
             ppv - ppv_truth,
+            ppv - ppv_field,
             site.mfi.unwrap_or(f64::NAN),
             site.mean_diameter_um,
         );
@@ -266,8 +273,12 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
                 100.0 * judged
             ));
         }
-        if (ppv - ppv_truth).abs() > 10.0 {
-            failures.push(format!("{name}: PPV off by {:.1} pp", ppv - ppv_truth));
+        // Judged against the field's own truth (the scene's vessel list also holds vessels outside the field).
+        if (ppv - ppv_field).abs() > 10.0 {
+            failures.push(format!(
+                "{name}: PPV off the field's truth by {:.1} pp",
+                ppv - ppv_field
+            ));
         }
         // A quadrant near half perfused may score either way (3 or 0), so one quadrant's worth of error is allowed.
         match site.mfi {
