@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use capflow_ingest::{Frame, PixelFormat, Source, SourceOptions, StreamInfo};
 use capflow_operators::metrics::measure;
 use capflow_operators::preprocess::preprocess;
-use capflow_operators::{ort_environment, Segmenter};
+use capflow_operators::{ort_environment, Segmenter, SessionSettings};
 
 pub mod aggregation;
 mod baseline;
@@ -401,26 +401,56 @@ fn model_alone(frame: &capflow_ingest::Frame, workers: usize, seconds: f64) -> a
     let model = load_model("builtin")?;
     let env = environment()?;
     let input = preprocess(frame, &model.card.input);
-    // Sessions are built and warmed up first, so the threads start timing together.
-    let mut sessions = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let mut segmenter = Segmenter::new(env, &model, 1)?;
-        segmenter.run(&[&input])?;
-        sessions.push(segmenter);
-    }
-    let rates = std::thread::scope(|scope| {
+    let mut sessions = warmed_sessions(env, &model, &input, workers, SessionSettings::threads(1))?;
+    let lanes = side_by_side(&mut sessions, &[&input], |_, frames, started| {
+        frames >= 5 && started.elapsed().as_secs_f64() >= seconds
+    })?;
+    Ok(lanes
+        .iter()
+        .map(|(frames, time, _)| fps(*frames, *time))
+        .sum())
+}
+
+/// `n` sessions of `settings`, each warmed up on `input`, so that timing starts with all of them ready.
+fn warmed_sessions(
+    env: &ort::environment::Environment,
+    model: &capflow_operators::model::Model,
+    input: &capflow_operators::preprocess::ModelInput,
+    n: usize,
+    settings: SessionSettings,
+) -> anyhow::Result<Vec<Segmenter>> {
+    (0..n.max(1))
+        .map(|_| {
+            let mut segmenter = Segmenter::with_settings(env, model, settings)?;
+            segmenter.run(&[input])?;
+            Ok(segmenter)
+        })
+        .collect()
+}
+
+/// One session's run in [`side_by_side`]: frames run, its wall time, its last probabilities.
+type Lane = (u64, Duration, Vec<Vec<f32>>);
+
+/// Runs each of `sessions` on its own thread, side by side, on `batch` until `done(lane, frames run, lane's start)`.
+fn side_by_side(
+    sessions: &mut [Segmenter],
+    batch: &[&capflow_operators::preprocess::ModelInput],
+    done: impl Fn(usize, u64, Instant) -> bool + Sync,
+) -> anyhow::Result<Vec<Lane>> {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = sessions
-            .into_iter()
-            .map(|mut segmenter| {
-                let input = &input;
-                scope.spawn(move || -> anyhow::Result<f64> {
-                    let start = Instant::now();
-                    let mut frames = 0u64;
-                    while frames < 5 || start.elapsed().as_secs_f64() < seconds {
-                        std::hint::black_box(segmenter.run(&[input])?);
+            .iter_mut()
+            .enumerate()
+            .map(|(lane, segmenter)| {
+                let done = &done;
+                scope.spawn(move || -> anyhow::Result<Lane> {
+                    let started = Instant::now();
+                    let (mut frames, mut probs) = (0u64, Vec::new());
+                    while !done(lane, frames, started) {
+                        probs = std::hint::black_box(segmenter.run(batch)?);
                         frames += 1;
                     }
-                    Ok(fps(frames, start.elapsed()))
+                    Ok((frames, started.elapsed(), probs))
                 })
             })
             .collect();
@@ -430,9 +460,8 @@ fn model_alone(frame: &capflow_ingest::Frame, workers: usize, seconds: f64) -> a
                 h.join()
                     .unwrap_or_else(|_| bail!("a benchmark thread panicked"))
             })
-            .collect::<anyhow::Result<Vec<f64>>>()
-    })?;
-    Ok(rates.iter().sum())
+            .collect()
+    })
 }
 
 /// The per-patient windows alone: records/s with many streams (1 and 2 workers), memory over a simulated day.
@@ -657,7 +686,7 @@ fn pipeline(args: &BenchArgs, skin: &Clip, sublingual: &Clip) -> anyhow::Result<
     let rounds = (decoded as usize).div_ceil(batch);
     let (infer_time, infer_cpu, probs) =
         inference_only(env, &model, &input, sessions, run_settings, batch, rounds)?;
-    let one_session = capflow_operators::SessionSettings {
+    let one_session = SessionSettings {
         intra_threads: sessions * run_settings.intra_threads,
         ..run_settings
     };
@@ -896,52 +925,26 @@ fn inference_only(
     model: &capflow_operators::model::Model,
     input: &capflow_operators::preprocess::ModelInput,
     sessions: usize,
-    settings: capflow_operators::SessionSettings,
+    settings: SessionSettings,
     batch: usize,
     rounds: usize,
 ) -> anyhow::Result<(Duration, f64, Vec<Vec<f32>>)> {
     let refs = vec![input; batch];
-    let mut segmenters = (0..sessions.max(1))
-        .map(|_| Segmenter::with_settings(env, model, settings))
-        .collect::<Result<Vec<_>, _>>()?;
-    for segmenter in &mut segmenters {
-        segmenter.run(&refs[..1])?; // warm-up
-    }
+    let mut segmenters = warmed_sessions(env, model, input, sessions, settings)?;
+    let n = segmenters.len();
     let cpu_before = aggregation::cpu_seconds();
     let start = Instant::now();
-    let n = segmenters.len();
-    let results: Vec<anyhow::Result<Vec<Vec<f32>>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = segmenters
-            .iter_mut()
-            .enumerate()
-            .map(|(i, segmenter)| {
-                let refs = &refs;
-                scope.spawn(move || -> anyhow::Result<Vec<Vec<f32>>> {
-                    let mut probs = Vec::new();
-                    for _ in (i..rounds).step_by(n) {
-                        probs = segmenter.run(refs)?;
-                    }
-                    Ok(probs)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an inference thread panicked")))
-            })
-            .collect()
-    });
+    // Batches dealt out in turn: lane i runs batches i, i + n, i + 2n, … of `rounds`.
+    let lanes = side_by_side(&mut segmenters, &refs, |lane, frames, _| {
+        frames as usize >= (lane..rounds).step_by(n).count()
+    })?;
     let elapsed = start.elapsed();
     let cpu = aggregation::cpu_seconds().0 - cpu_before.0;
-    let mut last = Vec::new();
-    for result in results {
-        let probs = result?;
-        if !probs.is_empty() {
-            last = probs;
-        }
-    }
+    let last = lanes
+        .into_iter()
+        .map(|(_, _, probs)| probs)
+        .rfind(|probs| !probs.is_empty())
+        .unwrap_or_default();
     Ok((elapsed, cpu, last))
 }
 
