@@ -374,22 +374,22 @@ impl Source {
                 move |_, info| {
                     match &info.data {
                         Some(gst::PadProbeData::Event(event)) => {
-                            if let gst::EventView::Caps(caps) = event.view() {
-                                let broken = gst_video::VideoInfo::from_caps(caps.caps())
-                                    .ok()
-                                    .and_then(|video| {
-                                        limits
-                                            .check(&input, video.width(), video.height(), format)
-                                            .err()
-                                    });
+                            let video = match event.view() {
+                                gst::EventView::Caps(caps) => {
+                                    gst_video::VideoInfo::from_caps(caps.caps()).ok()
+                                }
+                                _ => None,
+                            };
+                            if let Some(video) = video {
+                                let broken = limits
+                                    .check(&input, video.width(), video.height(), format)
+                                    .err();
                                 if let Some(e) = broken {
                                     note_limit(&slot, e);
                                     blocked.store(true, Ordering::SeqCst);
-                                } else if let (Some(resize), Some(video), Some(appsink)) = (
-                                    &resize,
-                                    gst_video::VideoInfo::from_caps(caps.caps()).ok(),
-                                    sink_weak.upgrade(),
-                                ) {
+                                } else if let (Some(resize), Some(appsink)) =
+                                    (&resize, sink_weak.upgrade())
+                                {
                                     let decoded = (video.width(), video.height());
                                     let (w, h) = resize.size(decoded.0, decoded.1);
                                     sizes
