@@ -1,6 +1,6 @@
 //! Probability map → per-frame capillary measures (count, area fraction, density, mean probability).
 
-use crate::components::{components, label_linked, Component};
+use crate::components::{components, linked_components, Component};
 
 /// Post-processing parameters, in physical units so they hold at any resolution.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,7 +50,7 @@ pub fn capillaries(
     params: &MetricParams,
 ) -> Vec<Component> {
     let all = if params.link_threshold < params.threshold {
-        label_linked(prob, width, height, params.threshold, params.link_threshold).1
+        linked_components(prob, width, height, params.threshold, params.link_threshold)
     } else {
         let mask: Vec<bool> = prob.iter().map(|&p| p > params.threshold).collect();
         components(&mask, prob, width, height)

@@ -21,7 +21,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::Stream;
 
-use crate::components::label_components;
+use crate::components::kept_components;
 use crate::flow::{background_points, FlowMap};
 use crate::inference::{Finished, InferenceThreads};
 use crate::metrics::{measure, MetricParams};
@@ -214,14 +214,10 @@ pub fn frame_metrics(
         .iter()
         .map(|&p| p > params.metrics.threshold)
         .collect();
-    let (labels, comps) = label_components(&raw, &valid, vw, vh);
     let px_um2 = input.um_per_px * input.um_per_px;
-    let mask: Vec<bool> = labels
-        .iter()
-        .map(|&l| {
-            l > 0 && comps[l as usize - 1].area_px as f64 * px_um2 >= params.metrics.min_area_um2
-        })
-        .collect();
+    let mask = kept_components(&raw, &valid, vw, vh, |c| {
+        c.area_px as f64 * px_um2 >= params.metrics.min_area_um2
+    });
     let vessels = vessel_map(&mask, vw, vh, input.um_per_px, &params.vessels);
     let v = vessels.measures(&params.vessels);
     let background = background_points(&raw, vw, vh, 8, 3);
