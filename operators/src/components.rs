@@ -317,6 +317,16 @@ mod tests {
         assert!(labels.iter().zip(&mask).all(|(&l, &m)| (l > 0) == m));
     }
 
+    /// xorshift64: random test cases without a dependency.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// The per-pixel depth-first flood fill the run labelling replaced, as the reference: components in the
     /// raster order of their first pixel, labels, areas and boxes.
     fn reference(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, Vec<(usize, [usize; 4])>) {
@@ -352,13 +362,7 @@ mod tests {
     fn run_labelling_matches_a_pixel_flood_fill_on_random_masks() {
         // Random masks from sparse specks to dense meshes, including U shapes whose arms join rows later (the
         // case union-find exists for) and sizes of one row or one column.
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for case in 0..300 {
             let (w, h) = (1 + (next() % 40) as usize, 1 + (next() % 30) as usize);
             let density = [0.1, 0.3, 0.5, 0.7][case % 4];
@@ -403,29 +407,21 @@ mod tests {
             }
             core[*label as usize - 1].add(i % w, i / w, prob[i]);
         }
-        let mut renumber = vec![0u32; core.len()];
-        let mut out = Vec::new();
-        for (k, c) in core.into_iter().enumerate() {
-            if c.area_px > 0 {
-                out.push(c);
-                renumber[k] = out.len() as u32;
-            }
-        }
+        // Pieces without a core pixel are dropped and the rest numbered in order.
+        let kept: Vec<usize> = (0..core.len()).filter(|&k| core[k].area_px > 0).collect();
         for label in labels.iter_mut().filter(|l| **l > 0) {
-            *label = renumber[*label as usize - 1];
+            let k = *label as usize - 1;
+            *label = kept
+                .iter()
+                .position(|&j| j == k)
+                .map_or(0, |i| i as u32 + 1);
         }
-        (labels, out)
+        (labels, kept.iter().map(|&k| core[k]).collect())
     }
 
     #[test]
     fn linked_and_kept_components_match_per_pixel_labelling_on_random_maps() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for case in 0..300 {
             let (w, h) = (1 + (next() % 40) as usize, 1 + (next() % 30) as usize);
             // Probabilities with plenty of pixels on both sides of both thresholds.
