@@ -35,20 +35,33 @@ pub fn channel_plane(data: &[u8], format: PixelFormat, channel: Channel) -> Vec<
             .map(|p| ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32 + 128) >> 8) as f32)
             .collect(),
         (PixelFormat::Rgb8, Channel::Redness) => {
-            // Every (R, G) pair's value once (65,536 divisions instead of one per pixel), same arithmetic, so the
-            // plane is bit-for-bit what the formula gives.
-            let table = redness_table();
+            // Looked up in the compiled table: bit-for-bit what the formula gives.
             data.chunks_exact(3)
-                .map(|p| table[usize::from(p[0]) << 8 | usize::from(p[1])])
+                .map(|p| REDNESS[usize::from(p[0]) << 8 | usize::from(p[1])])
                 .collect()
         }
     }
 }
 
 /// How much redder than green a pixel is, 0..=255: `clamp(2 (R − G) / (R + G + 1), 0, 1) × 255`.
-fn redness(r: u8, g: u8) -> f32 {
-    let (r, g) = (f32::from(r), f32::from(g));
+const fn redness(r: u8, g: u8) -> f32 {
+    let (r, g) = (r as f32, g as f32);
     (2.0 * (r - g) / (r + g + 1.0)).clamp(0.0, 1.0) * 255.0
+}
+
+/// [`redness`] of every (R, G) pair at index `R << 8 | G`, worked out by the compiler: a plane looks values up
+/// instead of dividing per pixel, and no frame rebuilds the table. Same arithmetic (IEEE, as at run time), so
+/// planes are bit-for-bit what the formula gives (tested).
+static REDNESS: [f32; 1 << 16] = redness_table();
+
+const fn redness_table() -> [f32; 1 << 16] {
+    let mut table = [0.0f32; 1 << 16];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = redness((i >> 8) as u8, (i & 0xff) as u8);
+        i += 1;
+    }
+    table
 }
 
 /// Source taps and weights of one output pixel along one axis.
@@ -250,24 +263,15 @@ fn row_converter(format: PixelFormat, channel: Channel) -> RowConverter {
                 *o = ((77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32 + 128) >> 8) as f32
             })
         }),
-        (PixelFormat::Rgb8, Channel::Redness) => {
-            let table = redness_table();
-            Box::new(move |src, out| {
-                out.iter_mut()
-                    .zip(src.chunks_exact(3))
-                    .for_each(|(o, p)| *o = table[usize::from(p[0]) << 8 | usize::from(p[1])])
-            })
-        }
+        (PixelFormat::Rgb8, Channel::Redness) => Box::new(|src, out| {
+            out.iter_mut()
+                .zip(src.chunks_exact(3))
+                .for_each(|(o, p)| *o = REDNESS[usize::from(p[0]) << 8 | usize::from(p[1])])
+        }),
     }
 }
 
 /// Every (R, G) pair's redness, indexed `R << 8 | G`.
-fn redness_table() -> Vec<f32> {
-    (0..=255u8)
-        .flat_map(|r| (0..=255u8).map(move |g| redness(r, g)))
-        .collect()
-}
-
 /// Pixel size (µm) a `w × h` frame of `um_per_px` is segmented at: the card's `um_per_px`, or with a
 /// `um_per_px_range` the frame's own size clamped into it; then coarser if the frame would exceed
 /// `max_megapixels`, but never coarser than the range's end.
