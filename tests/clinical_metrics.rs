@@ -227,7 +227,7 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
                 .tvd_mm_per_mm2
         };
         // The truth's components also under the counting rule's area floor (the card's 100 µm²; the generator's own
-        // count keeps pieces from 4 px, e.g. vessel ends cut by the frame edge), printed as a second reference.
+        // count keeps pieces from 4 px), printed as a second reference: how `capflow eval` counts the truth.
         let min_area_um2 = shipped_card_min_area_um2();
         let zeros = vec![0.0f32; w * h];
         let mut counted = Vec::new();
