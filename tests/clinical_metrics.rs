@@ -206,6 +206,7 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
     let (frames, sites) = run(d, &refs, "");
 
     let mut failures = Vec::new();
+    let min_area_um2 = shipped_card_min_area_um2();
     for (name, spec) in specs {
         let truth = d.join(name);
         let field_mm2 =
@@ -228,7 +229,6 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
         };
         // The truth's components also under the counting rule's area floor (the card's 100 µm²; the generator's own
         // count keeps pieces from 4 px), printed as a second reference: how `capflow eval` counts the truth.
-        let min_area_um2 = shipped_card_min_area_um2();
         let zeros = vec![0.0f32; w * h];
         let mut counted = Vec::new();
         let (visible, resolvable): (Vec<f64>, Vec<f64>) = (0..spec.frames)
