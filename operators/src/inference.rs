@@ -22,11 +22,11 @@ pub type Call = (usize, Duration);
 
 /// Runs the jobs of one batch (`None`: a frame with nothing to infer), same-sized inputs in one call each.
 ///
-/// Returns each job's probabilities (`None` where there was no job) and the calls made. A job alone in its call
-/// hands its planes to the model (its `data` is empty afterwards; measuring needs only its sizes).
+/// Returns each job's probabilities (`None` where there was no job) and the calls made. The jobs keep their planes
+/// (the worker fills them again for later frames).
 pub fn run_jobs(
     segmenter: &mut Segmenter,
-    jobs: &mut [Option<ModelInput>],
+    jobs: &[Option<ModelInput>],
 ) -> (Vec<Option<Probs>>, Vec<Call>) {
     let mut out: Vec<Option<Probs>> = vec![None; jobs.len()];
     let mut calls = Vec::new();
@@ -40,14 +40,8 @@ pub fn run_jobs(
             .filter(|&j| !done[j] && size(&jobs[j]) == size(&jobs[i]))
             .collect();
         let started = Instant::now();
-        let result = match (group.as_slice(), jobs[i].as_mut()) {
-            ([_], Some(input)) => segmenter.run_taking(input).map(|probs| vec![probs]),
-            _ => {
-                let refs: Vec<&ModelInput> =
-                    group.iter().filter_map(|&j| jobs[j].as_ref()).collect();
-                segmenter.run(&refs)
-            }
-        };
+        let refs: Vec<&ModelInput> = group.iter().filter_map(|&j| jobs[j].as_ref()).collect();
+        let result = segmenter.run(&refs);
         calls.push((group.len(), started.elapsed()));
         match result {
             Ok(probs) => {
@@ -69,11 +63,11 @@ pub fn run_jobs(
     (out, calls)
 }
 
-/// A batch back from the thread: its jobs (returned, since measuring needs their sizes), their probabilities and
-/// the model calls made.
+/// A batch back from the thread: its jobs (returned: measuring needs their sizes, and their planes are reused), their
+/// probabilities and the model calls made.
 #[derive(Debug)]
 pub struct Finished {
-    /// The jobs as submitted, less the planes handed to the model (all `None` if the thread died before answering).
+    /// The jobs as submitted (all `None` if the thread died before answering).
     pub jobs: Vec<Option<ModelInput>>,
     /// Each job's probabilities or error; `None` where there was no job.
     pub probs: Vec<Option<Probs>>,
@@ -138,8 +132,8 @@ impl InferenceThreads {
             let thread = std::thread::Builder::new()
                 .name(thread_name)
                 .spawn(move || {
-                    for mut jobs in job_rx {
-                        let (probs, calls) = run_jobs(&mut segmenter, &mut jobs);
+                    for jobs in job_rx {
+                        let (probs, calls) = run_jobs(&mut segmenter, &jobs);
                         if done_tx.send(Finished { jobs, probs, calls }).is_err() {
                             return;
                         }

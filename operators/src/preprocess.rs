@@ -323,7 +323,7 @@ pub fn preprocess_pixels(
     um_per_px: f64,
     spec: &InputSpec,
 ) -> ModelInput {
-    preprocess_with_green(data, format, w, h, um_per_px, spec, None)
+    preprocess_with_green(data, format, w, h, um_per_px, spec, Reuse::default())
 }
 
 /// Largest working frame (padded model input) [`try_preprocess_pixels`] builds, pixels per channel: 8192 × 8192.
@@ -405,8 +405,18 @@ pub fn check_working_size(
     Ok((out_w, out_h))
 }
 
-/// [`preprocess_pixels`], reusing `green`: the frame's green plane already resized to the working size (the
-/// stabiliser computes it for every frame), so the hot path does not extract and resize it twice.
+/// What a caller already holds for a frame's model input, so the hot path neither extracts and resizes the green
+/// plane twice nor allocates the input afresh for every frame.
+#[derive(Debug, Default)]
+pub struct Reuse<'a> {
+    /// The frame's green plane already resized to the working size (the stabiliser computes it for every frame).
+    pub green: Option<&'a [f32]>,
+    /// A spent model input's planes, filled again here: a 1080p skin frame's two working planes are 4.8 MB, which
+    /// the allocator otherwise hands back to the kernel and gets again as fresh pages to fault in and zero.
+    pub buffer: Vec<f32>,
+}
+
+/// [`preprocess_pixels`], reusing what `reuse` holds (the green plane and a buffer for the planes).
 pub fn preprocess_with_green(
     data: &[u8],
     format: PixelFormat,
@@ -414,34 +424,53 @@ pub fn preprocess_with_green(
     h: usize,
     um_per_px: f64,
     spec: &InputSpec,
-    green: Option<&[f32]>,
+    reuse: Reuse<'_>,
 ) -> ModelInput {
     let (out_w, out_h) = model_size(w, h, um_per_px, spec);
-    let green = green.filter(|g| g.len() == out_w * out_h);
+    let green = reuse.green.filter(|g| g.len() == out_w * out_h);
     let multiple = spec.pad_multiple.max(1) as usize;
     let min = spec.min_size as usize;
     let pad_w = out_w.max(min).div_ceil(multiple) * multiple;
     let pad_h = out_h.max(min).div_ceil(multiple) * multiple;
-    let mut out = Vec::with_capacity(spec.channels.len() * pad_w * pad_h);
+    let mut out = reuse.buffer;
+    out.clear();
+    out.reserve(spec.channels.len() * pad_w * pad_h);
+    // Padding repeats the edge so the background estimate near the border stays sane.
+    let push_row = |out: &mut Vec<f32>, row: &[f32]| {
+        if spec.mean == 0.0 && spec.std == 1.0 {
+            // `(x − 0) / 1` is `x` exactly: the same values without a division per pixel (the cards standardise
+            // inside the graph, so this is the usual case).
+            out.extend(row.iter().map(|&v| v * spec.scale));
+        } else {
+            out.extend(row.iter().map(|&v| (v * spec.scale - spec.mean) / spec.std));
+        }
+        let last = *out.last().unwrap_or(&0.0);
+        out.extend(std::iter::repeat_n(last, pad_w - out_w));
+    };
     for &channel in &spec.channels {
-        let resized = match (channel, green) {
-            (Channel::Green, Some(g)) => std::borrow::Cow::Borrowed(g),
+        match (channel, green) {
+            (Channel::Green, Some(g)) => {
+                for y in 0..pad_h {
+                    push_row(&mut out, &g[y.min(out_h - 1) * out_w..][..out_w]);
+                }
+            }
+            _ if (out_w, out_h) == (w, h) => {
+                // Already at the working size (the source resized it): each row converted straight into the
+                // input, without a plane of its own in between (same values as `channel_plane`).
+                let convert = row_converter(format, channel);
+                let stride = w * format.channels();
+                let mut row = vec![0.0f32; w];
+                for y in 0..pad_h {
+                    convert(&data[y.min(h - 1) * stride..][..stride], &mut row);
+                    push_row(&mut out, &row);
+                }
+            }
             _ => {
-                std::borrow::Cow::Owned(channel_resized(data, format, channel, w, h, out_w, out_h))
+                let resized = channel_resized(data, format, channel, w, h, out_w, out_h);
+                for y in 0..pad_h {
+                    push_row(&mut out, &resized[y.min(out_h - 1) * out_w..][..out_w]);
+                }
             }
-        };
-        // Padding repeats the edge so the background estimate near the border stays sane.
-        for y in 0..pad_h {
-            let row = &resized[y.min(out_h - 1) * out_w..][..out_w];
-            if spec.mean == 0.0 && spec.std == 1.0 {
-                // `(x − 0) / 1` is `x` exactly: the same values without a division per pixel (the cards standardise
-                // inside the graph, so this is the usual case).
-                out.extend(row.iter().map(|&v| v * spec.scale));
-            } else {
-                out.extend(row.iter().map(|&v| (v * spec.scale - spec.mean) / spec.std));
-            }
-            let last = *out.last().unwrap_or(&0.0);
-            out.extend(std::iter::repeat_n(last, pad_w - out_w));
         }
     }
     // The exact pixel size after rounding the resized width.
@@ -621,6 +650,63 @@ mod tests {
                 "{ow}x{oh}"
             );
             assert_eq!(resize(&src, w, h, ow, oh).len(), ow * oh);
+        }
+    }
+
+    #[test]
+    fn rows_converted_straight_into_a_reused_buffer_are_the_planes_padded() {
+        let (w, h) = (37, 11);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 256) as u8).collect();
+        let gray: Vec<u8> = rgb.iter().step_by(3).copied().collect();
+        let cases = [
+            (
+                PixelFormat::Rgb8,
+                &rgb,
+                vec![Channel::Green, Channel::Redness],
+            ),
+            (PixelFormat::Rgb8, &rgb, vec![Channel::Luma]),
+            (
+                PixelFormat::Gray8,
+                &gray,
+                vec![Channel::Luma, Channel::Redness],
+            ),
+        ];
+        for (format, data, channels) in cases {
+            for (mean, std) in [(0.0, 1.0), (0.3, 0.7)] {
+                let spec = InputSpec {
+                    channels: channels.clone(),
+                    mean,
+                    std,
+                    ..spec(2.2, 16)
+                };
+                // The reference: each channel's whole plane, then scaled and padded by repeating the edge.
+                let mut expected = Vec::new();
+                for &channel in &channels {
+                    let plane = channel_plane(data, format, channel);
+                    for y in 0..16 {
+                        let row = &plane[y.min(h - 1) * w..][..w];
+                        expected.extend(row.iter().map(|&v| (v * spec.scale - mean) / std));
+                        let last = *expected.last().unwrap();
+                        expected.extend(std::iter::repeat_n(last, 48 - w));
+                    }
+                }
+                let dirty = vec![f32::NAN; 5 * expected.len()];
+                let reuse = Reuse {
+                    green: None,
+                    buffer: dirty,
+                };
+                let input = preprocess_with_green(data, format, w, h, 2.2, &spec, reuse);
+                assert_eq!((input.width, input.height), (48, 16));
+                assert!(
+                    input
+                        .data
+                        .iter()
+                        .zip(&expected)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                        && input.data.len() == expected.len(),
+                    "{format:?} {channels:?} mean {mean}"
+                );
+            }
         }
     }
 

@@ -26,7 +26,7 @@ use crate::flow::{background_points, FlowMap};
 use crate::inference::{Finished, InferenceThreads};
 use crate::metrics::{measure, MetricParams};
 use crate::model::InputSpec;
-use crate::preprocess::{preprocess_with_green, ModelInput};
+use crate::preprocess::{preprocess_with_green, ModelInput, Reuse};
 use crate::records::FrameMetrics;
 use crate::segmenter::Segmenter;
 use crate::stabilise::StableFrame;
@@ -168,8 +168,9 @@ pub struct Analysed {
     pub map: Option<Arc<FlowMap>>,
 }
 
-/// The model input of a stabilised frame, reusing the green plane the stabiliser already resized.
-fn preprocess(stable: &StableFrame, spec: &InputSpec) -> ModelInput {
+/// The model input of a stabilised frame, reusing the green plane the stabiliser already resized and `buffer` (a
+/// spent input's planes, or empty).
+fn preprocess(stable: &StableFrame, spec: &InputSpec, buffer: Vec<f32>) -> ModelInput {
     let f = &stable.frame;
     preprocess_with_green(
         &f.data,
@@ -178,7 +179,10 @@ fn preprocess(stable: &StableFrame, spec: &InputSpec) -> ModelInput {
         f.height as usize,
         f.um_per_px(),
         spec,
-        Some(&stable.luma),
+        Reuse {
+            green: Some(&stable.luma),
+            buffer,
+        },
     )
 }
 
@@ -312,7 +316,10 @@ impl Unit {
 }
 
 fn block_unit(cap: Capability<u64>, frames: Vec<StableFrame>, spec: &InputSpec) -> Unit {
-    let inputs: Vec<ModelInput> = frames.iter().map(|s| preprocess(s, spec)).collect();
+    let inputs: Vec<ModelInput> = frames
+        .iter()
+        .map(|s| preprocess(s, spec, Vec::new()))
+        .collect();
     let same_size = inputs
         .iter()
         .all(|i| (i.width, i.height) == (inputs[0].width, inputs[0].height));
@@ -350,6 +357,32 @@ pub trait Segment<'scope> {
 /// no thread waits for the worker between batches.
 fn max_in_flight(threads: usize) -> usize {
     threads + 1
+}
+
+/// Planes of model inputs already measured, kept for the next frames' inputs (at most `keep`; more are freed).
+struct Spare {
+    planes: Vec<Vec<f32>>,
+    keep: usize,
+}
+
+impl Spare {
+    fn new(keep: usize) -> Spare {
+        Spare {
+            planes: Vec::with_capacity(keep),
+            keep,
+        }
+    }
+
+    /// A kept buffer, or an empty one.
+    fn take(&mut self) -> Vec<f32> {
+        self.planes.pop().unwrap_or_default()
+    }
+
+    fn keep(&mut self, planes: Vec<f32>) {
+        if self.planes.len() < self.keep && planes.capacity() > 0 {
+            self.planes.push(planes);
+        }
+    }
 }
 
 /// Units in stream order whose batch is at the inference thread, or that wait behind one (no jobs, `finished` set).
@@ -391,6 +424,8 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
             });
             let mut flights: VecDeque<Flight> = VecDeque::new();
             let mut buffered: Vec<Unit> = Vec::new();
+            // Planes of inputs already measured, for the next frames' inputs: as many as can be out at once.
+            let mut spare = Spare::new(max_in_flight(inference.threads()) * batch_size + 1);
             // Open blocks of `block_mean`, per stream: the capability of their first frame and the frames so far.
             let mut blocks: HashMap<String, (Capability<u64>, Vec<StableFrame>)> = HashMap::new();
             move |(input, frontier), output| {
@@ -406,7 +441,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                             shared.pending.set(shared.pending.get().saturating_sub(1));
                             let unit = match mode.mode {
                                 SegmentationMode::EveryFrame => {
-                                    let job = preprocess(&stable, &params.input);
+                                    let job = preprocess(&stable, &params.input, spare.take());
                                     Some(Unit::new(cap.clone(), vec![stable], Some(job)))
                                 }
                                 SegmentationMode::EveryNth => {
@@ -415,7 +450,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                                         .index
                                         .checked_rem(mode.n.max(1) as u64)
                                         .filter(|r| *r == 0)
-                                        .map(|_| preprocess(&stable, &params.input));
+                                        .map(|_| preprocess(&stable, &params.input, spare.take()));
                                     Some(Unit::new(cap.clone(), vec![stable], job))
                                 }
                                 SegmentationMode::BlockMean => {
@@ -526,13 +561,14 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                         .set(shared.pending.get().saturating_sub(jobs));
                     let results = finished
                         .jobs
-                        .iter()
+                        .into_iter()
                         .zip(finished.probs)
                         .zip(&flight.had_job);
                     for (unit, ((job, probs), &had_job)) in flight.units.into_iter().zip(results) {
                         let (mut row, mut map) = match (job, probs) {
                             (Some(job), Some(Ok(prob))) if had_job => {
-                                let (row, map) = frame_metrics(&unit.frames, job, &prob, &params);
+                                let (row, map) = frame_metrics(&unit.frames, &job, &prob, &params);
+                                spare.keep(job.data);
                                 (Some(row), Some(map))
                             }
                             (_, Some(Err(error))) if had_job => {

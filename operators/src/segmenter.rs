@@ -4,7 +4,7 @@ use std::path::Path;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::value::{Tensor, ValueType};
+use ort::value::{TensorRef, ValueType};
 
 use crate::model::Model;
 use crate::preprocess::ModelInput;
@@ -220,37 +220,34 @@ impl Segmenter {
     }
 
     /// Runs one batch of same-sized inputs and returns one probability plane (`height * width`) per input.
+    ///
+    /// The model reads the inputs' planes where they are (one input) or from one copy of them side by side (several),
+    /// so the caller keeps them, to fill again for the next frame.
     pub fn run(&mut self, batch: &[&ModelInput]) -> Result<Vec<Vec<f32>>, OperatorError> {
         let Some(first) = batch.first() else {
             return Ok(Vec::new());
         };
         let (h, w) = (first.height, first.width);
-        let runtime = |message: String| OperatorError::Runtime {
-            model: self.model.clone(),
-            message,
-        };
         if batch.iter().any(|i| i.height != h || i.width != w) {
-            return Err(runtime("a batch mixes input sizes".into()));
+            return Err(OperatorError::Runtime {
+                model: self.model.clone(),
+                message: "a batch mixes input sizes".into(),
+            });
+        }
+        if let [one] = batch {
+            return self.run_planes(&one.data, 1, h, w);
         }
         let mut data = Vec::with_capacity(batch.len() * self.channels * h * w);
         for input in batch {
             data.extend_from_slice(&input.data);
         }
-        self.run_planes(data, batch.len(), h, w)
-    }
-
-    /// [`Segmenter::run`] for one input whose planes are handed over: the tensor takes `input.data` as it is
-    /// (a 1080p skin frame's two working planes are 4.8 MB, copied once per frame otherwise), leaving it empty.
-    pub fn run_taking(&mut self, input: &mut ModelInput) -> Result<Vec<f32>, OperatorError> {
-        let data = std::mem::take(&mut input.data);
-        let mut probs = self.run_planes(data, 1, input.height, input.width)?;
-        Ok(probs.pop().unwrap_or_default())
+        self.run_planes(&data, batch.len(), h, w)
     }
 
     /// Runs the model on `n` inputs of `h × w` whose planes are concatenated in `data`.
     fn run_planes(
         &mut self,
-        data: Vec<f32>,
+        data: &[f32],
         n: usize,
         h: usize,
         w: usize,
@@ -267,7 +264,8 @@ impl Segmenter {
             )));
         }
         let shape = [n, self.channels, h, w];
-        let tensor = Tensor::from_array((shape, data)).map_err(|e| runtime(e.to_string()))?;
+        let tensor =
+            TensorRef::from_array_view((shape, data)).map_err(|e| runtime(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => tensor])
