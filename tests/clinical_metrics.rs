@@ -79,9 +79,11 @@ fn run(
 /// the perfused share of that length (the vessel list in `truth_vessels.csv` is the whole scene, which drift makes
 /// larger than the field, so its length-weighted share is not what any frame shows). For MFI each quadrant scores 3
 /// (the generator's flow is 200-1000 µm/s: continuous) when most of its length is perfused, else 0, and the MFI is
-/// the mean over quadrants holding vessels. (The same clip's own field: a re-render without noise or drift would
-/// place a different field.)
-fn truth_field(spec: &SynthSpec) -> (f64, f64) {
+/// the mean over quadrants holding vessels. A quadrant within [`MFI_TIE_PP`] of half perfused has no predominant
+/// flow a measurement could find (the draws hold quadrants split 50.3 / 49.7), so it may score either way: the truth
+/// is the range of MFI from scoring every such quadrant 0 to scoring it 3. (The same clip's own field: a re-render
+/// without noise or drift would place a different field.)
+fn truth_field(spec: &SynthSpec) -> (f64, [f64; 2]) {
     let (w, h) = (spec.width as usize, spec.height as usize);
     let mut renderer = Renderer::new(spec).unwrap();
     let first = renderer.render(0);
@@ -96,16 +98,30 @@ fn truth_field(spec: &SynthSpec) -> (f64, f64) {
             quadrants[q][usize::from(perfused[y as usize * w + x as usize] > 0)] += step;
         }
     }
-    let scored: Vec<f64> = quadrants
+    // Each quadrant's lowest and highest score: 0 or 3, either within the tie band.
+    let scored: Vec<[f64; 2]> = quadrants
         .iter()
         .filter(|q| q[0] + q[1] > 0.0)
-        .map(|q| if q[1] >= q[0] { 3.0 } else { 0.0 })
+        .map(|q| {
+            let share = 100.0 * q[1] / (q[0] + q[1]);
+            if (share - 50.0).abs() <= MFI_TIE_PP {
+                [0.0, 3.0]
+            } else if share > 50.0 {
+                [3.0, 3.0]
+            } else {
+                [0.0, 0.0]
+            }
+        })
         .collect();
-    let mfi = scored.iter().sum::<f64>() / scored.len().max(1) as f64;
+    let n = scored.len().max(1) as f64;
+    let mfi = [0, 1].map(|k| scored.iter().map(|s| s[k]).sum::<f64>() / n);
     let perfused: f64 = quadrants.iter().map(|q| q[1]).sum();
     let total: f64 = quadrants.iter().map(|q| q[0] + q[1]).sum();
     (100.0 * perfused / total.max(1e-9), mfi)
 }
+
+/// How close to half perfused (percentage points) a quadrant is a tie in [`truth_field`].
+const MFI_TIE_PP: f64 = 5.0;
 
 /// Column `name` of a truth CSV, as numbers.
 fn column(path: &Path, name: &str) -> Vec<f64> {
@@ -227,8 +243,9 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
                 .measures(&params)
                 .tvd_mm_per_mm2
         };
-        // The truth's components also under the counting rule's area floor (the card's 100 µm²; the generator's own
-        // count keeps pieces from 4 px), printed as a second reference: how `capflow eval` counts the truth.
+        // The count is judged against the truth's components under the counting rule's own area floor (the card's
+        // 100 µm²), as `capflow eval` counts the truth; the generator's count keeps pieces from 4 px (slivers the
+        // frame edge cuts off a vessel, which the rule leaves out by design) and is printed beside it.
         let zeros = vec![0.0f32; w * h];
         let mut counted = Vec::new();
         let (visible, resolvable): (Vec<f64>, Vec<f64>) = (0..spec.frames)
@@ -277,22 +294,24 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
         let tvd_err = (tvd - tvd_visible) / tvd_visible;
         let tvd_geo_err = (tvd - tvd_truth) / tvd_truth;
         let tvd_res_err = (tvd - tvd_resolvable) / tvd_resolvable;
-        let count_err = (count - count_truth) / count_truth;
+        let count_err = (count - count_floor_truth) / count_floor_truth;
         let area_err = (area - area_truth) / area_truth;
         eprintln!(
             "{name:<10} TVD {tvd:6.2} vs visible {tvd_visible:6.2} ({:+.1} %), resolvable {tvd_resolvable:6.2} ({:+.1} %), \
-             geometric {tvd_truth:6.2} mm/mm² ({:+.1} %) | count {count:6.1} vs {count_truth:6.1} ({:+.1} %; {count_floor_truth:6.1} above the area floor, {:+.1} %) | \
+             geometric {tvd_truth:6.2} mm/mm² ({:+.1} %) | count {count:6.1} vs {count_floor_truth:6.1} above the area floor ({:+.1} %; generator's {count_truth:6.1}, {:+.1} %) | \
              area {area:.4} vs {area_truth:.4} ({:+.1} %) | PPV {ppv:5.1} vs {ppv_truth:5.1} % ({:+.1} pp), field {ppv_field:5.1} ({:+.1} pp) | MFI {:.2} vs \
-             {mfi_truth:.2} | diameter {:.1} µm",
+             {:.2}-{:.2} | diameter {:.1} µm",
             100.0 * tvd_err,
             100.0 * tvd_res_err,
             100.0 * tvd_geo_err,
             100.0 * count_err,
-            100.0 * (count - count_floor_truth) / count_floor_truth,
+            100.0 * (count - count_truth) / count_truth,
             100.0 * area_err,
             ppv - ppv_truth,
             ppv - ppv_field,
             site.mfi.unwrap_or(f64::NAN),
+            mfi_truth[0],
+            mfi_truth[1],
             site.mean_diameter_um,
         );
         // A skin loop's two limbs lie 0-3 µm apart in the generator, closer than its blur resolves: the image shows
@@ -315,15 +334,20 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
                 ppv - ppv_field
             ));
         }
-        // A quadrant near half perfused may score either way (3 or 0), so one quadrant's worth of error is allowed.
+        // Beyond the ties, one quadrant's worth of error is allowed: the pipeline also scores intermittent (1) and
+        // sluggish (2) flow, which the generator's truth (perfused or not) does not have.
+        let [lo, hi] = mfi_truth;
         match site.mfi {
-            Some(mfi) if (mfi - mfi_truth).abs() <= 0.75 => {}
-            mfi => failures.push(format!("{name}: MFI {mfi:?} against {mfi_truth:.2}")),
+            Some(mfi) if (lo - 0.75..=hi + 0.75).contains(&mfi) => {}
+            mfi => failures.push(format!("{name}: MFI {mfi:?} against {lo:.2}-{hi:.2}")),
         }
         // Counts link the pieces a faint or crossing stretch splits (the card's hysteresis `link_threshold`), so a
         // sublingual mesh counts as the truth's components do, not once per fragment.
         if count_err.abs() > 0.05 {
-            failures.push(format!("{name}: count off by {:.1} %", 100.0 * count_err));
+            failures.push(format!(
+                "{name}: count off the truth's components above the area floor by {:.1} %",
+                100.0 * count_err
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");

@@ -2,7 +2,7 @@
 
 A frame is segmented at its own pixel size clamped into UM_PER_PX_RANGE, coarsened further if it would
 exceed MAX_MEGAPIXELS, and resized with Pillow's BILINEAR filter (the Rust side implements the same
-triangle filter). Training uses 1.5-4.5 um/px; the shipped card then runs the model at 2.0-4.5 um/px
+triangle filter). Training uses 1.5-4.5 um/px, and the shipped card runs the model over the same range
 (`um_per_px_range`), chosen from the measured speed/accuracy trade-off in models/README.md.
 """
 
