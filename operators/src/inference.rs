@@ -112,8 +112,9 @@ pub const THREAD_STOPPED: &str =
     "the inference thread stopped unexpectedly (see the log above for its panic)";
 
 impl InferenceThreads {
-    /// Starts one thread per segmenter, named `name` (the first) and `name.1`, `name.2`, …; each calls `wake` after
-    /// finishing a batch (a timely `SyncActivator`, so the operator runs again although nothing else happened).
+    /// Starts one thread per segmenter, named `name.0`, `name.1`, … (keep `name` short: `top` and `perf` show 15 bytes
+    /// of a thread's name); each calls `wake` after finishing a batch (a timely `SyncActivator`, so the operator runs
+    /// again although nothing else happened).
     pub fn spawn(
         segmenters: Vec<Segmenter>,
         name: String,
@@ -124,13 +125,8 @@ impl InferenceThreads {
             let (job_tx, job_rx) = channel::<Vec<Option<ModelInput>>>();
             let (done_tx, done_rx) = channel::<Finished>();
             let wake = wake.clone();
-            let thread_name = if i == 0 {
-                name.clone()
-            } else {
-                format!("{name}.{i}")
-            };
             let thread = std::thread::Builder::new()
-                .name(thread_name)
+                .name(format!("{name}.{i}"))
                 .spawn(move || {
                     for jobs in job_rx {
                         let (probs, calls) = run_jobs(&mut segmenter, &jobs);

@@ -410,7 +410,8 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
             let wake = scope.worker().sync_activator_for(info.address.to_vec());
             let mut inference = InferenceThreads::spawn(
                 segmenters,
-                format!("capflow-infer-{}", scope.index()),
+                // `infer:<worker>.<thread>`, like timely's `timely:work-<worker>`.
+                format!("infer:{}", scope.index()),
                 move || {
                     // Fails only once the worker has dropped the dataflow; then nobody waits for the batch.
                     let _ = wake.activate();
