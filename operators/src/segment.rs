@@ -611,3 +611,30 @@ fn record_failure(shared: &SegmentShared, unit: &Unit, error: String) {
         })
         .frames += 1;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Spare;
+
+    #[test]
+    fn spare_planes_are_handed_out_again_and_bounded() {
+        let mut spare = Spare::new(2);
+        assert!(
+            spare.take().is_empty(),
+            "nothing kept yet: a new, empty buffer"
+        );
+        let planes: Vec<Vec<f32>> = (0..3).map(|_| Vec::with_capacity(1000)).collect();
+        let addresses: Vec<*const f32> = planes.iter().map(|p| p.as_ptr()).collect();
+        for p in planes {
+            spare.keep(p);
+        }
+        spare.keep(Vec::new());
+        assert_eq!(
+            spare.planes.len(),
+            2,
+            "at most `keep`, and no empty buffers"
+        );
+        let again = spare.take();
+        assert!(again.capacity() >= 1000 && addresses[..2].contains(&again.as_ptr()));
+    }
+}
