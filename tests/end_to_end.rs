@@ -476,6 +476,80 @@ fn wrong_shape_model(dir: &Path) -> PathBuf {
     path
 }
 
+/// All files under `root` with their bytes, sorted: what a refused run must leave as it was.
+fn file_contents(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_model_changed_under_the_same_card_path_is_another_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (clip, _) = synth(
+        d,
+        "clip",
+        &["--frames", "8", "--width", "320", "--height", "240"],
+    );
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    std::fs::copy(
+        models.join("capillary-classical-v1.onnx"),
+        d.join("capillary-classical-v1.onnx"),
+    )
+    .unwrap();
+    let card_text = std::fs::read_to_string(models.join("capillary-classical-v1.toml")).unwrap();
+    let card = d.join("card.toml");
+    std::fs::write(&card, &card_text).unwrap();
+    let root = d.join("out");
+    let config = write_config(d, &root, &[("s", "p", &clip, 2.2)]);
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml += &format!("[model]\ncard = {:?}\n", card.display().to_string());
+    std::fs::write(&config, toml).unwrap();
+    let run = || capflow(&["run", "--config", config.to_str().unwrap()]);
+
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out));
+    let written = file_contents(&root);
+    let out = run();
+    assert!(
+        out.status.success() && text(&out).contains("already held"),
+        "the same job re-runs: {}",
+        text(&out)
+    );
+    assert_eq!(file_contents(&root), written, "a re-run changed the output");
+
+    // The same config, but the card's threshold edited in place: results would differ, so the output refuses it.
+    let edited = card_text.replacen("threshold = 0.5", "threshold = 0.6", 1);
+    assert_ne!(edited, card_text, "the card has a threshold to edit");
+    std::fs::write(&card, edited).unwrap();
+    let out = run();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("settings and model fingerprint")
+            && text(&out).contains("new output location"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        file_contents(&root),
+        written,
+        "a refused run changed the output"
+    );
+}
+
 #[path = "support/s3_server.rs"]
 mod s3_server;
 

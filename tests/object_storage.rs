@@ -391,7 +391,7 @@ fn kill_9_at_many_points_then_resume_writes_exactly_the_clean_runs_rows_and_byte
     );
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("settings fingerprint"),
+        text(&out).contains("settings and model fingerprint"),
         "{}",
         text(&out)
     );

@@ -99,6 +99,32 @@ pub fn ort_library(configured: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Hex SHA-256 of what in a model shapes its results: the ONNX file and the card's input contract, output and
+/// post-processing (not its version, description, limitations, metrics or provenance). Part of a run's job
+/// fingerprint, so an output written with one model refuses a re-run or resume with another (a new card under the
+/// same `builtin` name, or an edited card or ONNX file at the same path) instead of keeping the old model's parts
+/// beside the new one's.
+pub fn model_fingerprint(model: &Model) -> String {
+    #[derive(serde::Serialize)]
+    struct Shaping<'a> {
+        name: &'a str,
+        input: &'a capflow_operators::model::InputSpec,
+        output: &'a capflow_operators::model::OutputSpec,
+        postprocess: &'a capflow_operators::model::PostprocessSpec,
+        onnx_sha256: String,
+    }
+    let card = &model.card;
+    let view = Shaping {
+        name: &card.name,
+        input: &card.input,
+        output: &card.output,
+        postprocess: &card.postprocess,
+        onnx_sha256: capflow_sinks::commit::sha256_hex(&model.onnx),
+    };
+    let json = serde_json::to_vec(&view).expect("a model card always serialises");
+    capflow_sinks::commit::sha256_hex(&json)
+}
+
 /// `capflow model inspect`: a model's card and the tensors ONNX Runtime finds in its file, as text.
 ///
 /// Opening a session checks the file against the card the way a run does, so a model that would fail a run fails

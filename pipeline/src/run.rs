@@ -49,7 +49,7 @@ pub use crate::cluster::ClusterArgs;
 use crate::cluster::Placement;
 use crate::config::{Config, DropPolicyName, StreamConfig};
 use crate::http::HttpOptions;
-use crate::model::{load_model, ort_library};
+use crate::model::{load_model, model_fingerprint, ort_library};
 use crate::monitor::Monitor;
 
 /// What happened to one stream.
@@ -252,7 +252,10 @@ pub fn run(
     let output = open_output(&config.output.location, &config.output.s3)
         .with_context(|| format!("opening output {}", config.output.location))?;
     let url = output.url.clone();
-    let job = Job::new(config.fingerprint());
+    // The settings and the model's contents: a card or ONNX file changed under the same name is another job.
+    let job = Job::new(capflow_sinks::commit::sha256_hex(
+        format!("{}:{}", config.fingerprint(), model_fingerprint(&model)).as_bytes(),
+    ));
     let state = runtime
         .block_on(open_job(&output, &job, options.resume))
         .with_context(|| format!("opening the job in output {url}"))?;

@@ -120,8 +120,8 @@ pub(crate) fn join_root(root: &Path, relative: &str) -> Result<Path, SinkError> 
 /// What ties an output to one job; stored as `_capflow/job.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    /// Hex digest of the settings that shape the results (see the pipeline's `Config::fingerprint`); never holds
-    /// credentials or locations.
+    /// Hex digest of the settings and the model that shape the results (the pipeline hashes `Config::fingerprint`
+    /// with `model_fingerprint`); never holds credentials or locations.
     pub fingerprint: String,
     /// The capflow version that writes the job.
     pub capflow_version: String,
@@ -242,7 +242,7 @@ pub async fn open_job(output: &Output, job: &Job, resume: bool) -> Result<JobSta
     }
     if found.fingerprint != job.fingerprint {
         return Err(mismatch(
-            "settings fingerprint",
+            "settings and model fingerprint",
             found.fingerprint,
             job.fingerprint.clone(),
         ));

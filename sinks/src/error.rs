@@ -180,12 +180,12 @@ pub enum SinkError {
     /// The output holds another job's data (other settings or capflow version).
     #[error(
         "output {url} holds a job with {what} {found:?}, but this run has {expected:?}; resuming or re-running into it \
-         would mix results. Use the job's original config and capflow version, or a new output location"
+         would mix results. Use the job's original config, model and capflow version, or a new output location"
     )]
     JobMismatch {
         /// The output location.
         url: String,
-        /// What differs (`settings fingerprint`, `capflow version`, `schema version`).
+        /// What differs (`settings and model fingerprint`, `capflow version`, `schema version`).
         what: &'static str,
         /// The value stored with the output.
         found: String,

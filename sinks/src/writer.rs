@@ -199,7 +199,7 @@ impl TableWriter {
             if marker.fingerprint != self.job.fingerprint {
                 return Err(SinkError::JobMismatch {
                     url: self.output.url.clone(),
-                    what: "settings fingerprint",
+                    what: "settings and model fingerprint",
                     found: marker.fingerprint,
                     expected: self.job.fingerprint.clone(),
                 });
