@@ -214,6 +214,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_model_fingerprint_follows_what_shapes_results_only() {
+        let learned = load_model("builtin").unwrap();
+        assert_eq!(
+            model_fingerprint(&learned),
+            model_fingerprint(&load_model("learned").unwrap())
+        );
+        assert_ne!(
+            model_fingerprint(&learned),
+            model_fingerprint(&load_model("classical").unwrap())
+        );
+        // Words about the model do not change its results; its pixel-size range and its weights do.
+        let mut described = learned.clone();
+        described.card.description.push_str(" More words.");
+        described.card.version = "9.9.9".into();
+        assert_eq!(model_fingerprint(&described), model_fingerprint(&learned));
+        let mut coarser = learned.clone();
+        coarser.card.input.um_per_px_range = Some([2.0, 4.5]);
+        assert_ne!(model_fingerprint(&coarser), model_fingerprint(&learned));
+        let mut retrained = learned.clone();
+        retrained.onnx[100] ^= 1;
+        assert_ne!(model_fingerprint(&retrained), model_fingerprint(&learned));
+    }
+
+    #[test]
     fn built_in_names_resolve_and_the_default_is_the_learned_model() {
         assert_eq!(load_model("builtin").unwrap().card.name, "capillary-seg-v1");
         assert_eq!(load_model("learned").unwrap().card.kind, "learned");
