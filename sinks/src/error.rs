@@ -177,7 +177,7 @@ pub enum SinkError {
         url: String,
     },
 
-    /// The output holds another job's data (other settings or capflow version).
+    /// The output holds another job's data (other settings, model or capflow version).
     #[error(
         "output {url} holds a job with {what} {found:?}, but this run has {expected:?}; resuming or re-running into it \
          would mix results. Use the job's original config, model and capflow version, or a new output location"
