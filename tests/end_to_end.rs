@@ -205,8 +205,8 @@ fn generated_clips_are_measured_within_tolerance_of_ground_truth_and_read_back_i
     }
 }
 
-fn sorted_tables(root: &Path) -> (Vec<String>, Vec<String>, Vec<PathBuf>) {
-    let (frames, windows) = read_back(root);
+/// Every file under `root`, sorted.
+fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -215,11 +215,20 @@ fn sorted_tables(root: &Path) -> (Vec<String>, Vec<String>, Vec<PathBuf>) {
             if e.is_dir() {
                 stack.push(e);
             } else {
-                files.push(e.strip_prefix(root).unwrap().to_path_buf());
+                files.push(e);
             }
         }
     }
     files.sort();
+    files
+}
+
+fn sorted_tables(root: &Path) -> (Vec<String>, Vec<String>, Vec<PathBuf>) {
+    let (frames, windows) = read_back(root);
+    let files = files_under(root)
+        .into_iter()
+        .map(|f| f.strip_prefix(root).unwrap().to_path_buf())
+        .collect();
     (
         frames.iter().map(|f| format!("{f:?}")).collect(),
         windows.iter().map(|w| format!("{w:?}")).collect(),
@@ -478,21 +487,13 @@ fn wrong_shape_model(dir: &Path) -> PathBuf {
 
 /// All files under `root` with their bytes, sorted: what a refused run must leave as it was.
 fn file_contents(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.push((path, bytes));
-            }
-        }
-    }
-    out.sort();
-    out
+    files_under(root)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(&f).unwrap();
+            (f, bytes)
+        })
+        .collect()
 }
 
 #[test]
