@@ -217,7 +217,7 @@ fn vessel_density_perfusion_and_counts_match_the_generator() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Other draws of the same looks: CAPFLOW_SEED_OFFSET=100 moves every seed by 100 (a robustness check by hand;
-    // the README's accuracy table is measured over offsets 0-400).
+    // the README's accuracy table is measured over offsets 0-900).
     let offset: u64 = std::env::var("CAPFLOW_SEED_OFFSET")
         .ok()
         .and_then(|v| v.parse().ok())

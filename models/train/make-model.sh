@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 SEED="${SEED:-1}"
 TRAIN_COUNT="${TRAIN_COUNT:-1600}"
 VAL_COUNT="${VAL_COUNT:-60}"
-STEPS="${STEPS:-16000}"
+STEPS="${STEPS:-32000}"
 DATA="${DATA:-.model-data}"
 VENV=.venv-train
 

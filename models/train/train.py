@@ -4,7 +4,7 @@ Reproducible: the same data, seed, step count, thread count and torch version gi
 weights (deterministic algorithms, one data-loading thread, no wall-clock stopping).
 
     python models/train/train.py --data .model-data/train --val .model-data/val \
-        --out models/capillary-seg-v1.onnx --steps 16000
+        --out models/capillary-seg-v1.onnx --steps 32000
 """
 
 import argparse
@@ -118,7 +118,7 @@ def main():
     ap.add_argument("--val")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=16000)
+    ap.add_argument("--steps", type=int, default=32000)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--crop", type=int, default=224)
     ap.add_argument("--lr", type=float, default=4e-3)
