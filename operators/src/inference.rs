@@ -12,10 +12,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::preprocess::ModelInput;
-use crate::segmenter::Segmenter;
+use crate::segmenter::{ProbPlane, Segmenter};
 
 /// A job's probability plane, or why the model failed on it (naming the model).
-pub type Probs = Result<Vec<f32>, String>;
+pub type Probs = Result<ProbPlane, String>;
 
 /// One model call: frames in it and how long it took.
 pub type Call = (usize, Duration);
@@ -28,7 +28,7 @@ pub fn run_jobs(
     segmenter: &mut Segmenter,
     jobs: &[Option<ModelInput>],
 ) -> (Vec<Option<Probs>>, Vec<Call>) {
-    let mut out: Vec<Option<Probs>> = vec![None; jobs.len()];
+    let mut out: Vec<Option<Probs>> = jobs.iter().map(|_| None).collect();
     let mut calls = Vec::new();
     let size = |j: &Option<ModelInput>| j.as_ref().map(|j| (j.width, j.height));
     let mut done: Vec<bool> = jobs.iter().map(Option::is_none).collect();
@@ -177,7 +177,9 @@ impl InferenceThreads {
         let (lane, len) = *self.in_flight.front()?;
         let stopped = || Finished {
             jobs: vec![None; len],
-            probs: vec![Some(Err(THREAD_STOPPED.to_owned())); len],
+            probs: (0..len)
+                .map(|_| Some(Err(THREAD_STOPPED.to_owned())))
+                .collect(),
             calls: Vec::new(),
         };
         let finished = match self.lanes.get(lane).map(|l| l.finished.try_recv()) {

@@ -53,7 +53,7 @@ pub use evidence::{Evidence, EvidenceImage};
 pub use exact::Exact;
 pub use ordf64::OrdF64;
 pub use segment::{Analysed, Segment, SegmentParams, SegmentShared, SegmentationConfig};
-pub use segmenter::{ort_environment, Segmenter, SessionSettings};
+pub use segmenter::{ort_environment, ProbPlane, Segmenter, SessionSettings};
 pub use stabilise::Stabilise;
 pub use windows::{PatientWindows, WindowSpec};
 pub use write_parts::{Part, PartKey, WriteParts};

@@ -541,7 +541,7 @@ impl<'scope> Segment<'scope> for Stream<'scope, u64, Vec<StableFrame>> {
                     } else {
                         Some(Finished {
                             jobs,
-                            probs: vec![None; units.len()],
+                            probs: units.iter().map(|_| None).collect(),
                             calls: Vec::new(),
                         })
                     };
