@@ -288,6 +288,87 @@ fn two_workers_write_the_same_rows_and_files_as_one() {
 }
 
 #[test]
+fn a_grayscale_camera_is_decoded_to_luma_and_measures_as_its_rgb_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (clip, _) = synth(
+        d,
+        "sub",
+        &[
+            "--preset",
+            "sublingual",
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--frames",
+            "6",
+            "--seed",
+            "31",
+        ],
+    );
+    let clip = clip.to_str().unwrap();
+    let mut tables = Vec::new();
+    for gray in [false, true] {
+        let out = d.join(if gray { "gray" } else { "rgb" });
+        let mut args = vec![
+            "run",
+            "--input",
+            clip,
+            "--um-per-px",
+            "1.5",
+            "--patient",
+            "p",
+            "--output",
+        ];
+        args.push(out.to_str().unwrap());
+        if gray {
+            args.push("--grayscale");
+        }
+        let run = cli::capflow_env(&args, &[("CAPFLOW_LOG", "capflow=info")]);
+        let said = text(&run);
+        assert!(run.status.success(), "{said}");
+        let pixels = if gray { "GRAY8" } else { "RGB" };
+        assert!(
+            said.lines()
+                .any(|l| l.contains("stream opened") && l.contains(&format!("\"{pixels}\""))),
+            "the stream is decoded to {pixels}: {said}"
+        );
+        tables.push(read_back(&out).0);
+    }
+    let (rgb, gray) = (&tables[0], &tables[1]);
+    assert_eq!(rgb.len(), 6);
+    assert_eq!(gray.len(), 6);
+    // The clip is grey, so its RGB decode has R = G = B and the luma plane, stretched from the video's 16–235 to
+    // 0–255, carries the same picture: the same vessels. The stretch restores the rendered levels (BT.601, as the
+    // encoder wrote them); GStreamer's RGB conversion of the same video reads up to ~3 levels darker in the mid-greys.
+    for (a, b) in rgb.iter().zip(gray) {
+        assert!(a.capillary_count > 0, "the clip shows vessels");
+        assert!(
+            a.capillary_count.abs_diff(b.capillary_count) <= 1,
+            "frame {}: {} vs {} capillaries",
+            a.frame_index,
+            a.capillary_count,
+            b.capillary_count
+        );
+        assert!(
+            (a.tvd_mm_per_mm2 - b.tvd_mm_per_mm2).abs() <= 0.03 * a.tvd_mm_per_mm2,
+            "frame {}: TVD {} vs {}",
+            a.frame_index,
+            a.tvd_mm_per_mm2,
+            b.tvd_mm_per_mm2
+        );
+        assert!(
+            (a.mean_luma - b.mean_luma).abs() <= 4.0,
+            "frame {}: luma {} vs {}",
+            a.frame_index,
+            a.mean_luma,
+            b.mean_luma
+        );
+    }
+}
+
+#[test]
 fn a_panicking_worker_fails_the_run_instead_of_hanging_and_resume_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

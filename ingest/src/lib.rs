@@ -26,6 +26,7 @@ mod error;
 pub mod events;
 mod frame;
 pub mod limits;
+mod luma;
 pub mod pool;
 pub mod queue;
 pub mod reader;

@@ -303,3 +303,60 @@ fn each_frame_reuses_the_buffer_of_a_frame_already_dropped() {
         "every frame after the first is packed into the first one's buffer"
     );
 }
+
+/// A 256×32 grey ramp coded by ffmpeg in `pix_fmt` with `codec`, written to `path`; returns the luma plane of its
+/// second frame as GStreamer's decoder delivers it (I420, before any conversion).
+fn grey_ramp(path: &Path, pix_fmt: &str, codec: &[&str]) -> Vec<u8> {
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "nullsrc=s=256x32:r=25,format={pix_fmt},geq=lum=X:cb=128:cr=128"
+        ))
+        .args(["-frames:v", "3"])
+        .args(codec)
+        .args(["-pix_fmt", pix_fmt])
+        .arg(path)
+        .status()
+        .expect("ffmpeg is installed by `make setup`");
+    assert!(status.success(), "ffmpeg {pix_fmt} {codec:?}");
+    let raw = path.with_extension("i420");
+    gst_launch(&format!(
+        "filesrc location={} ! decodebin ! video/x-raw,format=I420 ! filesink location={}",
+        path.display(),
+        raw.display()
+    ));
+    let planes = std::fs::read(&raw).unwrap();
+    let frame = 256 * 32 * 3 / 2;
+    planes[frame..frame + 256 * 32].to_vec()
+}
+
+#[test]
+fn grey_frames_hold_full_range_levels_whether_the_video_codes_limited_or_full_range_luma() {
+    let dir = tempfile::tempdir().unwrap();
+    // H.264 as cameras and encoders write it codes luma in 16–235; MJPEG (yuvj420p) in 0–255. GRAY8 frames must
+    // read 0–255 either way, as the RGB decode does, for the model and the exposure scores: limited-range luma
+    // stretched, full-range luma as coded.
+    let h264 = dir.path().join("limited.mp4");
+    let limited = grey_ramp(&h264, "yuv420p", &["-c:v", "libx264", "-crf", "1"]);
+    let mjpeg = dir.path().join("full.avi");
+    let full = grey_ramp(&mjpeg, "yuvj420p", &["-c:v", "mjpeg", "-q:v", "1"]);
+    let stretch = |y: u8| {
+        ((y as f64 - 16.0) * 255.0 / 219.0)
+            .round()
+            .clamp(0.0, 255.0) as u8
+    };
+    for (path, coded, full_range) in [(&h264, limited, false), (&mjpeg, full, true)] {
+        let frames = read_all(path.to_str().unwrap(), PixelFormat::Gray8).unwrap();
+        assert_eq!(frames.len(), 3);
+        let want: Vec<u8> = if full_range {
+            coded.clone()
+        } else {
+            coded.iter().map(|&y| stretch(y)).collect()
+        };
+        assert_eq!(frames[1].data[..], want[..], "{}", path.display());
+        assert!(
+            coded.iter().min() < Some(&20) && coded.iter().max() > Some(&230),
+            "the ramp spans the levels: {coded:?}"
+        );
+    }
+}

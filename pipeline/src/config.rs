@@ -206,6 +206,9 @@ pub struct DeviceProfile {
     /// Free text: device, objective, resolution, where the calibration came from.
     #[serde(default)]
     pub description: String,
+    /// A grayscale camera (sublingual SDF/IDF): its streams are decoded to one luma plane, not RGB.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grayscale: bool,
 }
 
 /// A built-in device profile: name, µm per pixel, fps, width, height.
@@ -627,6 +630,11 @@ pub struct StreamConfig {
     /// counts the frames a gap cost. From the profile if unset, else 25.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fps: Option<f64>,
+    /// A grayscale camera (sublingual SDF/IDF): decoded straight to one luma plane (for I420/NV12 video its Y plane)
+    /// instead of converted to RGB that the model would only read one channel of. From the profile if unset, else
+    /// false. A colour stream marked grayscale loses the redness that tells a red capillary from a dark hair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grayscale: Option<bool>,
     /// RFC 3339 time of the first frame, e.g. `2026-03-01T08:00:00Z`; event times start at the Unix epoch if unset.
     /// Live streams are timed by the receive wall clock instead.
     #[serde(default)]
@@ -657,6 +665,11 @@ impl StreamConfig {
     /// Nominal frame rate (after [`Config::apply_profiles`], the profile's if the stream sets none).
     pub fn fps(&self) -> f64 {
         self.fps.unwrap_or_else(default_fps)
+    }
+
+    /// Whether the stream comes from a grayscale camera (after [`Config::apply_profiles`], the profile's if unset).
+    pub fn grayscale(&self) -> bool {
+        self.grayscale.unwrap_or(false)
     }
 
     /// Whether the stream is followed live.
@@ -779,6 +792,7 @@ fn streams_from_rows(rows: Vec<ManifestRow>, path: &Path) -> Result<Vec<StreamCo
             profile: row.profile.filter(|p| !p.is_empty()),
             um_per_px: row.um_per_px,
             fps: row.fps,
+            grayscale: None,
             recorded_at: row.recorded_at.filter(|t| !t.is_empty()),
             mode: row.mode.unwrap_or_default(),
             patient: row.patient,
@@ -921,6 +935,7 @@ impl Config {
                     width: Some(width),
                     height: Some(height),
                     description: "built in".into(),
+                    grayscale: false,
                 },
             )
         })
@@ -947,6 +962,7 @@ impl Config {
             if let Some(profile) = profile {
                 stream.um_per_px.get_or_insert(profile.um_per_px);
                 stream.fps.get_or_insert(profile.fps);
+                stream.grayscale.get_or_insert(profile.grayscale);
             }
         }
     }
@@ -1342,6 +1358,7 @@ source = "z.mp4"
 um_per_px = 1.0
 fps = 30
 description = "IDF, calibrated 2026-01 with a stage micrometer"
+grayscale = true
 
 [[streams]]
 id = "a"
@@ -1355,6 +1372,7 @@ patient = "P1"
 source = "b.mp4"
 profile = "cytocam"
 um_per_px = 1.2
+grayscale = false
 
 [[streams]]
 id = "c"
@@ -1370,12 +1388,20 @@ profile = "microscan"
 "#;
         let mut config = parse(text, "t.toml").unwrap();
         config.apply_profiles();
-        let got: Vec<(f64, f64)> = config
+        let got: Vec<(f64, f64, bool)> = config
             .streams
             .iter()
-            .map(|s| (s.um_per_px(), s.fps()))
+            .map(|s| (s.um_per_px(), s.fps(), s.grayscale()))
             .collect();
-        assert_eq!(got, [(1.0, 30.0), (1.2, 30.0), (2.2, 25.0), (2.2, 25.0)]);
+        assert_eq!(
+            got,
+            [
+                (1.0, 30.0, true),
+                (1.2, 30.0, false),
+                (2.2, 25.0, false),
+                (2.2, 25.0, false)
+            ]
+        );
         let problems = config.problems();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(

@@ -106,6 +106,9 @@ struct RunArgs {
     /// Device profile of the --input streams: a `[profiles.<name>]` of the config, or built in (`hdmia-skin`).
     #[arg(long)]
     profile: Option<String>,
+    /// The --input streams come from a grayscale camera (sublingual SDF/IDF): decode them to luma, not RGB.
+    #[arg(long)]
+    grayscale: bool,
     /// Output folder or s3://bucket/prefix (overrides output.location).
     #[arg(long)]
     output: Option<String>,
@@ -189,6 +192,7 @@ fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
                     profile: args.profile.clone(),
                     um_per_px: args.um_per_px,
                     fps: None,
+                    grayscale: args.grayscale.then_some(true),
                     recorded_at: None,
                     mode: Default::default(),
                     fetch_url: None,

@@ -155,7 +155,6 @@ struct RunContext {
     model: Model,
     env: Environment,
     writer: TableWriter,
-    pixel_format: PixelFormat,
     stop: Arc<AtomicBool>,
     deadline: Option<Instant>,
     reload: Option<Reload>,
@@ -276,14 +275,11 @@ pub fn run(
     if let Some(n) = options.abort_before_commit {
         writer = writer.with_abort_before_commit(n);
     }
-    // The card's channels (green, luma) are both cut from RGB; a luma-only path is a later optimisation.
-    let pixel_format = PixelFormat::Rgb8;
     let ctx = Arc::new(RunContext {
         config: config.clone(),
         model,
         env,
         writer,
-        pixel_format,
         stop: options.stop.clone().unwrap_or_default(),
         deadline: options.duration.map(|d| Instant::now() + d),
         reload: options.reload.clone(),
@@ -1114,9 +1110,17 @@ fn start_stream(
         .ingest
         .resize_in_decoder
         .then(|| working_size(stream.um_per_px(), &ctx.model.card.input));
-    match open_stream(stream, &ctx.config, ctx.pixel_format, resize) {
+    // The model reads green and redness from colour frames and luma from grayscale ones (redness 0): a grayscale
+    // camera's frames need no RGB.
+    let format = if stream.grayscale() {
+        PixelFormat::Gray8
+    } else {
+        PixelFormat::Rgb8
+    };
+    match open_stream(stream, &ctx.config, format, resize) {
         Ok(reader) => {
-            tracing::info!(stream = %stream.id, patient = %stream.patient, worker, live = outcome.live, "stream opened");
+            let pixels = format.gst_name();
+            tracing::info!(stream = %stream.id, patient = %stream.patient, worker, live = outcome.live, pixels, "stream opened");
             Ok(Running {
                 stream: stream.clone(),
                 reader,
