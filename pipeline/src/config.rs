@@ -962,7 +962,10 @@ impl Config {
             if let Some(profile) = profile {
                 stream.um_per_px.get_or_insert(profile.um_per_px);
                 stream.fps.get_or_insert(profile.fps);
-                stream.grayscale.get_or_insert(profile.grayscale);
+                // Only a grayscale profile sets it, so configs without the key print and fingerprint as before.
+                if profile.grayscale {
+                    stream.grayscale.get_or_insert(true);
+                }
             }
         }
     }
