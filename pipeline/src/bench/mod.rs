@@ -399,10 +399,10 @@ fn scaling(dir: &std::path::Path, skin: &Clip) -> anyhow::Result<serde_json::Val
         .zip(&readings[0])
         .map(|(two, one)| two / one)
         .collect();
-    let base = median(&mut readings[0].clone());
+    let rates = readings.clone().map(|mut lane| median(&mut lane));
+    let base = rates[0];
     let mut model_rows = Vec::new();
-    for (workers, lane) in [1, 2].into_iter().zip(&readings) {
-        let rate = median(&mut lane.clone());
+    for ((workers, lane), rate) in [1, 2].into_iter().zip(&readings).zip(rates) {
         println!(
             "  {:<42} {rate:>8.1} frames/s  ×{:.2}",
             format!("{workers} worker(s)"),
